@@ -1,0 +1,397 @@
+//! The YAML configuration: schema, defaults, validation and `DYNPLUG_*` overrides.
+//!
+//! Every key has a default, so an empty file is a valid configuration. Unknown keys
+//! are errors (a typo must not silently do nothing). Errors name the file, the field
+//! and the problem, with line and column when the YAML parser knows them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::name::validate_plugin_name;
+
+/// The default configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dynplug/config.yaml";
+/// The default plugins directory.
+pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/dynplug/plugins";
+/// Where runtime state goes when neither `state_dir` nor `$STATE_DIRECTORY` is set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dynplug";
+/// Largest configuration file accepted.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory scanned for `*.so` plugin libraries.
+    pub plugins_dir: PathBuf,
+    /// Log filter: `error`, `warn`, `info`, `debug`, `trace` (or a tracing directive).
+    pub log_level: String,
+    /// Where runtime state (enable/disable) is kept; see [`Config::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// Whether plugins not listed under `plugins:` are enabled.
+    pub default_enabled: bool,
+    /// Create plugin instances on first use instead of at start.
+    pub lazy_load: bool,
+    /// Call timeout for plugins that set none, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// Largest input accepted by `execute`, in bytes.
+    pub max_input_bytes: usize,
+    /// Calls one plugin may have running at once; more wait (within the timeout).
+    pub default_max_concurrency: usize,
+    /// The REST API.
+    pub server: ServerConfig,
+    /// Per-plugin settings, by plugin name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
+            log_level: "info".into(),
+            state_dir: None,
+            default_enabled: true,
+            lazy_load: false,
+            default_timeout_ms: 30_000,
+            max_input_bytes: 8 * 1024 * 1024,
+            default_max_concurrency: 16,
+            server: ServerConfig::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// The optional REST API (`server:`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Serve the API.
+    pub enabled: bool,
+    /// Address to bind; loopback by default.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// File holding the bearer token (or a credential name under $CREDENTIALS_DIRECTORY).
+    pub token_file: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            token_file: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// How a plugin is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In the daemon's own process (fastest; a segfault in the plugin kills the daemon).
+    #[default]
+    InProcess,
+    /// In a separate worker process.
+    Process,
+}
+
+/// Settings of one plugin (`plugins: NAME:`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// Enabled at start; `None` means `default_enabled`.
+    pub enabled: Option<bool>,
+    /// Call timeout in milliseconds; `None` means `default_timeout_ms`.
+    pub timeout_ms: Option<u64>,
+    /// Concurrent calls allowed; `None` means `default_max_concurrency`.
+    pub max_concurrency: Option<usize>,
+    /// Where the plugin runs.
+    pub isolation: Isolation,
+    /// Free-form settings handed to the plugin's `configure` hook as JSON.
+    pub settings: Option<serde_yaml::Value>,
+}
+
+impl Config {
+    /// Reads, parses, applies `DYNPLUG_*` overrides from `env` and validates `path`.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::file(
+                path,
+                format!("file is {} bytes, more than the {MAX_CONFIG_BYTES} allowed", meta.len()),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ConfigError::file(path, format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+        let mut config = Config::parse(&text, path)?;
+        config.apply_env(env)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses YAML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| {
+            let problem = e.to_string();
+            // serde_yaml prefixes the dotted path of the field ("plugins.echo: ...").
+            match problem.split_once(": ") {
+                Some((field, rest)) if !field.contains(' ') => ConfigError::field(origin, field, rest),
+                _ => ConfigError::file(origin, problem),
+            }
+        })
+    }
+
+    /// Applies `DYNPLUG_PLUGINS_DIR`, `DYNPLUG_LOG_LEVEL`, `DYNPLUG_STATE_DIR`,
+    /// `DYNPLUG_SERVER_ENABLED`, `DYNPLUG_SERVER_HOST` and `DYNPLUG_SERVER_PORT`.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let origin = Path::new("<environment>");
+        if let Some(v) = env("DYNPLUG_PLUGINS_DIR") {
+            self.plugins_dir = v.into();
+        }
+        if let Some(v) = env("DYNPLUG_LOG_LEVEL") {
+            self.log_level = v;
+        }
+        if let Some(v) = env("DYNPLUG_STATE_DIR") {
+            self.state_dir = Some(v.into());
+        }
+        if let Some(v) = env("DYNPLUG_SERVER_ENABLED") {
+            self.server.enabled = match v.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => return Err(ConfigError::field(origin, "DYNPLUG_SERVER_ENABLED", format!("`{v}` is not a boolean"))),
+            };
+        }
+        if let Some(v) = env("DYNPLUG_SERVER_HOST") {
+            self.server.host = v;
+        }
+        if let Some(v) = env("DYNPLUG_SERVER_PORT") {
+            self.server.port = v
+                .parse()
+                .map_err(|_| ConfigError::field(origin, "DYNPLUG_SERVER_PORT", format!("`{v}` is not a port number")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks what the schema alone cannot express.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+        if self.plugins_dir.as_os_str().is_empty() {
+            return Err(ConfigError::field(file, "plugins_dir", "must not be empty"));
+        }
+        if !self.log_level.contains('=') && !LEVELS.contains(&self.log_level.as_str()) {
+            return Err(ConfigError::field(
+                file,
+                "log_level",
+                format!("`{}` is not one of {}", self.log_level, LEVELS.join(", ")),
+            ));
+        }
+        if self.default_timeout_ms == 0 {
+            return Err(ConfigError::field(file, "default_timeout_ms", "must be greater than 0"));
+        }
+        if self.max_input_bytes == 0 {
+            return Err(ConfigError::field(file, "max_input_bytes", "must be greater than 0"));
+        }
+        if self.default_max_concurrency == 0 {
+            return Err(ConfigError::field(file, "default_max_concurrency", "must be greater than 0"));
+        }
+        if self.server.enabled && self.server.port == 0 {
+            return Err(ConfigError::field(file, "server.port", "must be set when the server is enabled"));
+        }
+        for (name, plugin) in &self.plugins {
+            let field = |f: &str| format!("plugins.{name}.{f}");
+            validate_plugin_name(name).map_err(|e| ConfigError::field(file, format!("plugins.{name}"), e))?;
+            if plugin.timeout_ms == Some(0) {
+                return Err(ConfigError::field(file, field("timeout_ms"), "must be greater than 0"));
+            }
+            if plugin.max_concurrency == Some(0) {
+                return Err(ConfigError::field(file, field("max_concurrency"), "must be greater than 0"));
+            }
+            if plugin.isolation == Isolation::Process {
+                return Err(ConfigError::field(
+                    file,
+                    field("isolation"),
+                    "`process` isolation is not available in this version; use `in-process`",
+                ));
+            }
+            if let Some(settings) = &plugin.settings {
+                if !settings.is_mapping() {
+                    return Err(ConfigError::field(file, field("settings"), "must be a mapping of keys to values"));
+                }
+                serde_json::to_string(settings)
+                    .map_err(|e| ConfigError::field(file, field("settings"), format!("cannot be passed to the plugin: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where runtime state lives: `state_dir`, else `$STATE_DIRECTORY` (first entry), else
+    /// [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| env("STATE_DIRECTORY").and_then(|v| v.split(':').next().map(PathBuf::from)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+
+    /// The settings of `plugin` for the config, or the defaults.
+    pub fn plugin(&self, name: &str) -> PluginConfig {
+        self.plugins.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Whether `name` is enabled by configuration (before runtime overrides).
+    pub fn enabled(&self, name: &str) -> bool {
+        self.plugins
+            .get(name)
+            .and_then(|p| p.enabled)
+            .unwrap_or(self.default_enabled)
+    }
+
+    /// The call timeout of `name`.
+    pub fn timeout(&self, name: &str) -> Duration {
+        let ms = self
+            .plugins
+            .get(name)
+            .and_then(|p| p.timeout_ms)
+            .unwrap_or(self.default_timeout_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// How many concurrent calls `name` may serve.
+    pub fn max_concurrency(&self, name: &str) -> usize {
+        self.plugins
+            .get(name)
+            .and_then(|p| p.max_concurrency)
+            .unwrap_or(self.default_max_concurrency)
+    }
+
+    /// The settings of `name` as JSON object text (`{}` when none).
+    pub fn settings_json(&self, name: &str) -> String {
+        self.plugins
+            .get(name)
+            .and_then(|p| p.settings.as_ref())
+            .and_then(|s| serde_json::to_string(s).ok())
+            .unwrap_or_else(|| "{}".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::parse(text, Path::new("test.yaml"))?;
+        c.validate(Path::new("test.yaml"))?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            "plugins_dir: /opt/p\nlog_level: debug\nserver:\n  enabled: true\n  port: 9000\nplugins:\n  text:\n    enabled: false\n    timeout_ms: 50\n    settings:\n      mode: upper\n",
+        )
+        .unwrap();
+        assert_eq!(c.plugins_dir, PathBuf::from("/opt/p"));
+        assert!(!c.enabled("text"));
+        assert!(c.enabled("other"));
+        assert_eq!(c.timeout("text"), Duration::from_millis(50));
+        assert_eq!(c.settings_json("text"), r#"{"mode":"upper"}"#);
+        assert_eq!(c.settings_json("other"), "{}");
+        assert!(c.server.enabled);
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = parse("plugins:\n  echo:\n    enabeld: true\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.echo"));
+        assert!(e.problem.contains("enabeld"), "{e}");
+        assert!(e.problem.contains("line 3"), "{e}");
+        assert!(e.to_string().starts_with("test.yaml: plugins.echo: "), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_values_are_named() {
+        let e = parse("default_timeout_ms: soon\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("default_timeout_ms"));
+        let e = parse("plugins:\n  echo:\n    timeout_ms: 0\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.echo.timeout_ms"));
+        let e = parse("log_level: loud\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("log_level"));
+        let e = parse("plugins:\n  ../evil:\n    enabled: true\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.../evil"));
+        let e = parse("plugins:\n  echo:\n    settings: [1, 2]\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.echo.settings"));
+        let e = parse("plugins:\n  echo:\n    isolation: process\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.echo.isolation"));
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_position() {
+        let e = parse("plugins: [\n").unwrap_err();
+        assert!(e.to_string().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "DYNPLUG_PLUGINS_DIR" => Some("/x".to_string()),
+            "DYNPLUG_SERVER_PORT" => Some("1234".to_string()),
+            "DYNPLUG_SERVER_ENABLED" => Some("yes".to_string()),
+            _ => None,
+        };
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.plugins_dir, PathBuf::from("/x"));
+        assert_eq!(c.server.port, 1234);
+        assert!(c.server.enabled);
+        let bad = |k: &str| (k == "DYNPLUG_SERVER_PORT").then(|| "http".to_string());
+        let e = c.apply_env(&bad).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("DYNPLUG_SERVER_PORT"));
+    }
+
+    #[test]
+    fn state_dir_precedence() {
+        let c = Config::default();
+        assert_eq!(c.state_dir(&no_env), PathBuf::from(DEFAULT_STATE_DIR));
+        let env = |k: &str| (k == "STATE_DIRECTORY").then(|| "/var/lib/a:/var/lib/b".to_string());
+        assert_eq!(c.state_dir(&env), PathBuf::from("/var/lib/a"));
+        let c = Config {
+            state_dir: Some("/s".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.state_dir(&env), PathBuf::from("/s"));
+    }
+
+    #[test]
+    fn load_rejects_non_utf8_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, b"log_level: \xff\n").unwrap();
+        let e = Config::load(&p, &no_env).unwrap_err();
+        assert!(e.problem.contains("UTF-8"), "{e}");
+        let e = Config::load(&dir.path().join("missing.yaml"), &no_env).unwrap_err();
+        assert!(e.problem.contains("cannot read"), "{e}");
+    }
+}

@@ -1,0 +1,191 @@
+//! Errors of the host side, one enum per layer.
+//!
+//! Messages are lowercase, name the thing that failed and say what to do where
+//! possible. The daemon maps these kinds once to D-Bus error names, HTTP statuses
+//! and exit codes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a plugin library was refused by the loader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be inspected.
+    #[error("cannot read {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file failed a trust check (permissions, owner, setuid).
+    #[error("refusing {path}: {reason}")]
+    Untrusted {
+        /// The file or directory that failed the check.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file is not an ELF shared library, or the dynamic linker refused it.
+    #[error("{path} is not a loadable shared library: {reason}")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// What the check or the dynamic linker said.
+        reason: String,
+    },
+    /// The library does not export `dynplug_plugin_entry`.
+    #[error("{path} has no entry symbol `dynplug_plugin_entry`: not a DynPlug plugin")]
+    MissingEntry {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The entry point returned null, or the table does not start with the magic.
+    #[error("{path} returned an invalid plugin table: {reason}")]
+    BadTable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The plugin was built for another ABI version.
+    #[error("{path} uses plugin ABI version {found}, but this host speaks version {expected}: rebuild the plugin against this dynplug-core")]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the plugin declares.
+        found: u32,
+        /// What the host speaks.
+        expected: u32,
+    },
+    /// The plugin's metadata is unusable (bad name, non-UTF-8 strings).
+    #[error("{path}: invalid plugin metadata: {reason}")]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another loaded library already uses this plugin name.
+    #[error("{path}: plugin name `{name}` is already used by {other}")]
+    DuplicateName {
+        /// The file refused.
+        path: PathBuf,
+        /// The contested name.
+        name: String,
+        /// The file that keeps the name.
+        other: PathBuf,
+    },
+    /// The plugin's constructor or `configure` failed.
+    #[error("plugin `{name}` failed to initialise: {reason}")]
+    Init {
+        /// The plugin.
+        name: String,
+        /// What it said.
+        reason: String,
+    },
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The plugin returned an error.
+    #[error("plugin `{plugin}` failed: {message}")]
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// Its message.
+        message: String,
+    },
+    /// The plugin panicked; the panic was caught at the ABI boundary.
+    #[error("plugin `{plugin}` crashed: {message}")]
+    Panicked {
+        /// The plugin.
+        plugin: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The plugin returned bytes that are not UTF-8.
+    #[error("plugin `{plugin}` returned output that is not valid UTF-8")]
+    InvalidOutput {
+        /// The plugin.
+        plugin: String,
+    },
+}
+
+/// Errors of the manager, as callers (D-Bus, REST, CLI) see them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// No plugin of that name is known.
+    #[error("no plugin named `{0}`")]
+    NotFound(String),
+    /// The plugin exists but is disabled.
+    #[error("plugin `{0}` is disabled; enable it first")]
+    Disabled(String),
+    /// The plugin failed to load or initialise and cannot be used.
+    #[error("plugin `{name}` is not usable: {reason}")]
+    Unavailable {
+        /// The plugin.
+        name: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The call ran out of time (including waiting for a free slot).
+    #[error("plugin `{name}` did not answer within {}ms", timeout.as_millis())]
+    Timeout {
+        /// The plugin.
+        name: String,
+        /// The limit that was hit.
+        timeout: Duration,
+    },
+    /// The plugin's call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The request itself is invalid (name syntax, input too large, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The daemon is shutting down and takes no new calls.
+    #[error("dynplugd is shutting down")]
+    ShuttingDown,
+    /// A configuration or state file problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The runtime state could not be saved.
+    #[error("cannot save runtime state: {0}")]
+    State(String),
+}
+
+/// A configuration problem, naming the file, the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{problem}", file.display(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file (or `<environment>` for DYNPLUG_* variables).
+    pub file: PathBuf,
+    /// The offending field as a dotted path, when known.
+    pub field: Option<String>,
+    /// What is wrong, with line and column when the parser knows them.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem with a named field.
+    pub fn field(file: impl Into<PathBuf>, field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            field: Some(field.into()),
+            problem: problem.into(),
+        }
+    }
+
+    /// A problem with the file as a whole.
+    pub fn file(file: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            field: None,
+            problem: problem.into(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! DynPlug core: the plugin SDK and, with the default `host` feature, everything a
+//! plugin host needs.
+//!
+//! # Map
+//!
+//! For plugin authors (always available, no dependencies):
+//! - [`Plugin`] and [`register_plugin!`]: the safe Rust API;
+//! - [`abi`]: the C ABI (mirrored by `include/dynplug.h`);
+//! - [`export`]: the `extern "C"` shims the macro instantiates.
+//!
+//! For the host (feature `host`):
+//! - `config`: the YAML configuration, defaults, validation, environment overrides;
+//! - `trust` and `library`: file trust checks, `dlopen`, table checks, safe calls;
+//! - `manager`: the registry of plugins and every operation on them (list, info,
+//!   enable/disable, execute with timeouts, reload with a diff, graceful shutdown);
+//! - `services`: supervision of service plugins (start, stop, restart with backoff);
+//! - `state`: runtime enable/disable persisted atomically apart from the config;
+//! - `events`: the lifecycle events the daemon publishes;
+//! - `error`: one error enum per layer.
+//!
+//! No D-Bus and no HTTP here: the daemon wires this crate to the world.
+
+pub mod abi;
+pub mod export;
+mod plugin;
+
+pub use plugin::{Plugin, PluginResult};
+
+#[cfg(feature = "host")]
+pub mod config;
+#[cfg(feature = "host")]
+pub mod error;
+#[cfg(feature = "host")]
+pub mod events;
+#[cfg(feature = "host")]
+pub mod library;
+#[cfg(feature = "host")]
+pub mod manager;
+#[cfg(feature = "host")]
+pub mod name;
+#[cfg(feature = "host")]
+mod services;
+#[cfg(feature = "host")]
+mod slot;
+#[cfg(feature = "host")]
+pub mod state;
+#[cfg(feature = "host")]
+pub mod trust;
+
+#[cfg(feature = "host")]
+pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};
+#[cfg(feature = "host")]
+pub use slot::CallStats;

@@ -1,0 +1,379 @@
+//! Opening a plugin library, checking its table, and calling into it safely.
+//!
+//! [`PluginLibrary::open`] runs the trust checks, `dlopen`s the file, finds the entry
+//! point and checks magic, ABI version and table size before it reads anything else.
+//! [`Instance`] wraps one plugin instance and turns every ABI call into a `Result`.
+//!
+//! Libraries are never closed: `dlclose` of a Rust library that used thread-local
+//! storage is unsound on Linux, so a library stays mapped until the process ends.
+//! Disabling or removing a plugin only stops the host from calling it.
+
+use std::ffi::{c_void, CStr};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::abi::{self, Buf, PluginTable};
+use crate::error::{CallError, LoadError};
+use crate::name::validate_plugin_name;
+use crate::trust::{self, TrustPolicy};
+
+/// What identifies one version of a file on disk: replaced files get a new identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
+
+impl FileIdentity {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// An opened, checked plugin library.
+#[derive(Debug)]
+pub struct PluginLibrary {
+    path: PathBuf,
+    identity: FileIdentity,
+    table: &'static PluginTable,
+    name: String,
+    version: String,
+    description: String,
+}
+
+// SAFETY: the table is immutable static data of a library that is never unloaded; the
+// ABI requires its functions to be callable from any thread.
+unsafe impl Send for PluginLibrary {}
+// SAFETY: see `Send`.
+unsafe impl Sync for PluginLibrary {}
+
+const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
+
+fn read_c_str(path: &Path, field: &str, ptr: *const std::ffi::c_char) -> Result<String, LoadError> {
+    let bad = |reason: String| LoadError::BadMetadata {
+        path: path.to_owned(),
+        reason,
+    };
+    if ptr.is_null() {
+        return Err(bad(format!("{field} is null")));
+    }
+    // SAFETY: the ABI requires a NUL-terminated string that lives as long as the library.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    if s.to_bytes().len() > 4096 {
+        return Err(bad(format!("{field} is longer than 4096 bytes")));
+    }
+    s.to_str()
+        .map(str::to_owned)
+        .map_err(|_| bad(format!("{field} is not valid UTF-8")))
+}
+
+impl PluginLibrary {
+    /// Checks, opens and validates the library at `path`.
+    pub fn open(path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+        let meta = trust::check_file(path, policy)?;
+        let mut head = [0u8; 4];
+        let io = |e: std::io::Error| LoadError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let n = std::fs::File::open(path).map_err(io)?.read(&mut head).map_err(io)?;
+        if n < 4 || head != ELF_MAGIC {
+            return Err(LoadError::NotALibrary {
+                path: path.to_owned(),
+                reason: "no ELF header".into(),
+            });
+        }
+        // SAFETY: loading a library runs its initialisers. That is the point of a plugin
+        // host; the trust checks above limit it to files only trusted users can write.
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| LoadError::NotALibrary {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // SAFETY: the symbol's type is fixed by the ABI (see `abi::EntryFn`).
+        let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }.map_err(|_| LoadError::MissingEntry {
+            path: path.to_owned(),
+        })?;
+        // SAFETY: the entry point takes no arguments and returns a pointer to static data.
+        let table_ptr = unsafe { entry() };
+        // Never dlclose (see module docs): the table below borrows the mapping forever.
+        std::mem::forget(lib);
+        Self::from_table(path, FileIdentity::of(&meta), table_ptr)
+    }
+
+    fn from_table(path: &Path, identity: FileIdentity, ptr: *const PluginTable) -> Result<PluginLibrary, LoadError> {
+        let bad = |reason: &str| LoadError::BadTable {
+            path: path.to_owned(),
+            reason: reason.into(),
+        };
+        if ptr.is_null() {
+            return Err(bad("the entry point returned null (did the plugin's constructor panic?)"));
+        }
+        // SAFETY: non-null; the three leading u32 fields exist in every ABI version, so
+        // reading them is valid whatever the rest of the table looks like.
+        let (magic, abi_version, struct_size) = unsafe {
+            let p = ptr.cast::<u32>();
+            (p.read(), p.add(1).read(), p.add(2).read())
+        };
+        if magic != abi::MAGIC {
+            return Err(bad(&format!(
+                "wrong magic {magic:#010x} (expected {:#010x})",
+                abi::MAGIC
+            )));
+        }
+        if abi_version != abi::ABI_VERSION {
+            return Err(LoadError::AbiMismatch {
+                path: path.to_owned(),
+                found: abi_version,
+                expected: abi::ABI_VERSION,
+            });
+        }
+        if struct_size < abi::TABLE_SIZE {
+            return Err(bad(&format!(
+                "table is {struct_size} bytes, smaller than the {} of ABI version {}",
+                abi::TABLE_SIZE,
+                abi::ABI_VERSION
+            )));
+        }
+        // SAFETY: magic, version and size say this is a complete v1 table in static memory.
+        let table: &'static PluginTable = unsafe { &*ptr };
+        if table.create.is_none() || table.destroy.is_none() || table.execute.is_none() || table.free_buf.is_none() {
+            return Err(bad("a required function (create, destroy, execute, free_buf) is null"));
+        }
+        let name = read_c_str(path, "name", table.name)?;
+        validate_plugin_name(&name).map_err(|reason| LoadError::BadMetadata {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let version = read_c_str(path, "version", table.version)?;
+        if version.is_empty() {
+            return Err(LoadError::BadMetadata {
+                path: path.to_owned(),
+                reason: "version is empty".into(),
+            });
+        }
+        let description = read_c_str(path, "description", table.description)?;
+        Ok(PluginLibrary {
+            path: path.to_owned(),
+            identity,
+            table,
+            name,
+            version,
+            description,
+        })
+    }
+
+    /// The plugin's name from its metadata.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The plugin's description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The identity of that file at load time.
+    pub fn identity(&self) -> FileIdentity {
+        self.identity
+    }
+
+    /// The ABI version the plugin declared.
+    pub fn abi_version(&self) -> u32 {
+        self.table.abi_version
+    }
+
+    /// Whether the plugin runs a service.
+    pub fn is_service(&self) -> bool {
+        self.table.flags & abi::FLAG_SERVICE != 0 && self.table.start.is_some()
+    }
+
+    /// Constructs a plugin instance.
+    pub fn instantiate(self: &Arc<Self>) -> Result<Instance, LoadError> {
+        let create = self.table.create.expect("checked at open");
+        // SAFETY: `create` takes no arguments; the ABI forbids unwinding out of it.
+        let ptr = unsafe { create() };
+        let ptr = NonNull::new(ptr).ok_or_else(|| LoadError::Init {
+            name: self.name.clone(),
+            reason: "the plugin's constructor failed".into(),
+        })?;
+        Ok(Instance {
+            library: Arc::clone(self),
+            ptr,
+        })
+    }
+}
+
+/// One live plugin instance. Calls may come from any thread at once, as the ABI allows.
+#[derive(Debug)]
+pub struct Instance {
+    library: Arc<PluginLibrary>,
+    ptr: NonNull<c_void>,
+}
+
+// SAFETY: the ABI requires plugin instances to be usable from any thread concurrently
+// (Rust plugins are `Send + Sync` by the trait bound).
+unsafe impl Send for Instance {}
+// SAFETY: see `Send`.
+unsafe impl Sync for Instance {}
+
+impl Instance {
+    /// The library this instance comes from.
+    pub fn library(&self) -> &Arc<PluginLibrary> {
+        &self.library
+    }
+
+    /// Takes ownership of the bytes in `buf` (copying them) and frees it with the plugin.
+    fn take(&self, buf: Buf) -> Vec<u8> {
+        if buf.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the plugin filled `buf` with `len` readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        let free = self.library.table.free_buf.expect("checked at open");
+        // SAFETY: the buffer came from this plugin and is released exactly once.
+        unsafe { free(buf) };
+        bytes
+    }
+
+    /// Turns a status and buffer into a result.
+    fn finish(&self, status: i32, buf: Buf) -> Result<String, CallError> {
+        let bytes = self.take(buf);
+        let plugin = self.library.name.clone();
+        match status {
+            abi::STATUS_OK => String::from_utf8(bytes).map_err(|_| CallError::InvalidOutput { plugin }),
+            abi::STATUS_PANIC => Err(CallError::Panicked {
+                plugin,
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+            other => {
+                let mut message = String::from_utf8_lossy(&bytes).into_owned();
+                if message.is_empty() {
+                    message = format!("error status {other} without a message");
+                }
+                Err(CallError::Failed { plugin, message })
+            }
+        }
+    }
+
+    /// Calls `execute` with `input`.
+    pub fn execute(&self, input: &str) -> Result<String, CallError> {
+        let f = self.library.table.execute.expect("checked at open");
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is live; input is valid for its length during the call.
+        let status = unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) };
+        self.finish(status, out)
+    }
+
+    /// Calls `configure` with settings as JSON text; a plugin without the hook accepts all.
+    pub fn configure(&self, settings_json: &str) -> Result<(), CallError> {
+        let Some(f) = self.library.table.configure else {
+            return Ok(());
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: as in `execute`.
+        let status = unsafe { f(self.ptr.as_ptr(), settings_json.as_ptr(), settings_json.len(), &mut out) };
+        self.finish(status, out).map(drop)
+    }
+
+    fn service_call(&self, f: Option<abi::ServiceFn>) -> Result<(), CallError> {
+        let Some(f) = f else {
+            return Ok(());
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is live.
+        let status = unsafe { f(self.ptr.as_ptr(), &mut out) };
+        self.finish(status, out).map(drop)
+    }
+
+    /// Runs the service; blocks until it ends.
+    pub fn start(&self) -> Result<(), CallError> {
+        self.service_call(self.library.table.start)
+    }
+
+    /// Asks the running service to end.
+    pub fn stop(&self) -> Result<(), CallError> {
+        self.service_call(self.library.table.stop)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let destroy = self.library.table.destroy.expect("checked at open");
+        // SAFETY: the pointer came from `create` and is destroyed once; no call can be
+        // running, since every caller holds an `Arc` to this instance.
+        unsafe { destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// The `*.so` files directly inside `dir`, sorted by name.
+pub fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "so"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Opens every file in `paths` on a few threads at once; results come back in order.
+pub fn open_all(paths: &[PathBuf], policy: TrustPolicy) -> Vec<Result<PluginLibrary, LoadError>> {
+    let open_one = |p: &PathBuf| {
+        // A library initialiser that panics must not take the daemon down.
+        std::panic::catch_unwind(|| PluginLibrary::open(p, policy)).unwrap_or_else(|_| {
+            Err(LoadError::NotALibrary {
+                path: p.clone(),
+                reason: "panicked while loading".into(),
+            })
+        })
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(paths.len().max(1));
+    let chunk = paths.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(open_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}

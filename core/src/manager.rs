@@ -1,0 +1,745 @@
+//! The manager: the one place that owns plugins and applies every operation on them.
+//! D-Bus, REST and tests all go through it, so they see the same state at once.
+//!
+//! Plugin calls run on tokio's blocking pool, never on the async workers, each under
+//! its plugin's timeout and concurrency limit: a hung plugin makes its own calls time
+//! out and cannot hold up calls to other plugins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, Notify};
+
+use crate::config::Config;
+use crate::error::{CallError, ConfigError, LoadError, ManagerError};
+use crate::events::{Event, ServiceState};
+use crate::library::{self, FileIdentity, PluginLibrary};
+use crate::services::Services;
+use crate::slot::{CallStats, Limits, Slot};
+use crate::state::{RuntimeState, StateStore};
+use crate::trust::{self, TrustPolicy};
+
+/// How long a service gets to stop on disable or shutdown.
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether an operation changed anything (idempotent operations say which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The state changed.
+    Changed,
+    /// It already was in the requested state.
+    Unchanged,
+}
+
+/// Where a plugin stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginStatus {
+    /// Instance created and usable.
+    Loaded,
+    /// Library accepted; instance to be created on first use (lazy loading).
+    Pending,
+    /// Refused or broken; the reason says why.
+    Failed(String),
+}
+
+/// A snapshot of one plugin (or of a file that failed to load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The plugin's name; for a file that never loaded, its file name.
+    pub name: String,
+    /// Version from the plugin's metadata (empty for failed files).
+    pub version: String,
+    /// Description from the plugin's metadata.
+    pub description: String,
+    /// The library file.
+    pub path: PathBuf,
+    /// Enabled (by config or at run time).
+    pub enabled: bool,
+    /// Load state.
+    pub status: PluginStatus,
+    /// ABI version the plugin declared (0 when unknown).
+    pub abi_version: u32,
+    /// Whether it is a service plugin.
+    pub service: bool,
+    /// Its service's state.
+    pub service_state: ServiceState,
+    /// Call timeout.
+    pub timeout: Duration,
+    /// Concurrent calls allowed.
+    pub max_concurrency: usize,
+    /// Call statistics.
+    pub stats: CallStats,
+}
+
+impl PluginInfo {
+    /// Whether the instance exists and is usable.
+    pub fn loaded(&self) -> bool {
+        self.status == PluginStatus::Loaded
+    }
+
+    /// The failure reason, if any.
+    pub fn error(&self) -> Option<&str> {
+        match &self.status {
+            PluginStatus::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// Counts over all plugins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Plugins accepted by the loader.
+    pub plugins: usize,
+    /// Of those, enabled.
+    pub enabled: usize,
+    /// Plugins or files that failed.
+    pub failed: usize,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Plugins that appeared.
+    pub added: Vec<String>,
+    /// Plugins that went away.
+    pub removed: Vec<String>,
+    /// Plugins whose library file was replaced (new calls use the new library).
+    pub replaced: Vec<String>,
+    /// Plugins whose settings were re-applied.
+    pub reconfigured: Vec<String>,
+    /// Plugins whose enabled state changed.
+    pub toggled: Vec<String>,
+    /// Files that failed to load or plugins that failed to configure.
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("replaced", &self.replaced),
+            ("reconfigured", &self.reconfigured),
+            ("toggled", &self.toggled),
+            ("failed", &self.failed),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}: {}", v.join(", ")))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("no changes")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    plugins: BTreeMap<String, Arc<Slot>>,
+    failures: Vec<(PathBuf, LoadError)>,
+}
+
+/// Counts calls in flight so shutdown can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+struct Inner {
+    // std locks: held only to copy or swap small values, never across `.await`.
+    registry: RwLock<Registry>,
+    config: RwLock<Arc<Config>>,
+    runtime: Mutex<RuntimeState>,
+    store: StateStore,
+    policy: TrustPolicy,
+    events: broadcast::Sender<Event>,
+    services: Services,
+    in_flight: InFlight,
+    shutting_down: AtomicBool,
+    /// Serialises reloads and enable/disable so they never interleave.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// The plugin manager. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Manager {
+    /// Creates a manager, loads the plugins of `config` and starts their services.
+    /// Runtime state is kept in `state_dir`. Must run inside a tokio runtime.
+    pub async fn start(config: Config, state_dir: &Path, policy: TrustPolicy) -> Result<(Manager, ReloadReport), ManagerError> {
+        let store = StateStore::new(state_dir);
+        let runtime = store.load().map_err(|e| ConfigError::file(store.path(), e))?;
+        let (events, _) = broadcast::channel(1024);
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(Registry::default()),
+                config: RwLock::new(Arc::new(Config::default())),
+                runtime: Mutex::new(runtime),
+                store,
+                policy,
+                services: Services::new(events.clone(), SERVICE_STOP_TIMEOUT),
+                events,
+                in_flight: InFlight::default(),
+                shutting_down: AtomicBool::new(false),
+                admin: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let report = manager.apply(config, true).await?;
+        Ok((manager, report))
+    }
+
+    /// Subscribes to lifecycle events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&read(&self.inner.config))
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, ManagerError> {
+        read(&self.inner.registry)
+            .plugins
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    fn info_of(&self, slot: &Slot) -> PluginInfo {
+        let limits = slot.limits();
+        let status = match (slot.loaded(), slot.failure()) {
+            (Some(_), _) => PluginStatus::Loaded,
+            (None, Some(reason)) => PluginStatus::Failed(reason),
+            (None, None) => PluginStatus::Pending,
+        };
+        PluginInfo {
+            name: slot.name().to_owned(),
+            version: slot.library.version().to_owned(),
+            description: slot.library.description().to_owned(),
+            path: slot.library.path().to_owned(),
+            enabled: slot.enabled(),
+            status,
+            abi_version: slot.library.abi_version(),
+            service: slot.library.is_service(),
+            service_state: self.inner.services.state(slot.name()),
+            timeout: limits.timeout,
+            max_concurrency: limits.max_concurrency,
+            stats: slot.stats(),
+        }
+    }
+
+    fn failed_info(path: &Path, error: &LoadError) -> PluginInfo {
+        PluginInfo {
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            version: String::new(),
+            description: String::new(),
+            path: path.to_owned(),
+            enabled: false,
+            status: PluginStatus::Failed(error.to_string()),
+            abi_version: match error {
+                LoadError::AbiMismatch { found, .. } => *found,
+                _ => 0,
+            },
+            service: false,
+            service_state: ServiceState::Stopped,
+            timeout: Duration::ZERO,
+            max_concurrency: 0,
+            stats: CallStats::default(),
+        }
+    }
+
+    /// Every plugin by name, then every file that failed to load (named by file name).
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let (slots, failures) = {
+            let reg = read(&self.inner.registry);
+            (reg.plugins.values().cloned().collect::<Vec<_>>(), reg.failures.clone())
+        };
+        let mut all: Vec<PluginInfo> = slots.iter().map(|s| self.info_of(s)).collect();
+        all.extend(failures.iter().map(|(p, e)| Self::failed_info(p, e)));
+        all
+    }
+
+    /// One plugin by name, or a failed file by file name.
+    pub fn info(&self, name: &str) -> Result<PluginInfo, ManagerError> {
+        if let Ok(slot) = self.slot(name) {
+            return Ok(self.info_of(&slot));
+        }
+        let reg = read(&self.inner.registry);
+        reg.failures
+            .iter()
+            .find(|(p, _)| p.file_name().is_some_and(|f| f == name))
+            .map(|(p, e)| Self::failed_info(p, e))
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    /// The names of all plugins.
+    pub fn names(&self) -> Vec<String> {
+        read(&self.inner.registry).plugins.keys().cloned().collect()
+    }
+
+    /// Counts over all plugins.
+    pub fn summary(&self) -> Summary {
+        let reg = read(&self.inner.registry);
+        let failed_instances = reg.plugins.values().filter(|s| s.failure().is_some()).count();
+        Summary {
+            plugins: reg.plugins.len(),
+            enabled: reg.plugins.values().filter(|s| s.enabled()).count(),
+            failed: reg.failures.len() + failed_instances,
+        }
+    }
+
+    /// Runs `name` on `input`.
+    pub async fn execute(&self, name: &str, input: String) -> Result<String, ManagerError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Acquire) {
+            return Err(ManagerError::ShuttingDown);
+        }
+        let max = read(&inner.config).max_input_bytes;
+        if input.len() > max {
+            return Err(ManagerError::InvalidArgument(format!(
+                "input is {} bytes, more than the {max} allowed (max_input_bytes)",
+                input.len()
+            )));
+        }
+        let slot = self.slot(name)?;
+        if !slot.enabled() {
+            return Err(ManagerError::Disabled(name.to_owned()));
+        }
+        if let Some(reason) = slot.failure() {
+            return Err(ManagerError::Unavailable {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+        inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlightGuard(&inner.in_flight);
+        let limits = slot.limits();
+        let timeout = limits.timeout;
+        let began = Instant::now();
+        let call_slot = Arc::clone(&slot);
+        let outcome = tokio::time::timeout(timeout, async move {
+            let permit = limits.permits.acquire_owned().await.map_err(|_| ManagerError::ShuttingDown)?;
+            let call = tokio::task::spawn_blocking(move || {
+                let _permit = permit; // released only when the plugin returns
+                let instance = call_slot.instance().map_err(|e| ManagerError::Unavailable {
+                    name: call_slot.name().to_owned(),
+                    reason: e.to_string(),
+                })?;
+                instance.execute(&input).map_err(ManagerError::from)
+            });
+            call.await.map_err(|e| {
+                ManagerError::Call(CallError::Panicked {
+                    plugin: name.to_owned(),
+                    message: e.to_string(),
+                })
+            })?
+        })
+        .await;
+        let result = outcome.unwrap_or_else(|_| {
+            Err(ManagerError::Timeout {
+                name: name.to_owned(),
+                timeout,
+            })
+        });
+        let elapsed = began.elapsed();
+        match &result {
+            Ok(_) => {
+                slot.record(elapsed, Ok(()));
+                tracing::debug!(plugin = name, duration_us = elapsed.as_micros() as u64, "executed");
+            }
+            Err(e) => {
+                let message = e.to_string();
+                slot.record(elapsed, Err((&message, matches!(e, ManagerError::Timeout { .. }))));
+                tracing::warn!(plugin = name, duration_us = elapsed.as_micros() as u64, error = %message, "execute failed");
+                if matches!(e, ManagerError::Call(CallError::Panicked { .. }) | ManagerError::Timeout { .. }) {
+                    let _ = inner.events.send(Event::PluginFailed {
+                        name: name.to_owned(),
+                        error: message,
+                    });
+                }
+            }
+        }
+        result
+    }
+
+    /// Enables `name` and persists it; starts its service if it has one.
+    pub async fn enable(&self, name: &str) -> Result<Change, ManagerError> {
+        self.set_enabled(name, true).await
+    }
+
+    /// Disables `name` and persists it; stops its service if it has one.
+    pub async fn disable(&self, name: &str) -> Result<Change, ManagerError> {
+        self.set_enabled(name, false).await
+    }
+
+    /// Enables (or disables) several plugins; one result per name, in order.
+    pub async fn set_enabled_many(&self, names: &[String], on: bool) -> Vec<(String, Result<Change, ManagerError>)> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push((name.clone(), self.set_enabled(name, on).await));
+        }
+        out
+    }
+
+    async fn set_enabled(&self, name: &str, on: bool) -> Result<Change, ManagerError> {
+        let _admin = self.inner.admin.lock().await;
+        let slot = self.slot(name).map_err(|e| {
+            if self.info(name).is_ok() {
+                ManagerError::Unavailable {
+                    name: name.to_owned(),
+                    reason: "the file failed to load; see `info`".into(),
+                }
+            } else {
+                e
+            }
+        })?;
+        if on {
+            if let Some(reason) = slot.failure() {
+                return Err(ManagerError::Unavailable {
+                    name: name.to_owned(),
+                    reason,
+                });
+            }
+        }
+        {
+            let mut runtime = lock(&self.inner.runtime);
+            let before = runtime.enabled.insert(name.to_owned(), on);
+            if before != Some(on) {
+                if let Err(e) = self.inner.store.save(&runtime) {
+                    match before {
+                        Some(b) => runtime.enabled.insert(name.to_owned(), b),
+                        None => runtime.enabled.remove(name),
+                    };
+                    return Err(ManagerError::State(e));
+                }
+            }
+        }
+        if !slot.set_enabled(on) {
+            return Ok(Change::Unchanged);
+        }
+        tracing::info!(plugin = name, enabled = on, "plugin {}", if on { "enabled" } else { "disabled" });
+        self.after_toggle(&slot).await;
+        Ok(Change::Changed)
+    }
+
+    /// Brings the instance and service in line with the slot's enabled flag and
+    /// announces the new state.
+    async fn after_toggle(&self, slot: &Arc<Slot>) {
+        if slot.enabled() {
+            self.ensure_instance(slot).await;
+            if slot.library.is_service() && slot.loaded().is_some() {
+                self.inner.services.start(Arc::clone(slot));
+            }
+        } else if slot.library.is_service() {
+            self.inner.services.stop(slot.name()).await;
+        }
+        let _ = self.inner.events.send(Event::PluginStateChanged {
+            name: slot.name().to_owned(),
+            enabled: slot.enabled(),
+            loaded: slot.loaded().is_some(),
+        });
+    }
+
+    /// Creates the instance now unless loading is lazy (services are never lazy).
+    async fn ensure_instance(&self, slot: &Arc<Slot>) {
+        let lazy = read(&self.inner.config).lazy_load && !slot.library.is_service();
+        if lazy || slot.loaded().is_some() {
+            return;
+        }
+        let s = Arc::clone(slot);
+        let created = tokio::task::spawn_blocking(move || s.instance()).await;
+        if let Ok(Err(e)) = created {
+            tracing::error!(plugin = slot.name(), error = %e, "plugin failed to initialise");
+            let _ = self.inner.events.send(Event::PluginFailed {
+                name: slot.name().to_owned(),
+                error: e.to_string(),
+            });
+        }
+    }
+
+    /// Applies a new, already validated configuration: rescans the plugins directory
+    /// and changes only what differs. On error nothing has changed.
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, ManagerError> {
+        let result = self.apply(config, false).await;
+        let event = match &result {
+            Ok(report) => Event::ConfigReloaded {
+                success: true,
+                message: report.to_string(),
+            },
+            Err(e) => Event::ConfigReloaded {
+                success: false,
+                message: e.to_string(),
+            },
+        };
+        let _ = self.inner.events.send(event);
+        result
+    }
+
+    /// Reports a configuration that could not even be parsed, as a failed reload.
+    pub fn reload_refused(&self, error: &ConfigError) {
+        let _ = self.inner.events.send(Event::ConfigReloaded {
+            success: false,
+            message: error.to_string(),
+        });
+    }
+
+    async fn apply(&self, config: Config, first: bool) -> Result<ReloadReport, ManagerError> {
+        let _admin = self.inner.admin.lock().await;
+        let old_config = self.config();
+        let policy = self.inner.policy;
+        let dir = config.plugins_dir.clone();
+        // Everything that can fail happens before anything changes.
+        let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
+            .plugins
+            .values()
+            .map(|s| (s.library.path().to_owned(), (s.name().to_owned(), s.library.identity())))
+            .collect();
+        let scanned = tokio::task::spawn_blocking(move || scan(&dir, policy, &known))
+            .await
+            .map_err(|e| ManagerError::InvalidArgument(format!("plugin scan failed: {e}")))?
+            .map_err(|e| ConfigError::field(Path::new("<config>"), "plugins_dir", e.to_string()))?;
+
+        let mut report = ReloadReport::default();
+        let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
+        let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
+        let mut failures: Vec<(PathBuf, LoadError)> = Vec::new();
+        let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // Overrides made at run time are dropped for plugins whose `enabled` the admin
+        // changed in the file: the newest intention wins.
+        {
+            let mut runtime = lock(&self.inner.runtime);
+            let before = runtime.clone();
+            if !first {
+                runtime
+                    .enabled
+                    .retain(|name, _| old_config.enabled(name) == config.enabled(name));
+            }
+            if *runtime != before {
+                if let Err(e) = self.inner.store.save(&runtime) {
+                    tracing::warn!(error = %e, "cannot save runtime state");
+                }
+            }
+        }
+        let overrides = lock(&self.inner.runtime).enabled.clone();
+        let enabled_of = |name: &str| overrides.get(name).copied().unwrap_or_else(|| config.enabled(name));
+        for entry in scanned {
+            match entry {
+                Scanned::Kept(name) => {
+                    if let Some(slot) = old.get(&name) {
+                        owners.insert(name.clone(), slot.library.path().to_owned());
+                        plugins.insert(name, Arc::clone(slot));
+                    }
+                }
+                Scanned::Failed(path, error) => failures.push((path, error)),
+                Scanned::Opened(lib) => {
+                    let name = lib.name().to_owned();
+                    if let Some(other) = owners.get(&name) {
+                        failures.push((
+                            lib.path().to_owned(),
+                            LoadError::DuplicateName {
+                                path: lib.path().to_owned(),
+                                name,
+                                other: other.clone(),
+                            },
+                        ));
+                        continue;
+                    }
+                    let limits = Limits::new(config.timeout(&name), config.max_concurrency(&name));
+                    let slot = Slot::new(lib, enabled_of(&name), config.settings_json(&name), limits);
+                    owners.insert(name.clone(), slot.library.path().to_owned());
+                    if old.contains_key(&name) {
+                        report.replaced.push(name.clone());
+                    } else {
+                        report.added.push(name.clone());
+                    }
+                    plugins.insert(name, Arc::new(slot));
+                }
+            }
+        }
+        for (name, slot) in &old {
+            let same = plugins.get(name).is_some_and(|s| Arc::ptr_eq(s, slot));
+            if !same && slot.library.is_service() {
+                self.inner.services.stop(name).await;
+            }
+            if !plugins.contains_key(name) {
+                report.removed.push(name.clone());
+            }
+        }
+        *write(&self.inner.config) = Arc::new(config.clone());
+        {
+            let mut reg = write(&self.inner.registry);
+            reg.plugins = plugins.clone();
+            reg.failures = failures.clone();
+        }
+        for (path, error) in &failures {
+            tracing::warn!(path = %path.display(), error = %error, "plugin file skipped");
+            report.failed.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+        for name in &report.removed {
+            let _ = self.inner.events.send(Event::PluginRemoved { name: name.clone() });
+        }
+        for name in report.added.iter().chain(&report.replaced) {
+            let _ = self.inner.events.send(Event::PluginAdded { name: name.clone() });
+        }
+
+        let fresh: BTreeSet<String> = report.added.iter().chain(&report.replaced).cloned().collect();
+        for (name, slot) in &plugins {
+            if fresh.contains(name) {
+                if slot.enabled() {
+                    self.after_toggle(slot).await;
+                }
+            } else {
+                self.update_kept(name, slot, &config, enabled_of(name), &mut report).await;
+            }
+            if let Some(reason) = slot.failure() {
+                if !report.failed.contains(name) {
+                    report.failed.push(name.clone());
+                }
+                tracing::warn!(plugin = %name, error = %reason, "plugin unusable");
+            }
+        }
+        tracing::info!(summary = %report, "configuration applied");
+        Ok(report)
+    }
+
+    /// Applies a new configuration to a plugin whose library did not change.
+    async fn update_kept(&self, name: &str, slot: &Arc<Slot>, config: &Config, enabled: bool, report: &mut ReloadReport) {
+        let (timeout, concurrency) = (config.timeout(name), config.max_concurrency(name));
+        {
+            let mut limits = write(&slot.limits);
+            if limits.max_concurrency != concurrency {
+                *limits = Limits::new(timeout, concurrency);
+            } else {
+                limits.timeout = timeout;
+            }
+        }
+        let settings = config.settings_json(name);
+        let changed = {
+            let mut current = lock(&slot.settings_json);
+            let changed = *current != settings;
+            *current = settings.clone();
+            changed
+        };
+        if changed {
+            if let Some(instance) = slot.loaded() {
+                let applied = tokio::task::spawn_blocking(move || instance.configure(&settings)).await;
+                match applied {
+                    Ok(Ok(())) => report.reconfigured.push(name.to_owned()),
+                    Ok(Err(e)) => {
+                        tracing::error!(plugin = name, error = %e, "plugin rejected its new settings");
+                        let _ = self.inner.events.send(Event::PluginFailed {
+                            name: name.to_owned(),
+                            error: format!("configure: {e}"),
+                        });
+                        report.failed.push(name.to_owned());
+                    }
+                    Err(e) => report.failed.push(format!("{name} ({e})")),
+                }
+            }
+        }
+        if slot.set_enabled(enabled) {
+            report.toggled.push(name.to_owned());
+            self.after_toggle(slot).await;
+        }
+    }
+
+    /// Starts a graceful stop: refuses new calls, waits up to `grace` for calls in
+    /// flight, then stops every service. Returns the number of calls still running.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = inner.in_flight.idle.notified();
+            if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        inner.services.stop_all().await;
+        inner.in_flight.count.load(Ordering::Acquire)
+    }
+
+    /// Number of calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.count.load(Ordering::Acquire)
+    }
+}
+
+/// One file found by a scan.
+enum Scanned {
+    /// Already loaded and unchanged: keep the plugin of that name.
+    Kept(String),
+    /// Newly opened.
+    Opened(PluginLibrary),
+    /// Refused.
+    Failed(PathBuf, LoadError),
+}
+
+/// Scans `dir`, reusing plugins whose file identity is unchanged.
+fn scan(
+    dir: &Path,
+    policy: TrustPolicy,
+    known: &BTreeMap<PathBuf, (String, FileIdentity)>,
+) -> Result<Vec<Scanned>, LoadError> {
+    trust::check_dir(dir, policy)?;
+    let files = library::scan_dir(dir)?;
+    let mut out = Vec::with_capacity(files.len());
+    let mut to_open = Vec::new();
+    for path in files {
+        let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
+        let same = known.get(&path).is_some_and(|(_, id)| Some(*id) == identity);
+        match known.get(&path) {
+            Some((name, _)) if same => out.push(Scanned::Kept(name.clone())),
+            _ => to_open.push(path),
+        }
+    }
+    for (path, result) in to_open.iter().zip(library::open_all(&to_open, policy)) {
+        out.push(match result {
+            Ok(lib) => Scanned::Opened(lib),
+            Err(e) => Scanned::Failed(path.clone(), e),
+        });
+    }
+    Ok(out)
+}

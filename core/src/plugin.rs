@@ -1,0 +1,86 @@
+//! The safe Rust API a plugin author implements, and [`register_plugin!`](crate::register_plugin).
+
+use std::error::Error;
+
+/// The result type of plugin hooks: any error, reported to the caller as its message.
+pub type PluginResult<T> = Result<T, Box<dyn Error>>;
+
+/// A DynPlug plugin.
+///
+/// Implement this for a type with an inherent `fn new() -> Self` and export it with
+/// [`register_plugin!`](crate::register_plugin). The host may construct the type more
+/// than once (once to read its metadata, once for the instance that serves calls), so
+/// `new` must be cheap and start no work: long-running work belongs in [`Plugin::start`].
+///
+/// `execute` may be called from several threads at once; that is why the trait
+/// requires `Send + Sync` and every method takes `&self`.
+pub trait Plugin: Send + Sync {
+    /// The plugin's name: `[a-z0-9][a-z0-9_-]{0,63}`, unique among loaded plugins.
+    fn name(&self) -> &str;
+    /// Semantic version of the plugin, e.g. `"1.0.0"`.
+    fn version(&self) -> &str;
+    /// One-line description.
+    fn description(&self) -> &str;
+    /// Handles one call: `input` in, output out; an error goes back to the caller.
+    fn execute(&self, input: &str) -> PluginResult<String>;
+
+    /// Receives the plugin's `settings` from the configuration, as JSON object text.
+    /// Called after construction and again when a reload changes the settings.
+    fn configure(&self, settings_json: &str) -> PluginResult<()> {
+        let _ = settings_json;
+        Ok(())
+    }
+
+    /// Whether this plugin runs a long-lived service ([`Plugin::start`]/[`Plugin::stop`]).
+    fn is_service(&self) -> bool {
+        false
+    }
+
+    /// Runs the service on a thread of its own; returns only when the service ends.
+    /// Returning (or failing) before [`Plugin::stop`] was called counts as a crash, and
+    /// the host restarts the service with a backoff.
+    fn start(&self) -> PluginResult<()> {
+        Ok(())
+    }
+
+    /// Asks a running [`Plugin::start`] to return soon.
+    fn stop(&self) -> PluginResult<()> {
+        Ok(())
+    }
+}
+
+/// Exports a [`Plugin`] type through the DynPlug C ABI.
+///
+/// ```ignore
+/// use dynplug_core::{register_plugin, Plugin, PluginResult};
+///
+/// pub struct Echo;
+/// impl Echo { pub fn new() -> Self { Echo } }
+/// impl Plugin for Echo {
+///     fn name(&self) -> &str { "echo" }
+///     fn version(&self) -> &str { "1.0.0" }
+///     fn description(&self) -> &str { "returns its input" }
+///     fn execute(&self, input: &str) -> PluginResult<String> { Ok(input.to_owned()) }
+/// }
+/// register_plugin!(Echo);
+/// ```
+///
+/// The macro defines the `extern "C"` entry point `dynplug_plugin_entry`, which returns
+/// a static, versioned table of C function pointers; every call through it is wrapped
+/// so that a panic becomes an error result instead of unwinding into the host. The
+/// crate must be built with the default `panic = "unwind"` for that to work.
+#[macro_export]
+macro_rules! register_plugin {
+    ($ty:ty) => {
+        /// DynPlug entry point: returns this library's plugin table.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn dynplug_plugin_entry() -> *const $crate::abi::PluginTable {
+            static EXPORTED: ::std::sync::OnceLock<::std::option::Option<$crate::export::Exported>> =
+                ::std::sync::OnceLock::new();
+            unsafe extern "C" fn create() -> *mut ::std::ffi::c_void {
+                $crate::export::create::<$ty>(<$ty>::new)
+            }
+            $crate::export::entry::<$ty>(&EXPORTED, <$ty>::new, create)
+        }
+    };
+}

@@ -1,0 +1,138 @@
+//! One registered plugin: its library, its (possibly lazy) instance, its limits and
+//! its call statistics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::error::LoadError;
+use crate::library::{Instance, PluginLibrary};
+
+/// Call statistics of one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls made (successful or not).
+    pub calls: u64,
+    /// Calls that failed (errors, panics, timeouts).
+    pub errors: u64,
+    /// Calls that hit the timeout.
+    pub timeouts: u64,
+    /// Time spent in calls, in microseconds.
+    pub total_us: u64,
+    /// Duration of the last call, in microseconds.
+    pub last_us: u64,
+    /// Message of the last failure.
+    pub last_error: Option<String>,
+}
+
+/// Limits applied to calls of one plugin.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) timeout: Duration,
+    pub(crate) max_concurrency: usize,
+    /// Permits for concurrent calls. A call keeps its permit until the plugin returns,
+    /// even after the caller timed out, so a hung plugin runs out of permits instead
+    /// of tying up ever more threads.
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+impl Limits {
+    pub(crate) fn new(timeout: Duration, max_concurrency: usize) -> Self {
+        Limits {
+            timeout,
+            max_concurrency,
+            permits: Arc::new(Semaphore::new(max_concurrency)),
+        }
+    }
+}
+
+/// A plugin in the registry.
+///
+/// Locks here are `std` locks: they guard a few words, are held for no longer than a
+/// copy, and never across an `.await` (the plugin call itself runs unlocked).
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) library: Arc<PluginLibrary>,
+    instance: OnceLock<Result<Arc<Instance>, LoadError>>,
+    enabled: AtomicBool,
+    pub(crate) settings_json: Mutex<String>,
+    pub(crate) limits: RwLock<Limits>,
+    pub(crate) stats: Mutex<CallStats>,
+}
+
+impl Slot {
+    pub(crate) fn new(library: PluginLibrary, enabled: bool, settings_json: String, limits: Limits) -> Self {
+        Slot {
+            library: Arc::new(library),
+            instance: OnceLock::new(),
+            enabled: AtomicBool::new(enabled),
+            settings_json: Mutex::new(settings_json),
+            limits: RwLock::new(limits),
+            stats: Mutex::new(CallStats::default()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.library.name()
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Sets the flag; returns whether it changed.
+    pub(crate) fn set_enabled(&self, on: bool) -> bool {
+        self.enabled.swap(on, Ordering::AcqRel) != on
+    }
+
+    /// The instance if it was created successfully, without creating it.
+    pub(crate) fn loaded(&self) -> Option<Arc<Instance>> {
+        self.instance.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
+    /// The reason the instance could not be created, if it was tried and failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.instance.get().and_then(|r| r.as_ref().err()).map(ToString::to_string)
+    }
+
+    /// Creates and configures the instance on first use. Blocking: call it off the
+    /// async workers.
+    pub(crate) fn instance(&self) -> Result<Arc<Instance>, LoadError> {
+        self.instance
+            .get_or_init(|| {
+                let instance = self.library.instantiate()?;
+                let settings = self.settings_json.lock().map(|s| s.clone()).unwrap_or_default();
+                instance.configure(&settings).map_err(|e| LoadError::Init {
+                    name: self.name().to_owned(),
+                    reason: format!("configure: {e}"),
+                })?;
+                Ok(Arc::new(instance))
+            })
+            .clone()
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits.read().map(|l| l.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub(crate) fn stats(&self) -> CallStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {
+        let Ok(mut s) = self.stats.lock() else { return };
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        s.calls += 1;
+        s.total_us = s.total_us.saturating_add(us);
+        s.last_us = us;
+        if let Err((message, timed_out)) = outcome {
+            s.errors += 1;
+            if timed_out {
+                s.timeouts += 1;
+            }
+            s.last_error = Some(message.to_owned());
+        }
+    }
+}

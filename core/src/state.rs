@@ -1,0 +1,112 @@
+//! Runtime state that survives restarts: which plugins an operator enabled or disabled
+//! at run time. Kept apart from the admin's config file, which is never rewritten.
+//!
+//! The file is written atomically (temp file in the same directory, fsync, rename,
+//! fsync of the directory) with mode 0600, so a crash leaves either the old or the new
+//! state, never a torn file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the state file inside the state directory.
+pub const STATE_FILE: &str = "state.yaml";
+
+/// The persisted runtime overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeState {
+    /// Plugin name to the enabled flag set at run time.
+    #[serde(default)]
+    pub enabled: BTreeMap<String, bool>,
+}
+
+/// Reads and writes [`RuntimeState`] in a directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// A store for `dir/state.yaml`.
+    pub fn new(dir: &Path) -> Self {
+        StateStore {
+            path: dir.join(STATE_FILE),
+        }
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(&self) -> Result<RuntimeState, String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if text.trim().is_empty() => Ok(RuntimeState::default()),
+            Ok(text) => serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeState::default()),
+            Err(e) => Err(format!("{}: {e}", self.path.display())),
+        }
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, state: &RuntimeState) -> Result<(), String> {
+        let text = serde_yaml::to_string(state).map_err(|e| e.to_string())?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.path.display());
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory for", e))?;
+        let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| fail("cannot write", e))?;
+        let written = file
+            .write_all(b"# Runtime state of dynplugd (enable/disable). Managed by the daemon.\n")
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail("cannot write", e));
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail("cannot replace", e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("cannot sync directory of", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_and_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::new(&d.path().join("sub"));
+        assert_eq!(store.load().unwrap(), RuntimeState::default());
+        let mut s = RuntimeState::default();
+        s.enabled.insert("echo".into(), false);
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap(), s);
+        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::new(d.path());
+        std::fs::write(store.path(), "enabled: [").unwrap();
+        assert!(store.load().is_err());
+    }
+}
