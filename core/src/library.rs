@@ -10,6 +10,7 @@
 
 use std::ffi::{c_void, CStr};
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -85,39 +86,54 @@ fn read_c_str(path: &Path, field: &str, ptr: *const std::ffi::c_char) -> Result<
 impl PluginLibrary {
     /// Checks, opens and validates the library at `path`.
     pub fn open(path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
-        let meta = trust::check_file(path, policy)?;
-        let mut head = [0u8; 4];
         let io = |e: std::io::Error| LoadError::Io {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        let n = std::fs::File::open(path).map_err(io)?.read(&mut head).map_err(io)?;
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        trust::check_file(path, &meta, policy)?;
+        let mut head = [0u8; 4];
+        let n = file.read(&mut head).map_err(io)?;
         if n < 4 || head != ELF_MAGIC {
             return Err(LoadError::NotALibrary {
                 path: path.to_owned(),
                 reason: "no ELF header".into(),
             });
         }
+        // Load through the descriptor just checked, not the path: no race with a file
+        // swapped in after the checks, and a unique name, because the dynamic linker
+        // returns the already-loaded library for a path it has seen before, which
+        // would defeat replacing a plugin file and reloading.
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         // SAFETY: loading a library runs its initialisers. That is the point of a plugin
         // host; the trust checks above limit it to files only trusted users can write.
         let lib = unsafe {
             libloading::os::unix::Library::open(
-                Some(path),
+                Some(&fd_path),
                 libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
             )
         }
         .map_err(|e| LoadError::NotALibrary {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: e.to_string().replace(&*fd_path.to_string_lossy(), &path.to_string_lossy()),
         })?;
+        // The library is mapped under the descriptor's name: keep the descriptor open for
+        // good so that name is never reused for another file.
+        std::mem::forget(file);
         // SAFETY: the symbol's type is fixed by the ABI (see `abi::EntryFn`).
-        let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }.map_err(|_| LoadError::MissingEntry {
-            path: path.to_owned(),
-        })?;
-        // SAFETY: the entry point takes no arguments and returns a pointer to static data.
-        let table_ptr = unsafe { entry() };
+        let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) };
+        let entry = match entry {
+            Ok(entry) => *entry,
+            Err(_) => {
+                std::mem::forget(lib);
+                return Err(LoadError::MissingEntry { path: path.to_owned() });
+            }
+        };
         // Never dlclose (see module docs): the table below borrows the mapping forever.
         std::mem::forget(lib);
+        // SAFETY: the entry point takes no arguments and returns a pointer to static data.
+        let table_ptr = unsafe { entry() };
         Self::from_table(path, FileIdentity::of(&meta), table_ptr)
     }
 

@@ -62,7 +62,8 @@ impl Services {
             return;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let state = Arc::new(Mutex::new(ServiceState::Stopped));
+        // Running from the moment the supervisor exists, so readers never see a gap.
+        let state = Arc::new(Mutex::new(ServiceState::Running));
         let task = tokio::spawn(supervise(
             slot,
             self.events.clone(),

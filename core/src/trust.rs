@@ -68,20 +68,16 @@ pub fn check_dir(dir: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
     check_meta(dir, &meta, policy)
 }
 
-/// Checks one plugin file (following a symlink to its target) and returns its metadata.
-pub fn check_file(path: &Path, policy: TrustPolicy) -> Result<Metadata, LoadError> {
-    let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+/// Checks one plugin file, given the metadata of the opened file (so the file checked
+/// is the file loaded, whatever happens to the path meanwhile).
+pub fn check_file(path: &Path, meta: &Metadata, policy: TrustPolicy) -> Result<(), LoadError> {
     if !meta.is_file() {
         return Err(LoadError::Untrusted {
             path: path.to_owned(),
             reason: "not a regular file".into(),
         });
     }
-    check_meta(path, &meta, policy)?;
-    Ok(meta)
+    check_meta(path, meta, policy)
 }
 
 #[cfg(test)]
@@ -90,6 +86,14 @@ mod tests {
     use std::fs;
 
     const ANYONE: TrustPolicy = TrustPolicy { required_owner: None };
+
+    fn check_path(p: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
+        let meta = fs::metadata(p).map_err(|e| LoadError::Io {
+            path: p.to_owned(),
+            reason: e.to_string(),
+        })?;
+        check_file(p, &meta, policy)
+    }
 
     fn file_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
         let p = dir.join(format!("f{mode:o}.so"));
@@ -101,10 +105,10 @@ mod tests {
     #[test]
     fn modes() {
         let d = tempfile::tempdir().unwrap();
-        assert!(check_file(&file_with_mode(d.path(), 0o644), ANYONE).is_ok());
-        assert!(check_file(&file_with_mode(d.path(), 0o755), ANYONE).is_ok());
+        assert!(check_path(&file_with_mode(d.path(), 0o644), ANYONE).is_ok());
+        assert!(check_path(&file_with_mode(d.path(), 0o755), ANYONE).is_ok());
         for bad in [0o664, 0o646, 0o4755, 0o2755] {
-            let e = check_file(&file_with_mode(d.path(), bad), ANYONE).unwrap_err();
+            let e = check_path(&file_with_mode(d.path(), bad), ANYONE).unwrap_err();
             assert!(matches!(e, LoadError::Untrusted { .. }), "{bad:o}: {e}");
         }
     }
@@ -117,9 +121,9 @@ mod tests {
         let other = TrustPolicy {
             required_owner: Some(uid + 1),
         };
-        assert!(matches!(check_file(&p, other), Err(LoadError::Untrusted { .. })));
-        assert!(matches!(check_file(d.path(), ANYONE), Err(LoadError::Untrusted { .. })));
-        assert!(matches!(check_file(&d.path().join("nope"), ANYONE), Err(LoadError::Io { .. })));
+        assert!(matches!(check_path(&p, other), Err(LoadError::Untrusted { .. })));
+        assert!(matches!(check_path(d.path(), ANYONE), Err(LoadError::Untrusted { .. })));
+        assert!(matches!(check_path(&d.path().join("nope"), ANYONE), Err(LoadError::Io { .. })));
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(check_dir(d.path(), ANYONE), Err(LoadError::Untrusted { .. })));
     }
