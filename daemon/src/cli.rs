@@ -1,0 +1,70 @@
+//! The command line of `dynplugd`.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+
+use crate::logging::LogTarget;
+
+/// dynplugd: loads plugins from shared libraries and serves them over D-Bus.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dynplugd", version, about, long_about = None)]
+#[command(group(ArgGroup::new("bus").args(["system", "session", "address"])))]
+pub struct Args {
+    /// Configuration file [default: $DYNPLUG_CONFIG, else $CONFIGURATION_DIRECTORY/config.yaml
+    /// when set by systemd, else /etc/dynplug/config.yaml].
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Use the system bus (the default).
+    #[arg(long)]
+    pub system: bool,
+    /// Use the session bus.
+    #[arg(long, visible_alias = "user")]
+    pub session: bool,
+    /// Use the bus at this D-Bus address (e.g. unix:path=/run/dbus/system_bus_socket).
+    #[arg(long, value_name = "ADDR")]
+    pub address: Option<String>,
+    /// Load plugins from this directory instead of the configured one.
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Keep runtime state here instead of the configured one.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    pub log_target: LogTarget,
+    /// Seconds in-flight calls get to finish on SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stop_timeout: u64,
+}
+
+/// Which bus to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    /// The system bus.
+    System,
+    /// The session bus.
+    Session,
+    /// An explicit address.
+    Address(String),
+}
+
+impl Args {
+    /// The bus chosen by the flags.
+    pub fn bus(&self) -> Bus {
+        match (&self.address, self.session) {
+            (Some(a), _) => Bus::Address(a.clone()),
+            (None, true) => Bus::Session,
+            (None, false) => Bus::System,
+        }
+    }
+
+    /// The configuration file to read.
+    pub fn config_path(&self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| env("DYNPLUG_CONFIG").map(PathBuf::from))
+            .or_else(|| env("CONFIGURATION_DIRECTORY").map(|d| PathBuf::from(d.split(':').next().unwrap_or(&d)).join("config.yaml")))
+            .unwrap_or_else(|| PathBuf::from(dynplug_core::config::DEFAULT_CONFIG_PATH))
+    }
+}

@@ -1,0 +1,197 @@
+//! The daemon's shared state: the manager plus what the daemon adds around it
+//! (lifecycle state, reload, the bus connection). D-Bus handlers and signal handlers
+//! all act through one [`Control`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use dynplug_core::config::Config;
+use dynplug_core::error::ConfigError;
+use dynplug_core::{Change, Manager};
+use zbus::Connection;
+
+use crate::dbus::{objects, DynplugError, ManagerIface, MANAGER_PATH};
+use crate::logging::LogHandle;
+use crate::notify;
+
+/// Command-line values that override the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--plugins-dir`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Reads the configuration file, applies `DYNPLUG_*` and command-line overrides.
+/// A missing file is an error only when `required` (the path was given explicitly).
+pub fn load_config(path: &Path, required: bool, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut config = if !required && !path.exists() {
+        tracing::warn!(path = %path.display(), "no configuration file; using defaults");
+        let mut c = Config::default();
+        c.apply_env(&env)?;
+        c
+    } else {
+        Config::load(path, &env)?
+    };
+    if let Some(dir) = &overrides.plugins_dir {
+        config.plugins_dir = dir.clone();
+    }
+    if let Some(dir) = &overrides.state_dir {
+        config.state_dir = Some(dir.clone());
+    }
+    config.validate(path)?;
+    Ok(config)
+}
+
+/// Shared daemon state.
+pub struct Control {
+    pub(crate) manager: Manager,
+    config_path: PathBuf,
+    config_required: bool,
+    overrides: Overrides,
+    state: Mutex<&'static str>,
+    last_reload_error: Mutex<String>,
+    reload_lock: tokio::sync::Mutex<()>,
+    log: LogHandle,
+    started_usec: u64,
+    conn: OnceLock<Connection>,
+    served: tokio::sync::Mutex<BTreeSet<String>>,
+}
+
+impl Control {
+    /// Wraps a started manager.
+    pub fn new(manager: Manager, config_path: PathBuf, config_required: bool, overrides: Overrides, log: LogHandle) -> Self {
+        let started_usec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Control {
+            manager,
+            config_path,
+            config_required,
+            overrides,
+            state: Mutex::new("starting"),
+            last_reload_error: Mutex::new(String::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            log,
+            started_usec,
+            conn: OnceLock::new(),
+            served: tokio::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Attaches the bus connection and publishes the current plugins as objects.
+    pub async fn attach(&self, conn: Connection) -> zbus::Result<()> {
+        let conn = self.conn.get_or_init(|| conn);
+        objects::sync(conn, &self.manager, &mut *self.served.lock().await).await
+    }
+
+    /// The lifecycle state: starting, running, reloading, stopping.
+    pub fn state(&self) -> &'static str {
+        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the lifecycle state and announces the change.
+    pub async fn set_state(&self, state: &'static str) {
+        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        if let Some(conn) = self.conn.get() {
+            if let Ok(iface) = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await {
+                let _ = iface.get().await.state_changed(iface.signal_emitter()).await;
+            }
+        }
+    }
+
+    /// Why the last reload failed (empty after a success).
+    pub fn last_reload_error(&self) -> String {
+        self.last_reload_error
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Start time in microseconds since the epoch.
+    pub fn started_usec(&self) -> u64 {
+        self.started_usec
+    }
+
+    /// The one-line status for systemd and humans.
+    pub fn status_line(&self) -> String {
+        let s = self.manager.summary();
+        let mut line = format!("{} plugins, {} enabled, {} failed", s.plugins, s.enabled, s.failed);
+        let err = self.last_reload_error();
+        if !err.is_empty() {
+            line.push_str("; last reload failed: ");
+            line.push_str(&err);
+        }
+        line
+    }
+
+    /// Bulk enable/disable with one (name, ok, message) per name.
+    pub async fn set_many(&self, names: &[String], on: bool) -> Vec<(String, bool, String)> {
+        let results = self.manager.set_enabled_many(names, on).await;
+        notify::status(&self.status_line());
+        results
+            .into_iter()
+            .map(|(name, r)| match r {
+                Ok(Change::Changed) => (name, true, "changed".to_owned()),
+                Ok(Change::Unchanged) => (name, true, "unchanged".to_owned()),
+                Err(e) => (name, false, e.to_string()),
+            })
+            .collect()
+    }
+
+    /// Re-reads and applies the configuration (SIGHUP and `Reload()`), telling systemd
+    /// RELOADING=1 … READY=1 around it. A refused configuration changes nothing.
+    pub async fn reload(&self) -> Result<String, DynplugError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        notify::reloading();
+        self.set_state("reloading").await;
+        tracing::info!(path = %self.config_path.display(), "reloading configuration");
+        let result = match load_config(&self.config_path, self.config_required, &self.overrides) {
+            Err(e) => {
+                self.manager.reload_refused(&e);
+                Err(DynplugError::Config(e.to_string()))
+            }
+            Ok(config) => {
+                let level = config.log_level.clone();
+                match self.manager.reload(config).await {
+                    Ok(report) => {
+                        self.log.set_level(&level);
+                        Ok(report.to_string())
+                    }
+                    Err(e) => Err(DynplugError::from(e)),
+                }
+            }
+        };
+        let error = match &result {
+            Ok(_) => String::new(),
+            Err(DynplugError::Config(m) | DynplugError::Failed(m)) => m.clone(),
+            Err(e) => e.to_string(),
+        };
+        if !error.is_empty() {
+            tracing::error!(error = %error, "reload refused; the previous configuration stays in force");
+        }
+        *self.last_reload_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+        if let Some(conn) = self.conn.get() {
+            if let Err(e) = objects::sync(conn, &self.manager, &mut *self.served.lock().await).await {
+                tracing::warn!(error = %e, "cannot update plugin objects");
+            }
+            if let Ok(iface) = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await {
+                let _ = iface.get().await.last_reload_error_changed(iface.signal_emitter()).await;
+            }
+        }
+        self.set_state("running").await;
+        notify::ready(&self.status_line());
+        result
+    }
+}

@@ -1,0 +1,164 @@
+//! `org.dynplug.Manager` at `/org/dynplug/Manager`: thin shims over [`Control`] and the
+//! core manager. The client proxy (`ManagerProxy`) is generated from this definition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zbus::interface;
+use zbus::object_server::SignalEmitter;
+use zbus::OwnedVariant;
+
+use super::errors::DynplugError;
+use super::plugin_iface::info_dict;
+use crate::control::Control;
+
+/// The manager object.
+pub struct ManagerIface {
+    pub(crate) control: Arc<Control>,
+}
+
+type Bulk = Vec<(String, bool, String)>;
+
+#[interface(
+    name = "org.dynplug.Manager",
+    proxy(
+        default_service = "org.dynplug.Manager",
+        default_path = "/org/dynplug/Manager",
+        visibility = "pub"
+    )
+)]
+impl ManagerIface {
+    /// Lists every plugin as (name, version, description, enabled, loaded, path). Files
+    /// that failed to load are listed under their file name, not enabled, not loaded.
+    async fn list_plugins(&self) -> Vec<(String, String, String, bool, bool, String)> {
+        self.control
+            .manager
+            .list()
+            .into_iter()
+            .map(|p| {
+                let loaded = p.loaded();
+                (p.name, p.version, p.description, p.enabled, loaded, p.path.display().to_string())
+            })
+            .collect()
+    }
+
+    /// Everything known about one plugin, as a dictionary: Name, Version, Description,
+    /// Path, Enabled, Loaded, State, Error, AbiVersion, Service, ServiceState, TimeoutMs,
+    /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError.
+    async fn get_plugin(&self, name: &str) -> Result<HashMap<String, OwnedVariant>, DynplugError> {
+        Ok(info_dict(&self.control.manager.info(name)?))
+    }
+
+    /// Runs plugin `name` on `input` and returns its output.
+    async fn execute(&self, name: &str, input: String) -> Result<String, DynplugError> {
+        Ok(self.control.manager.execute(name, input).await?)
+    }
+
+    /// Enables a plugin (persisted across restarts). Returns false if it already was.
+    async fn enable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
+        Ok(self.control.manager.enable(name).await? == dynplug_core::Change::Changed)
+    }
+
+    /// Disables a plugin (persisted across restarts). Returns false if it already was.
+    async fn disable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
+        Ok(self.control.manager.disable(name).await? == dynplug_core::Change::Changed)
+    }
+
+    /// Enables several plugins; one (name, ok, message) per name, in order. The message
+    /// is "changed", "unchanged" or the error.
+    async fn enable_plugins(&self, names: Vec<String>) -> Bulk {
+        self.control.set_many(&names, true).await
+    }
+
+    /// Disables several plugins; one (name, ok, message) per name, in order.
+    async fn disable_plugins(&self, names: Vec<String>) -> Bulk {
+        self.control.set_many(&names, false).await
+    }
+
+    /// Re-reads the configuration file and applies what changed. Fails with
+    /// org.dynplug.Error.Config, leaving the old configuration in force, if the new one
+    /// is invalid. Returns a summary of the changes.
+    async fn reload(&self) -> Result<String, DynplugError> {
+        self.control.reload().await
+    }
+
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// starting, running, reloading or stopping.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.control.state().to_owned()
+    }
+
+    /// Number of plugins loaded (failed files not counted).
+    #[zbus(property)]
+    fn plugin_count(&self) -> u32 {
+        u32::try_from(self.control.manager.summary().plugins).unwrap_or(u32::MAX)
+    }
+
+    /// Number of enabled plugins.
+    #[zbus(property)]
+    fn enabled_count(&self) -> u32 {
+        u32::try_from(self.control.manager.summary().enabled).unwrap_or(u32::MAX)
+    }
+
+    /// Number of failed plugins and files.
+    #[zbus(property)]
+    fn failed_count(&self) -> u32 {
+        u32::try_from(self.control.manager.summary().failed).unwrap_or(u32::MAX)
+    }
+
+    /// Why the last reload was refused; empty if it succeeded.
+    #[zbus(property)]
+    fn last_reload_error(&self) -> String {
+        self.control.last_reload_error()
+    }
+
+    /// The configuration file in use.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn config_path(&self) -> String {
+        self.control.config_path().display().to_string()
+    }
+
+    /// When the daemon started, in microseconds since the Unix epoch.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn start_time_usec(&self) -> u64 {
+        self.control.started_usec()
+    }
+
+    /// Calls being served right now.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn calls_in_flight(&self) -> u32 {
+        u32::try_from(self.control.manager.in_flight()).unwrap_or(u32::MAX)
+    }
+
+    /// A plugin was enabled or disabled, or its instance was created.
+    #[zbus(signal)]
+    pub(crate) async fn plugin_state_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        enabled: bool,
+        loaded: bool,
+    ) -> zbus::Result<()>;
+
+    /// A plugin failed: load, configure, a crashed or timed-out call, its service ending.
+    #[zbus(signal)]
+    pub(crate) async fn plugin_failed(emitter: &SignalEmitter<'_>, name: &str, error: &str) -> zbus::Result<()>;
+
+    /// A service plugin's service changed state (stopped, running, restarting).
+    #[zbus(signal)]
+    pub(crate) async fn service_state_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        state: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
+    /// A reload finished: success, and a summary of changes or the reason for refusal.
+    #[zbus(signal)]
+    pub(crate) async fn config_reloaded(emitter: &SignalEmitter<'_>, success: bool, message: &str) -> zbus::Result<()>;
+}

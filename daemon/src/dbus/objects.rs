@@ -1,0 +1,105 @@
+//! Keeps the per-plugin objects in step with the manager and turns manager events
+//! into D-Bus signals.
+
+use std::collections::BTreeSet;
+
+use dynplug_core::events::{Event, ServiceState};
+use dynplug_core::Manager;
+use tokio::sync::broadcast;
+use zbus::object_server::InterfaceRef;
+use zbus::Connection;
+
+use super::manager_iface::ManagerIface;
+use super::paths::{plugin_path, MANAGER_PATH};
+use super::plugin_iface::PluginIface;
+
+/// Adds objects for new plugins and removes those of plugins that went away. The
+/// ObjectManager at the manager path announces both (InterfacesAdded/Removed).
+pub async fn sync(conn: &Connection, manager: &Manager, served: &mut BTreeSet<String>) -> zbus::Result<()> {
+    let now: BTreeSet<String> = manager.names().into_iter().collect();
+    for gone in served.difference(&now) {
+        conn.object_server().remove::<PluginIface, _>(plugin_path(gone)).await?;
+    }
+    for new in now.difference(served) {
+        let iface = PluginIface {
+            manager: manager.clone(),
+            name: new.clone(),
+        };
+        conn.object_server().at(plugin_path(new), iface).await?;
+    }
+    *served = now;
+    Ok(())
+}
+
+async fn plugin_ref(conn: &Connection, name: &str) -> Option<InterfaceRef<PluginIface>> {
+    conn.object_server().interface::<_, PluginIface>(plugin_path(name)).await.ok()
+}
+
+/// Emits the signal (and property changes) for one event.
+pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
+    let manager = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await?;
+    let emitter = manager.signal_emitter();
+    match event {
+        Event::PluginStateChanged { name, enabled, loaded } => {
+            ManagerIface::plugin_state_changed(emitter, name, *enabled, *loaded).await?;
+            manager.get().await.enabled_count_changed(emitter).await?;
+            if let Some(p) = plugin_ref(conn, name).await {
+                let iface = p.get().await;
+                iface.enabled_changed(p.signal_emitter()).await?;
+                iface.loaded_changed(p.signal_emitter()).await?;
+                iface.error_changed(p.signal_emitter()).await?;
+            }
+        }
+        Event::PluginFailed { name, error } => {
+            ManagerIface::plugin_failed(emitter, name, error).await?;
+            if let Some(p) = plugin_ref(conn, name).await {
+                let iface = p.get().await;
+                iface.errors_changed(p.signal_emitter()).await?;
+                iface.timeouts_changed(p.signal_emitter()).await?;
+                iface.last_error_changed(p.signal_emitter()).await?;
+            }
+        }
+        Event::ServiceStateChanged { name, state } => {
+            let detail = match state {
+                ServiceState::Restarting { reason, .. } => reason.as_str(),
+                _ => "",
+            };
+            ManagerIface::service_state_changed(emitter, name, state.as_str(), detail).await?;
+            if let Some(p) = plugin_ref(conn, name).await {
+                p.get().await.service_state_changed(p.signal_emitter()).await?;
+            }
+        }
+        Event::ConfigReloaded { success, message } => {
+            ManagerIface::config_reloaded(emitter, *success, message).await?;
+            let iface = manager.get().await;
+            iface.plugin_count_changed(emitter).await?;
+            iface.enabled_count_changed(emitter).await?;
+            iface.failed_count_changed(emitter).await?;
+        }
+        Event::PluginAdded { .. } | Event::PluginRemoved { .. } => {
+            let iface = manager.get().await;
+            iface.plugin_count_changed(emitter).await?;
+            iface.failed_count_changed(emitter).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Forwards events until the channel closes. A slow consumer that lagged is told so in
+/// the log; it never blocks the manager.
+pub async fn forward(conn: Connection, mut events: broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Err(e) = publish(&conn, &event).await {
+                    tracing::warn!(error = %e, "cannot emit D-Bus signal");
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "event forwarding lagged; some signals were not sent");
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `dynplugd`: wires `dynplug-core` to the world.
+//!
+//! - [`cli`]: the command line;
+//! - [`run`]: the daemon's life (start, serve, reload on SIGHUP, graceful stop);
+//! - [`control`]: shared state used by every handler (reload, lifecycle state);
+//! - [`dbus`]: `org.dynplug.Manager` and the per-plugin objects; the generated
+//!   client proxies (`ManagerIfaceProxy`, `PluginIfaceProxy`) used by `dynplugctl`;
+//! - [`notify`]: the systemd notify protocol; [`logging`]: journald or stderr.
+
+pub mod cli;
+pub mod control;
+pub mod dbus;
+pub mod logging;
+pub mod notify;
+pub mod run;

@@ -1,0 +1,142 @@
+//! The daemon's life: start, serve, reload on SIGHUP, stop gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynplug_core::error::{ConfigError, ManagerError};
+use dynplug_core::trust::TrustPolicy;
+use dynplug_core::Manager;
+use tokio::signal::unix::{signal, SignalKind};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+use crate::cli::{Args, Bus};
+use crate::control::{load_config, Control, Overrides};
+use crate::dbus::{objects, ManagerIface, BUS_NAME, MANAGER_PATH};
+use crate::logging;
+use crate::notify;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The manager could not start.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    /// The bus could not be reached or the objects not served.
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    /// Another process owns the bus name.
+    #[error("the bus name {0} is already owned (is another dynplugd running?)")]
+    NameTaken(&'static str),
+    /// A signal handler could not be installed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[from] std::io::Error),
+}
+
+impl DaemonError {
+    /// The process exit code: 78 (EX_CONFIG) for configuration errors, 69
+    /// (EX_UNAVAILABLE) when the bus is unusable, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Manager(ManagerError::Config(_)) => 78,
+            DaemonError::Bus(_) | DaemonError::NameTaken(_) => 69,
+            _ => 1,
+        }
+    }
+}
+
+async fn connect(bus: &Bus, manager_iface: ManagerIface) -> zbus::Result<zbus::Connection> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    };
+    // Objects are served before the name is requested, so a call that activated the
+    // daemon finds them the moment the name appears.
+    builder
+        .serve_at(MANAGER_PATH, manager_iface)
+        .serve_at(MANAGER_PATH, zbus::fdo::ObjectManager)
+        .build()
+        .await
+}
+
+/// Runs the daemon until `shutdown` resolves (or SIGTERM/SIGINT arrives), then stops
+/// gracefully. SIGHUP reloads the configuration.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let config_path = args.config_path(&env);
+    let required = args.config.is_some() || env("DYNPLUG_CONFIG").is_some();
+    let overrides = Overrides {
+        plugins_dir: args.plugins_dir.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    let config = load_config(&config_path, required, &overrides)?;
+    let log = logging::init(&config.log_level, args.log_target);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "dynplugd starting");
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let state_dir = config.state_dir(&env);
+    let (manager, report) = Manager::start(config, &state_dir, TrustPolicy::for_current_process()).await?;
+    tracing::info!(summary = %report, "plugins loaded");
+    let control = Arc::new(Control::new(manager.clone(), config_path, required, overrides, log));
+
+    let conn = connect(&args.bus(), ManagerIface { control: Arc::clone(&control) }).await?;
+    control.attach(conn.clone()).await?;
+    tokio::spawn(objects::forward(conn.clone(), manager.subscribe()));
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await?;
+    if !matches!(reply, RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) {
+        return Err(DaemonError::NameTaken(BUS_NAME));
+    }
+    control.set_state("running").await;
+    notify::ready(&control.status_line());
+    tracing::info!(name = BUS_NAME, status = %control.status_line(), "ready");
+
+    if let Some(interval) = notify::watchdog_interval() {
+        // Pinged from a task on the same runtime: if the runtime wedges, pings stop
+        // and systemd restarts the daemon.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                notify::watchdog();
+            }
+        });
+    }
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                let control = Arc::clone(&control);
+                // Reload in its own task so signals keep being received meanwhile;
+                // reloads are serialised inside `Control::reload`.
+                tokio::spawn(async move { let _ = control.reload().await; });
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            () = &mut shutdown => break,
+        }
+    }
+
+    notify::stopping();
+    control.set_state("stopping").await;
+    tracing::info!(in_flight = manager.in_flight(), "stopping");
+    let left = manager
+        .shutdown(Duration::from_secs(args.stop_timeout))
+        .await;
+    if left > 0 {
+        tracing::warn!(calls = left, "calls still running at exit were abandoned");
+    }
+    let _ = conn.release_name(BUS_NAME).await;
+    conn.graceful_shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
