@@ -123,16 +123,25 @@ pub struct PluginConfig {
 impl Config {
     /// Reads, parses, applies `DYNPLUG_*` overrides from `env` and validates `path`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let meta = std::fs::metadata(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::file(
                 path,
-                format!("file is {} bytes, more than the {MAX_CONFIG_BYTES} allowed", meta.len()),
+                format!(
+                    "file is {} bytes, more than the {MAX_CONFIG_BYTES} allowed",
+                    meta.len()
+                ),
             ));
         }
-        let bytes = std::fs::read(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| ConfigError::file(path, format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::file(
+                path,
+                format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+            )
+        })?;
         let mut config = Config::parse(&text, path)?;
         config.apply_env(env)?;
         config.validate(path)?;
@@ -148,7 +157,9 @@ impl Config {
             let problem = e.to_string();
             // serde_yaml prefixes the dotted path of the field ("plugins.echo: ...").
             match problem.split_once(": ") {
-                Some((field, rest)) if !field.contains(' ') => ConfigError::field(origin, field, rest),
+                Some((field, rest)) if !field.contains(' ') => {
+                    ConfigError::field(origin, field, rest)
+                }
                 _ => ConfigError::file(origin, problem),
             }
         })
@@ -171,16 +182,26 @@ impl Config {
             self.server.enabled = match v.as_str() {
                 "1" | "true" | "yes" => true,
                 "0" | "false" | "no" => false,
-                _ => return Err(ConfigError::field(origin, "DYNPLUG_SERVER_ENABLED", format!("`{v}` is not a boolean"))),
+                _ => {
+                    return Err(ConfigError::field(
+                        origin,
+                        "DYNPLUG_SERVER_ENABLED",
+                        format!("`{v}` is not a boolean"),
+                    ))
+                }
             };
         }
         if let Some(v) = env("DYNPLUG_SERVER_HOST") {
             self.server.host = v;
         }
         if let Some(v) = env("DYNPLUG_SERVER_PORT") {
-            self.server.port = v
-                .parse()
-                .map_err(|_| ConfigError::field(origin, "DYNPLUG_SERVER_PORT", format!("`{v}` is not a port number")))?;
+            self.server.port = v.parse().map_err(|_| {
+                ConfigError::field(
+                    origin,
+                    "DYNPLUG_SERVER_PORT",
+                    format!("`{v}` is not a port number"),
+                )
+            })?;
         }
         Ok(())
     }
@@ -199,25 +220,50 @@ impl Config {
             ));
         }
         if self.default_timeout_ms == 0 {
-            return Err(ConfigError::field(file, "default_timeout_ms", "must be greater than 0"));
+            return Err(ConfigError::field(
+                file,
+                "default_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if self.max_input_bytes == 0 {
-            return Err(ConfigError::field(file, "max_input_bytes", "must be greater than 0"));
+            return Err(ConfigError::field(
+                file,
+                "max_input_bytes",
+                "must be greater than 0",
+            ));
         }
         if self.default_max_concurrency == 0 {
-            return Err(ConfigError::field(file, "default_max_concurrency", "must be greater than 0"));
+            return Err(ConfigError::field(
+                file,
+                "default_max_concurrency",
+                "must be greater than 0",
+            ));
         }
         if self.server.enabled && self.server.port == 0 {
-            return Err(ConfigError::field(file, "server.port", "must be set when the server is enabled"));
+            return Err(ConfigError::field(
+                file,
+                "server.port",
+                "must be set when the server is enabled",
+            ));
         }
         for (name, plugin) in &self.plugins {
             let field = |f: &str| format!("plugins.{name}.{f}");
-            validate_plugin_name(name).map_err(|e| ConfigError::field(file, format!("plugins.{name}"), e))?;
+            validate_plugin_name(name)
+                .map_err(|e| ConfigError::field(file, format!("plugins.{name}"), e))?;
             if plugin.timeout_ms == Some(0) {
-                return Err(ConfigError::field(file, field("timeout_ms"), "must be greater than 0"));
+                return Err(ConfigError::field(
+                    file,
+                    field("timeout_ms"),
+                    "must be greater than 0",
+                ));
             }
             if plugin.max_concurrency == Some(0) {
-                return Err(ConfigError::field(file, field("max_concurrency"), "must be greater than 0"));
+                return Err(ConfigError::field(
+                    file,
+                    field("max_concurrency"),
+                    "must be greater than 0",
+                ));
             }
             if plugin.isolation == Isolation::Process {
                 return Err(ConfigError::field(
@@ -228,10 +274,19 @@ impl Config {
             }
             if let Some(settings) = &plugin.settings {
                 if !settings.is_mapping() {
-                    return Err(ConfigError::field(file, field("settings"), "must be a mapping of keys to values"));
+                    return Err(ConfigError::field(
+                        file,
+                        field("settings"),
+                        "must be a mapping of keys to values",
+                    ));
                 }
-                serde_json::to_string(settings)
-                    .map_err(|e| ConfigError::field(file, field("settings"), format!("cannot be passed to the plugin: {e}")))?;
+                serde_json::to_string(settings).map_err(|e| {
+                    ConfigError::field(
+                        file,
+                        field("settings"),
+                        format!("cannot be passed to the plugin: {e}"),
+                    )
+                })?;
             }
         }
         Ok(())
@@ -328,7 +383,10 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("plugins.echo"));
         assert!(e.problem.contains("enabeld"), "{e}");
         assert!(e.problem.contains("line 3"), "{e}");
-        assert!(e.to_string().starts_with("test.yaml: plugins.echo: "), "{e}");
+        assert!(
+            e.to_string().starts_with("test.yaml: plugins.echo: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -172,7 +172,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// A problem with a named field.
-    pub fn field(file: impl Into<PathBuf>, field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub fn field(
+        file: impl Into<PathBuf>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
         ConfigError {
             file: file.into(),
             field: Some(field.into()),

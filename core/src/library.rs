@@ -116,7 +116,9 @@ impl PluginLibrary {
         }
         .map_err(|e| LoadError::NotALibrary {
             path: path.to_owned(),
-            reason: e.to_string().replace(&*fd_path.to_string_lossy(), &path.to_string_lossy()),
+            reason: e
+                .to_string()
+                .replace(&*fd_path.to_string_lossy(), &path.to_string_lossy()),
         })?;
         // The library is mapped under the descriptor's name: keep the descriptor open for
         // good so that name is never reused for another file.
@@ -127,7 +129,9 @@ impl PluginLibrary {
             Ok(entry) => *entry,
             Err(_) => {
                 std::mem::forget(lib);
-                return Err(LoadError::MissingEntry { path: path.to_owned() });
+                return Err(LoadError::MissingEntry {
+                    path: path.to_owned(),
+                });
             }
         };
         // Never dlclose (see module docs): the table below borrows the mapping forever.
@@ -137,13 +141,19 @@ impl PluginLibrary {
         Self::from_table(path, FileIdentity::of(&meta), table_ptr)
     }
 
-    fn from_table(path: &Path, identity: FileIdentity, ptr: *const PluginTable) -> Result<PluginLibrary, LoadError> {
+    fn from_table(
+        path: &Path,
+        identity: FileIdentity,
+        ptr: *const PluginTable,
+    ) -> Result<PluginLibrary, LoadError> {
         let bad = |reason: &str| LoadError::BadTable {
             path: path.to_owned(),
             reason: reason.into(),
         };
         if ptr.is_null() {
-            return Err(bad("the entry point returned null (did the plugin's constructor panic?)"));
+            return Err(bad(
+                "the entry point returned null (did the plugin's constructor panic?)",
+            ));
         }
         // SAFETY: non-null; the three leading u32 fields exist in every ABI version, so
         // reading them is valid whatever the rest of the table looks like.
@@ -173,8 +183,14 @@ impl PluginLibrary {
         }
         // SAFETY: magic, version and size say this is a complete v1 table in static memory.
         let table: &'static PluginTable = unsafe { &*ptr };
-        if table.create.is_none() || table.destroy.is_none() || table.execute.is_none() || table.free_buf.is_none() {
-            return Err(bad("a required function (create, destroy, execute, free_buf) is null"));
+        if table.create.is_none()
+            || table.destroy.is_none()
+            || table.execute.is_none()
+            || table.free_buf.is_none()
+        {
+            return Err(bad(
+                "a required function (create, destroy, execute, free_buf) is null",
+            ));
         }
         let name = read_c_str(path, "name", table.name)?;
         validate_plugin_name(&name).map_err(|reason| LoadError::BadMetadata {
@@ -287,7 +303,9 @@ impl Instance {
         let bytes = self.take(buf);
         let plugin = self.library.name.clone();
         match status {
-            abi::STATUS_OK => String::from_utf8(bytes).map_err(|_| CallError::InvalidOutput { plugin }),
+            abi::STATUS_OK => {
+                String::from_utf8(bytes).map_err(|_| CallError::InvalidOutput { plugin })
+            }
             abi::STATUS_PANIC => Err(CallError::Panicked {
                 plugin,
                 message: String::from_utf8_lossy(&bytes).into_owned(),
@@ -318,7 +336,14 @@ impl Instance {
         };
         let mut out = Buf::EMPTY;
         // SAFETY: as in `execute`.
-        let status = unsafe { f(self.ptr.as_ptr(), settings_json.as_ptr(), settings_json.len(), &mut out) };
+        let status = unsafe {
+            f(
+                self.ptr.as_ptr(),
+                settings_json.as_ptr(),
+                settings_json.len(),
+                &mut out,
+            )
+        };
         self.finish(status, out).map(drop)
     }
 

@@ -190,11 +190,13 @@ impl std::fmt::Debug for Manager {
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,9 +206,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Manager {
     /// Creates a manager, loads the plugins of `config` and starts their services.
     /// Runtime state is kept in `state_dir`. Must run inside a tokio runtime.
-    pub async fn start(config: Config, state_dir: &Path, policy: TrustPolicy) -> Result<(Manager, ReloadReport), ManagerError> {
+    pub async fn start(
+        config: Config,
+        state_dir: &Path,
+        policy: TrustPolicy,
+    ) -> Result<(Manager, ReloadReport), ManagerError> {
         let store = StateStore::new(state_dir);
-        let runtime = store.load().map_err(|e| ConfigError::file(store.path(), e))?;
+        let runtime = store
+            .load()
+            .map_err(|e| ConfigError::file(store.path(), e))?;
         let (events, _) = broadcast::channel(1024);
         let manager = Manager {
             inner: Arc::new(Inner {
@@ -269,7 +277,10 @@ impl Manager {
 
     fn failed_info(path: &Path, error: &LoadError) -> PluginInfo {
         PluginInfo {
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             version: String::new(),
             description: String::new(),
             path: path.to_owned(),
@@ -291,7 +302,10 @@ impl Manager {
     pub fn list(&self) -> Vec<PluginInfo> {
         let (slots, failures) = {
             let reg = read(&self.inner.registry);
-            (reg.plugins.values().cloned().collect::<Vec<_>>(), reg.failures.clone())
+            (
+                reg.plugins.values().cloned().collect::<Vec<_>>(),
+                reg.failures.clone(),
+            )
         };
         let mut all: Vec<PluginInfo> = slots.iter().map(|s| self.info_of(s)).collect();
         all.extend(failures.iter().map(|(p, e)| Self::failed_info(p, e)));
@@ -319,7 +333,11 @@ impl Manager {
     /// Counts over all plugins.
     pub fn summary(&self) -> Summary {
         let reg = read(&self.inner.registry);
-        let failed_instances = reg.plugins.values().filter(|s| s.failure().is_some()).count();
+        let failed_instances = reg
+            .plugins
+            .values()
+            .filter(|s| s.failure().is_some())
+            .count();
         Summary {
             plugins: reg.plugins.len(),
             enabled: reg.plugins.values().filter(|s| s.enabled()).count(),
@@ -357,13 +375,19 @@ impl Manager {
         let began = Instant::now();
         let call_slot = Arc::clone(&slot);
         let outcome = tokio::time::timeout(timeout, async move {
-            let permit = limits.permits.acquire_owned().await.map_err(|_| ManagerError::ShuttingDown)?;
+            let permit = limits
+                .permits
+                .acquire_owned()
+                .await
+                .map_err(|_| ManagerError::ShuttingDown)?;
             let call = tokio::task::spawn_blocking(move || {
                 let _permit = permit; // released only when the plugin returns
-                let instance = call_slot.instance().map_err(|e| ManagerError::Unavailable {
-                    name: call_slot.name().to_owned(),
-                    reason: e.to_string(),
-                })?;
+                let instance = call_slot
+                    .instance()
+                    .map_err(|e| ManagerError::Unavailable {
+                        name: call_slot.name().to_owned(),
+                        reason: e.to_string(),
+                    })?;
                 instance.execute(&input).map_err(ManagerError::from)
             });
             call.await.map_err(|e| {
@@ -384,13 +408,23 @@ impl Manager {
         match &result {
             Ok(_) => {
                 slot.record(elapsed, Ok(()));
-                tracing::debug!(plugin = name, duration_us = elapsed.as_micros() as u64, "executed");
+                tracing::debug!(
+                    plugin = name,
+                    duration_us = elapsed.as_micros() as u64,
+                    "executed"
+                );
             }
             Err(e) => {
                 let message = e.to_string();
-                slot.record(elapsed, Err((&message, matches!(e, ManagerError::Timeout { .. }))));
+                slot.record(
+                    elapsed,
+                    Err((&message, matches!(e, ManagerError::Timeout { .. }))),
+                );
                 tracing::warn!(plugin = name, duration_us = elapsed.as_micros() as u64, error = %message, "execute failed");
-                if matches!(e, ManagerError::Call(CallError::Panicked { .. }) | ManagerError::Timeout { .. }) {
+                if matches!(
+                    e,
+                    ManagerError::Call(CallError::Panicked { .. }) | ManagerError::Timeout { .. }
+                ) {
                     let _ = inner.events.send(Event::PluginFailed {
                         name: name.to_owned(),
                         error: message,
@@ -412,7 +446,11 @@ impl Manager {
     }
 
     /// Enables (or disables) several plugins; one result per name, in order.
-    pub async fn set_enabled_many(&self, names: &[String], on: bool) -> Vec<(String, Result<Change, ManagerError>)> {
+    pub async fn set_enabled_many(
+        &self,
+        names: &[String],
+        on: bool,
+    ) -> Vec<(String, Result<Change, ManagerError>)> {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             out.push((name.clone(), self.set_enabled(name, on).await));
@@ -456,7 +494,12 @@ impl Manager {
         if !slot.set_enabled(on) {
             return Ok(Change::Unchanged);
         }
-        tracing::info!(plugin = name, enabled = on, "plugin {}", if on { "enabled" } else { "disabled" });
+        tracing::info!(
+            plugin = name,
+            enabled = on,
+            "plugin {}",
+            if on { "enabled" } else { "disabled" }
+        );
         self.after_toggle(&slot).await;
         Ok(Change::Changed)
     }
@@ -531,7 +574,12 @@ impl Manager {
         let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
             .plugins
             .values()
-            .map(|s| (s.library.path().to_owned(), (s.name().to_owned(), s.library.identity())))
+            .map(|s| {
+                (
+                    s.library.path().to_owned(),
+                    (s.name().to_owned(), s.library.identity()),
+                )
+            })
             .collect();
         let scanned = tokio::task::spawn_blocking(move || scan(&dir, policy, &known))
             .await
@@ -560,7 +608,12 @@ impl Manager {
             }
         }
         let overrides = lock(&self.inner.runtime).enabled.clone();
-        let enabled_of = |name: &str| overrides.get(name).copied().unwrap_or_else(|| config.enabled(name));
+        let enabled_of = |name: &str| {
+            overrides
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| config.enabled(name))
+        };
         for entry in scanned {
             match entry {
                 Scanned::Kept(name) => {
@@ -584,7 +637,8 @@ impl Manager {
                         continue;
                     }
                     let limits = Limits::new(config.timeout(&name), config.max_concurrency(&name));
-                    let slot = Slot::new(lib, enabled_of(&name), config.settings_json(&name), limits);
+                    let slot =
+                        Slot::new(lib, enabled_of(&name), config.settings_json(&name), limits);
                     owners.insert(name.clone(), slot.library.path().to_owned());
                     if old.contains_key(&name) {
                         report.replaced.push(name.clone());
@@ -612,23 +666,39 @@ impl Manager {
         }
         for (path, error) in &failures {
             tracing::warn!(path = %path.display(), error = %error, "plugin file skipped");
-            report.failed.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            report.failed.push(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
         }
         for name in &report.removed {
-            let _ = self.inner.events.send(Event::PluginRemoved { name: name.clone() });
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginRemoved { name: name.clone() });
         }
         for name in report.added.iter().chain(&report.replaced) {
-            let _ = self.inner.events.send(Event::PluginAdded { name: name.clone() });
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginAdded { name: name.clone() });
         }
 
-        let fresh: BTreeSet<String> = report.added.iter().chain(&report.replaced).cloned().collect();
+        let fresh: BTreeSet<String> = report
+            .added
+            .iter()
+            .chain(&report.replaced)
+            .cloned()
+            .collect();
         for (name, slot) in &plugins {
             if fresh.contains(name) {
                 if slot.enabled() {
                     self.after_toggle(slot).await;
                 }
             } else {
-                self.update_kept(name, slot, &config, enabled_of(name), &mut report).await;
+                self.update_kept(name, slot, &config, enabled_of(name), &mut report)
+                    .await;
             }
             if let Some(reason) = slot.failure() {
                 if !report.failed.contains(name) {
@@ -642,7 +712,14 @@ impl Manager {
     }
 
     /// Applies a new configuration to a plugin whose library did not change.
-    async fn update_kept(&self, name: &str, slot: &Arc<Slot>, config: &Config, enabled: bool, report: &mut ReloadReport) {
+    async fn update_kept(
+        &self,
+        name: &str,
+        slot: &Arc<Slot>,
+        config: &Config,
+        enabled: bool,
+        report: &mut ReloadReport,
+    ) {
         let (timeout, concurrency) = (config.timeout(name), config.max_concurrency(name));
         {
             let mut limits = write(&slot.limits);
@@ -661,7 +738,8 @@ impl Manager {
         };
         if changed {
             if let Some(instance) = slot.loaded() {
-                let applied = tokio::task::spawn_blocking(move || instance.configure(&settings)).await;
+                let applied =
+                    tokio::task::spawn_blocking(move || instance.configure(&settings)).await;
                 match applied {
                     Ok(Ok(())) => report.reconfigured.push(name.to_owned()),
                     Ok(Err(e)) => {
@@ -729,7 +807,9 @@ fn scan(
     let mut to_open = Vec::new();
     for path in files {
         let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
-        let same = known.get(&path).is_some_and(|(_, id)| Some(*id) == identity);
+        let same = known
+            .get(&path)
+            .is_some_and(|(_, id)| Some(*id) == identity);
         match known.get(&path) {
             Some((name, _)) if same => out.push(Scanned::Kept(name.clone())),
             _ => to_open.push(path),

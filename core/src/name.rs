@@ -13,7 +13,9 @@ pub fn validate_plugin_name(name: &str) -> Result<(), String> {
         return Err("plugin name is empty".into());
     };
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("plugin name is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "plugin name is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
         return Err(format!(
@@ -21,7 +23,9 @@ pub fn validate_plugin_name(name: &str) -> Result<(), String> {
             name.escape_default()
         ));
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')) {
+    if let Some(bad) =
+        chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+    {
         return Err(format!(
             "plugin name `{}` contains `{}`; allowed are a-z, 0-9, `_` and `-`",
             name.escape_default(),
@@ -44,7 +48,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for n in ["", "Echo", "-x", "_x", "a.b", "../x", "a b", "é", "a\0", &"a".repeat(65)] {
+        for n in [
+            "",
+            "Echo",
+            "-x",
+            "_x",
+            "a.b",
+            "../x",
+            "a b",
+            "é",
+            "a\0",
+            &"a".repeat(65),
+        ] {
             assert!(validate_plugin_name(n).is_err(), "{n:?}");
         }
     }

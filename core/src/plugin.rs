@@ -75,8 +75,9 @@ macro_rules! register_plugin {
         /// DynPlug entry point: returns this library's plugin table.
         #[unsafe(no_mangle)]
         pub extern "C" fn dynplug_plugin_entry() -> *const $crate::abi::PluginTable {
-            static EXPORTED: ::std::sync::OnceLock<::std::option::Option<$crate::export::Exported>> =
-                ::std::sync::OnceLock::new();
+            static EXPORTED: ::std::sync::OnceLock<
+                ::std::option::Option<$crate::export::Exported>,
+            > = ::std::sync::OnceLock::new();
             unsafe extern "C" fn create() -> *mut ::std::ffi::c_void {
                 $crate::export::create::<$ty>(<$ty>::new)
             }

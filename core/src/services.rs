@@ -50,13 +50,18 @@ impl Services {
         self.running
             .lock()
             .ok()
-            .and_then(|r| r.get(name).and_then(|s| s.state.lock().ok().map(|s| s.clone())))
+            .and_then(|r| {
+                r.get(name)
+                    .and_then(|s| s.state.lock().ok().map(|s| s.clone()))
+            })
             .unwrap_or(ServiceState::Stopped)
     }
 
     /// Starts supervising `slot`'s service unless it already runs.
     pub(crate) fn start(&self, slot: Arc<Slot>) {
-        let Ok(mut running) = self.running.lock() else { return };
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
         let name = slot.name().to_owned();
         if running.get(&name).is_some_and(|r| !r.task.is_finished()) {
             return;
@@ -99,7 +104,12 @@ impl Services {
     }
 }
 
-fn set_state(slot: &Slot, events: &broadcast::Sender<Event>, cell: &Mutex<ServiceState>, state: ServiceState) {
+fn set_state(
+    slot: &Slot,
+    events: &broadcast::Sender<Event>,
+    cell: &Mutex<ServiceState>,
+    state: ServiceState,
+) {
     if let Ok(mut s) = cell.lock() {
         *s = state.clone();
     }

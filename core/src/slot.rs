@@ -63,7 +63,12 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(library: PluginLibrary, enabled: bool, settings_json: String, limits: Limits) -> Self {
+    pub(crate) fn new(
+        library: PluginLibrary,
+        enabled: bool,
+        settings_json: String,
+        limits: Limits,
+    ) -> Self {
         Slot {
             library: Arc::new(library),
             instance: OnceLock::new(),
@@ -94,7 +99,10 @@ impl Slot {
 
     /// The reason the instance could not be created, if it was tried and failed.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.instance.get().and_then(|r| r.as_ref().err()).map(ToString::to_string)
+        self.instance
+            .get()
+            .and_then(|r| r.as_ref().err())
+            .map(ToString::to_string)
     }
 
     /// Creates and configures the instance on first use. Blocking: call it off the
@@ -103,7 +111,11 @@ impl Slot {
         self.instance
             .get_or_init(|| {
                 let instance = self.library.instantiate()?;
-                let settings = self.settings_json.lock().map(|s| s.clone()).unwrap_or_default();
+                let settings = self
+                    .settings_json
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_default();
                 instance.configure(&settings).map_err(|e| LoadError::Init {
                     name: self.name().to_owned(),
                     reason: format!("configure: {e}"),
@@ -114,7 +126,10 @@ impl Slot {
     }
 
     pub(crate) fn limits(&self) -> Limits {
-        self.limits.read().map(|l| l.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.limits
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub(crate) fn stats(&self) -> CallStats {

@@ -47,7 +47,9 @@ impl StateStore {
     pub fn load(&self) -> Result<RuntimeState, String> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) if text.trim().is_empty() => Ok(RuntimeState::default()),
-            Ok(text) => serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display())),
+            Ok(text) => {
+                serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeState::default()),
             Err(e) => Err(format!("{}: {e}", self.path.display())),
         }
@@ -96,7 +98,10 @@ mod tests {
         s.enabled.insert("echo".into(), false);
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), s);
-        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");

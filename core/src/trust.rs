@@ -43,11 +43,17 @@ fn check_meta(path: &Path, meta: &Metadata, policy: TrustPolicy) -> Result<(), L
         )));
     }
     if mode & 0o6000 != 0 && meta.is_file() {
-        return Err(refuse(format!("mode {:04o} has setuid or setgid set", mode & 0o7777)));
+        return Err(refuse(format!(
+            "mode {:04o} has setuid or setgid set",
+            mode & 0o7777
+        )));
     }
     if let Some(owner) = policy.required_owner {
         if meta.uid() != owner {
-            return Err(refuse(format!("owned by uid {}, must be owned by uid {owner}", meta.uid())));
+            return Err(refuse(format!(
+                "owned by uid {}, must be owned by uid {owner}",
+                meta.uid()
+            )));
         }
     }
     Ok(())
@@ -85,7 +91,9 @@ mod tests {
     use super::*;
     use std::fs;
 
-    const ANYONE: TrustPolicy = TrustPolicy { required_owner: None };
+    const ANYONE: TrustPolicy = TrustPolicy {
+        required_owner: None,
+    };
 
     fn check_path(p: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
         let meta = fs::metadata(p).map_err(|e| LoadError::Io {
@@ -121,10 +129,22 @@ mod tests {
         let other = TrustPolicy {
             required_owner: Some(uid + 1),
         };
-        assert!(matches!(check_path(&p, other), Err(LoadError::Untrusted { .. })));
-        assert!(matches!(check_path(d.path(), ANYONE), Err(LoadError::Untrusted { .. })));
-        assert!(matches!(check_path(&d.path().join("nope"), ANYONE), Err(LoadError::Io { .. })));
+        assert!(matches!(
+            check_path(&p, other),
+            Err(LoadError::Untrusted { .. })
+        ));
+        assert!(matches!(
+            check_path(d.path(), ANYONE),
+            Err(LoadError::Untrusted { .. })
+        ));
+        assert!(matches!(
+            check_path(&d.path().join("nope"), ANYONE),
+            Err(LoadError::Io { .. })
+        ));
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(check_dir(d.path(), ANYONE), Err(LoadError::Untrusted { .. })));
+        assert!(matches!(
+            check_dir(d.path(), ANYONE),
+            Err(LoadError::Untrusted { .. })
+        ));
     }
 }

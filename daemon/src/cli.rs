@@ -64,7 +64,10 @@ impl Args {
         self.config
             .clone()
             .or_else(|| env("DYNPLUG_CONFIG").map(PathBuf::from))
-            .or_else(|| env("CONFIGURATION_DIRECTORY").map(|d| PathBuf::from(d.split(':').next().unwrap_or(&d)).join("config.yaml")))
+            .or_else(|| {
+                env("CONFIGURATION_DIRECTORY")
+                    .map(|d| PathBuf::from(d.split(':').next().unwrap_or(&d)).join("config.yaml"))
+            })
             .unwrap_or_else(|| PathBuf::from(dynplug_core::config::DEFAULT_CONFIG_PATH))
     }
 }

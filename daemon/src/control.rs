@@ -11,7 +11,7 @@ use dynplug_core::error::ConfigError;
 use dynplug_core::{Change, Manager};
 use zbus::Connection;
 
-use crate::dbus::{objects, DynplugError, ManagerIface, MANAGER_PATH};
+use crate::dbus::{objects, plugin_path, DynplugError, ManagerIface, PluginIface, MANAGER_PATH};
 use crate::logging::LogHandle;
 use crate::notify;
 
@@ -30,7 +30,11 @@ fn env(key: &str) -> Option<String> {
 
 /// Reads the configuration file, applies `DYNPLUG_*` and command-line overrides.
 /// A missing file is an error only when `required` (the path was given explicitly).
-pub fn load_config(path: &Path, required: bool, overrides: &Overrides) -> Result<Config, ConfigError> {
+pub fn load_config(
+    path: &Path,
+    required: bool,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
     let mut config = if !required && !path.exists() {
         tracing::warn!(path = %path.display(), "no configuration file; using defaults");
         let mut c = Config::default();
@@ -66,7 +70,13 @@ pub struct Control {
 
 impl Control {
     /// Wraps a started manager.
-    pub fn new(manager: Manager, config_path: PathBuf, config_required: bool, overrides: Overrides, log: LogHandle) -> Self {
+    pub fn new(
+        manager: Manager,
+        config_path: PathBuf,
+        config_required: bool,
+        overrides: Overrides,
+        log: LogHandle,
+    ) -> Self {
         let started_usec = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -91,17 +101,47 @@ impl Control {
         objects::sync(conn, &self.manager, &mut *self.served.lock().await).await
     }
 
+    /// Removes every object from the bus, waiting for calls being dispatched to finish.
+    pub async fn detach(&self) {
+        let Some(conn) = self.conn.get() else { return };
+        let mut served = self.served.lock().await;
+        for name in std::mem::take(&mut *served) {
+            let _ = conn
+                .object_server()
+                .remove::<PluginIface, _>(plugin_path(&name))
+                .await;
+        }
+        let _ = conn
+            .object_server()
+            .remove::<ManagerIface, _>(MANAGER_PATH)
+            .await;
+    }
+
     /// The lifecycle state: starting, running, reloading, stopping.
     pub fn state(&self) -> &'static str {
-        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sets the lifecycle state and announces the change.
     pub async fn set_state(&self, state: &'static str) {
-        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
         if let Some(conn) = self.conn.get() {
-            if let Ok(iface) = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await {
-                let _ = iface.get().await.state_changed(iface.signal_emitter()).await;
+            if let Ok(iface) = conn
+                .object_server()
+                .interface::<_, ManagerIface>(MANAGER_PATH)
+                .await
+            {
+                let _ = iface
+                    .get()
+                    .await
+                    .state_changed(iface.signal_emitter())
+                    .await;
             }
         }
     }
@@ -127,7 +167,10 @@ impl Control {
     /// The one-line status for systemd and humans.
     pub fn status_line(&self) -> String {
         let s = self.manager.summary();
-        let mut line = format!("{} plugins, {} enabled, {} failed", s.plugins, s.enabled, s.failed);
+        let mut line = format!(
+            "{} plugins, {} enabled, {} failed",
+            s.plugins, s.enabled, s.failed
+        );
         let err = self.last_reload_error();
         if !err.is_empty() {
             line.push_str("; last reload failed: ");
@@ -181,13 +224,25 @@ impl Control {
         if !error.is_empty() {
             tracing::error!(error = %error, "reload refused; the previous configuration stays in force");
         }
-        *self.last_reload_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+        *self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
         if let Some(conn) = self.conn.get() {
-            if let Err(e) = objects::sync(conn, &self.manager, &mut *self.served.lock().await).await {
+            if let Err(e) = objects::sync(conn, &self.manager, &mut *self.served.lock().await).await
+            {
                 tracing::warn!(error = %e, "cannot update plugin objects");
             }
-            if let Ok(iface) = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await {
-                let _ = iface.get().await.last_reload_error_changed(iface.signal_emitter()).await;
+            if let Ok(iface) = conn
+                .object_server()
+                .interface::<_, ManagerIface>(MANAGER_PATH)
+                .await
+            {
+                let _ = iface
+                    .get()
+                    .await
+                    .last_reload_error_changed(iface.signal_emitter())
+                    .await;
             }
         }
         self.set_state("running").await;

@@ -45,18 +45,30 @@ pub fn init(level: &str, target: LogTarget) -> LogHandle {
     let journal = match target {
         LogTarget::Journal => true,
         LogTarget::Stderr => false,
-        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some(),
+        LogTarget::Auto => {
+            std::env::var_os("JOURNAL_STREAM").is_some()
+                || std::env::var_os("INVOCATION_ID").is_some()
+        }
     };
     let journald = if journal {
         tracing_journald::layer()
-            .map(|l| l.with_field_prefix(Some("DYNPLUG".into())).with_syslog_identifier("dynplugd".into()))
+            .map(|l| {
+                l.with_field_prefix(Some("DYNPLUG".into()))
+                    .with_syslog_identifier("dynplugd".into())
+            })
             .ok()
     } else {
         None
     };
-    let stderr = journald
-        .is_none()
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false));
-    let _ = tracing_subscriber::registry().with(filter).with(journald).with(stderr).try_init();
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .try_init();
     LogHandle(handle)
 }

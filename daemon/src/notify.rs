@@ -22,8 +22,15 @@ pub fn status(status: &str) {
 /// RELOADING=1 with MONOTONIC_USEC, as systemd's Type=notify-reload expects.
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now, NotifyState::Status("reloading configuration")]),
-        Err(_) => send(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]),
+        Ok(now) => send(&[
+            NotifyState::Reloading,
+            now,
+            NotifyState::Status("reloading configuration"),
+        ]),
+        Err(_) => send(&[
+            NotifyState::Reloading,
+            NotifyState::Status("reloading configuration"),
+        ]),
     }
 }
 

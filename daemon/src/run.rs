@@ -82,17 +82,37 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     let mut interrupt = signal(SignalKind::interrupt())?;
 
     let state_dir = config.state_dir(&env);
-    let (manager, report) = Manager::start(config, &state_dir, TrustPolicy::for_current_process()).await?;
+    let (manager, report) =
+        Manager::start(config, &state_dir, TrustPolicy::for_current_process()).await?;
     tracing::info!(summary = %report, "plugins loaded");
-    let control = Arc::new(Control::new(manager.clone(), config_path, required, overrides, log));
+    let control = Arc::new(Control::new(
+        manager.clone(),
+        config_path,
+        required,
+        overrides,
+        log,
+    ));
 
-    let conn = connect(&args.bus(), ManagerIface { control: Arc::clone(&control) }).await?;
+    let conn = connect(
+        &args.bus(),
+        ManagerIface {
+            control: Arc::clone(&control),
+        },
+    )
+    .await?;
     control.attach(conn.clone()).await?;
     tokio::spawn(objects::forward(conn.clone(), manager.subscribe()));
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-        .await?;
-    if !matches!(reply, RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) {
+        .await
+        .map_err(|e| match e {
+            zbus::Error::NameTaken => DaemonError::NameTaken(BUS_NAME),
+            other => DaemonError::Bus(other),
+        })?;
+    if !matches!(
+        reply,
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner
+    ) {
         return Err(DaemonError::NameTaken(BUS_NAME));
     }
     control.set_state("running").await;
@@ -135,8 +155,13 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     if left > 0 {
         tracing::warn!(calls = left, "calls still running at exit were abandoned");
     }
+    // Removing the objects waits for method calls still being dispatched (they hold the
+    // interface's read lock until their reply is sent), so no answer is lost at exit.
+    let drained = tokio::time::timeout(Duration::from_secs(2), control.detach()).await;
+    if drained.is_err() {
+        tracing::warn!("some D-Bus calls were still running at exit");
+    }
     let _ = conn.release_name(BUS_NAME).await;
-    conn.graceful_shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

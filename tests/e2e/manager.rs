@@ -13,7 +13,8 @@ use dynplug_tests::{rust_plugin, set_mode, PluginDir};
 fn config(dir: &Path, yaml: &str) -> Config {
     let mut c = Config::parse(yaml, Path::new("test.yaml")).expect("test config parses");
     c.plugins_dir = dir.to_owned();
-    c.validate(Path::new("test.yaml")).expect("test config is valid");
+    c.validate(Path::new("test.yaml"))
+        .expect("test config is valid");
     c
 }
 
@@ -36,13 +37,28 @@ fn failure_of(m: &Manager, file: &str) -> String {
 async fn examples_load_and_run() {
     let plugins = PluginDir::with_examples();
     let state = tempfile::tempdir().unwrap();
-    let m = start(plugins.path(), state.path(), "plugins:\n  text:\n    settings:\n      mode: reverse\n").await;
+    let m = start(
+        plugins.path(),
+        state.path(),
+        "plugins:\n  text:\n    settings:\n      mode: reverse\n",
+    )
+    .await;
     let names = m.names();
-    assert_eq!(names, ["echo", "hash", "heartbeat", "json", "rot13", "text"]);
-    assert!(m.list().iter().all(|p| p.loaded() && p.enabled), "{:#?}", m.list());
+    assert_eq!(
+        names,
+        ["echo", "hash", "heartbeat", "json", "rot13", "text"]
+    );
+    assert!(
+        m.list().iter().all(|p| p.loaded() && p.enabled),
+        "{:#?}",
+        m.list()
+    );
     assert_eq!(m.execute("echo", "héllo".into()).await.unwrap(), "héllo");
     assert_eq!(m.execute("text", "abc".into()).await.unwrap(), "cba");
-    assert_eq!(m.execute("rot13", "Hello, wörld".into()).await.unwrap(), "Uryyb, jöeyq");
+    assert_eq!(
+        m.execute("rot13", "Hello, wörld".into()).await.unwrap(),
+        "Uryyb, jöeyq"
+    );
     assert_eq!(
         m.execute("hash", "abc".into()).await.unwrap(),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -54,7 +70,10 @@ async fn examples_load_and_run() {
     assert_eq!(info.path, plugins.path().join("echo.so"));
     let big = "x".repeat(1 << 20);
     assert_eq!(m.execute("echo", big.clone()).await.unwrap(), big);
-    assert!(matches!(m.execute("nope", String::new()).await, Err(ManagerError::NotFound(_))));
+    assert!(matches!(
+        m.execute("nope", String::new()).await,
+        Err(ManagerError::NotFound(_))
+    ));
     m.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -65,17 +84,49 @@ async fn every_bad_file_is_refused_with_its_reason_and_nothing_else_breaks() {
     std::fs::write(plugins.path().join("text.so"), "not a library\n").unwrap();
     set_mode(&plugins.path().join("text.so"), 0o644);
     plugins.add(Path::new("/bin/true"), "program.so");
-    plugins.add_c("tests/fixtures/c/variant.c", "no-entry.so", &["FIX_NO_ENTRY"]);
-    plugins.add_c("tests/fixtures/c/variant.c", "magic.so", &["FIX_MAGIC=0x12345678u"]);
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "no-entry.so",
+        &["FIX_NO_ENTRY"],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "magic.so",
+        &["FIX_MAGIC=0x12345678u"],
+    );
     plugins.add_c("tests/fixtures/c/variant.c", "abi.so", &["FIX_ABI=999u"]);
     plugins.add_c("tests/fixtures/c/variant.c", "size.so", &["FIX_SIZE=8u"]);
-    plugins.add_c("tests/fixtures/c/variant.c", "name.so", &[r#"FIX_NAME="Bad Name""#]);
-    plugins.add_c("tests/fixtures/c/variant.c", "traversal.so", &[r#"FIX_NAME="../../etc""#]);
-    plugins.add_c("tests/fixtures/c/variant.c", "zz-dup.so", &[r#"FIX_NAME="echo""#]);
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "name.so",
+        &[r#"FIX_NAME="Bad Name""#],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "traversal.so",
+        &[r#"FIX_NAME="../../etc""#],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "zz-dup.so",
+        &[r#"FIX_NAME="echo""#],
+    );
     plugins.add_c("tests/fixtures/c/variant.c", "null.so", &["FIX_NULL_TABLE"]);
-    plugins.add_c("tests/fixtures/c/variant.c", "noexec.so", &["FIX_NO_EXECUTE"]);
-    plugins.add_c("tests/fixtures/c/variant.c", "ctor.so", &["FIX_NULL_CREATE", r#"FIX_NAME="ctor""#]);
-    plugins.add_c("tests/fixtures/c/variant.c", "utf8.so", &["FIX_BAD_UTF8", r#"FIX_NAME="badutf8""#]);
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "noexec.so",
+        &["FIX_NO_EXECUTE"],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "ctor.so",
+        &["FIX_NULL_CREATE", r#"FIX_NAME="ctor""#],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "utf8.so",
+        &["FIX_BAD_UTF8", r#"FIX_NAME="badutf8""#],
+    );
     let writable = plugins.add(&rust_plugin("hash"), "writable.so");
     set_mode(&writable, 0o666);
     let setuid = plugins.add(&rust_plugin("json"), "setuid.so");
@@ -84,33 +135,54 @@ async fn every_bad_file_is_refused_with_its_reason_and_nothing_else_breaks() {
     let m = start(plugins.path(), state.path(), "").await;
 
     let err = failure_of(&m, "text.so");
-    assert!(err.contains("not a loadable shared library") && err.contains("no ELF header"), "{err}");
+    assert!(
+        err.contains("not a loadable shared library") && err.contains("no ELF header"),
+        "{err}"
+    );
     assert!(failure_of(&m, "program.so").contains("not a loadable shared library"));
     assert!(failure_of(&m, "no-entry.so").contains("no entry symbol `dynplug_plugin_entry`"));
     assert!(failure_of(&m, "magic.so").contains("wrong magic 0x12345678"));
     let err = failure_of(&m, "abi.so");
-    assert!(err.contains("ABI version 999") && err.contains("speaks version 1"), "{err}");
+    assert!(
+        err.contains("ABI version 999") && err.contains("speaks version 1"),
+        "{err}"
+    );
     assert_eq!(m.info("abi.so").unwrap().abi_version, 999);
     assert!(failure_of(&m, "size.so").contains("table is 8 bytes"));
     assert!(failure_of(&m, "name.so").contains("plugin name `Bad Name`"));
     assert!(failure_of(&m, "traversal.so").contains("plugin name `../../etc`"));
     let err = failure_of(&m, "zz-dup.so");
-    assert!(err.contains("`echo` is already used by") && err.contains("echo.so"), "{err}");
+    assert!(
+        err.contains("`echo` is already used by") && err.contains("echo.so"),
+        "{err}"
+    );
     assert!(failure_of(&m, "null.so").contains("returned null"));
     assert!(failure_of(&m, "noexec.so").contains("required function"));
     assert!(failure_of(&m, "writable.so").contains("writable by group or others"));
     assert!(failure_of(&m, "setuid.so").contains("setuid"));
     let ctor = m.info("ctor").unwrap();
-    assert!(matches!(&ctor.status, PluginStatus::Failed(r) if r.contains("constructor failed")), "{ctor:?}");
-    assert!(matches!(m.execute("ctor", String::new()).await, Err(ManagerError::Unavailable { .. })));
+    assert!(
+        matches!(&ctor.status, PluginStatus::Failed(r) if r.contains("constructor failed")),
+        "{ctor:?}"
+    );
+    assert!(matches!(
+        m.execute("ctor", String::new()).await,
+        Err(ManagerError::Unavailable { .. })
+    ));
     assert!(matches!(
         m.execute("badutf8", "x".into()).await,
         Err(ManagerError::Call(CallError::InvalidOutput { .. }))
     ));
-    assert!(matches!(m.enable("abi.so").await, Err(ManagerError::Unavailable { .. })));
+    assert!(matches!(
+        m.enable("abi.so").await,
+        Err(ManagerError::Unavailable { .. })
+    ));
 
     assert_eq!(m.names(), ["badutf8", "ctor", "echo"]);
-    assert_eq!(m.execute("echo", "still here".into()).await.unwrap(), "still here");
+    assert_eq!(
+        m.execute("echo", "still here".into()).await.unwrap(),
+        "still here"
+    );
     assert_eq!(m.summary().failed, 14);
 }
 
@@ -121,14 +193,22 @@ fn library_errors_have_exact_kinds() {
     let policy = TrustPolicy::for_current_process();
     let abi = plugins.add_c("tests/fixtures/c/variant.c", "abi.so", &["FIX_ABI=2u"]);
     match PluginLibrary::open(&abi, policy) {
-        Err(LoadError::AbiMismatch { found: 2, expected: 1, .. }) => {}
+        Err(LoadError::AbiMismatch {
+            found: 2,
+            expected: 1,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     let none = plugins.add_c("tests/fixtures/c/variant.c", "none.so", &["FIX_NO_ENTRY"]);
-    assert!(matches!(PluginLibrary::open(&none, policy), Err(LoadError::MissingEntry { .. })));
+    assert!(matches!(
+        PluginLibrary::open(&none, policy),
+        Err(LoadError::MissingEntry { .. })
+    ));
     let lib = PluginLibrary::open(&rust_plugin("echo"), policy);
     // Files in the build tree may be group-writable under some umasks; the copy may not.
-    let lib = lib.or_else(|_| PluginLibrary::open(&plugins.add(&rust_plugin("echo"), "echo.so"), policy));
+    let lib =
+        lib.or_else(|_| PluginLibrary::open(&plugins.add(&rust_plugin("echo"), "echo.so"), policy));
     let lib = lib.expect("echo opens");
     assert_eq!((lib.name(), lib.abi_version()), ("echo", 1));
 }
@@ -139,10 +219,17 @@ async fn faults_are_contained() {
     plugins.add(&rust_plugin("echo"), "echo.so");
     plugins.add(&rust_plugin("fault"), "fault.so");
     let state = tempfile::tempdir().unwrap();
-    let m = start(plugins.path(), state.path(), "plugins:\n  fault:\n    timeout_ms: 300\n    max_concurrency: 2\n").await;
+    let m = start(
+        plugins.path(),
+        state.path(),
+        "plugins:\n  fault:\n    timeout_ms: 300\n    max_concurrency: 2\n",
+    )
+    .await;
 
     match m.execute("fault", "error".into()).await {
-        Err(ManagerError::Call(CallError::Failed { message, .. })) => assert_eq!(message, "requested failure"),
+        Err(ManagerError::Call(CallError::Failed { message, .. })) => {
+            assert_eq!(message, "requested failure")
+        }
         other => panic!("{other:?}"),
     }
     match m.execute("fault", "panic".into()).await {
@@ -151,7 +238,11 @@ async fn faults_are_contained() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(m.execute("fault", "fine".into()).await.unwrap(), "fine", "usable after a panic");
+    assert_eq!(
+        m.execute("fault", "fine".into()).await.unwrap(),
+        "fine",
+        "usable after a panic"
+    );
 
     // A hung call times out, and other plugins answer meanwhile.
     let began = Instant::now();
@@ -162,21 +253,37 @@ async fn faults_are_contained() {
     for _ in 0..20 {
         assert_eq!(m.execute("echo", "x".into()).await.unwrap(), "x");
     }
-    assert!(matches!(hung.await.unwrap(), Err(ManagerError::Timeout { .. })));
+    assert!(matches!(
+        hung.await.unwrap(),
+        Err(ManagerError::Timeout { .. })
+    ));
     assert!(began.elapsed() < Duration::from_secs(3));
     // Two slots; the hung call still holds one. A second hung call fills the other, and a
     // third call times out waiting for a slot instead of starting yet another thread.
     let second = m.execute("fault", "sleep 5000".into()).await;
     assert!(matches!(second, Err(ManagerError::Timeout { .. })));
     let third = m.execute("fault", "quick".into()).await;
-    assert!(matches!(third, Err(ManagerError::Timeout { .. })), "{third:?}");
+    assert!(
+        matches!(third, Err(ManagerError::Timeout { .. })),
+        "{third:?}"
+    );
     let info = m.info("fault").unwrap();
-    assert_eq!((info.stats.calls, info.stats.errors, info.stats.timeouts), (6, 5, 3));
-    assert!(info.stats.last_error.unwrap().contains("did not answer within 300ms"));
+    assert_eq!(
+        (info.stats.calls, info.stats.errors, info.stats.timeouts),
+        (6, 5, 3)
+    );
+    assert!(info
+        .stats
+        .last_error
+        .unwrap()
+        .contains("did not answer within 300ms"));
     assert_eq!(m.execute("echo", "alive".into()).await.unwrap(), "alive");
 
     let too_big = "x".repeat(m.config().max_input_bytes + 1);
-    assert!(matches!(m.execute("echo", too_big).await, Err(ManagerError::InvalidArgument(_))));
+    assert!(matches!(
+        m.execute("echo", too_big).await,
+        Err(ManagerError::InvalidArgument(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,9 +302,17 @@ async fn configure_failure_marks_plugin_failed() {
         let info = m.info(name).unwrap();
         let reason = info.error().unwrap_or_default().to_owned();
         assert!(reason.contains("configure"), "{name}: {reason}");
-        assert!(matches!(m.execute(name, "x".into()).await, Err(ManagerError::Unavailable { .. })));
+        assert!(matches!(
+            m.execute(name, "x".into()).await,
+            Err(ManagerError::Unavailable { .. })
+        ));
     }
-    assert!(m.info("text").unwrap().error().unwrap().contains("unknown mode `shout`"));
+    assert!(m
+        .info("text")
+        .unwrap()
+        .error()
+        .unwrap()
+        .contains("unknown mode `shout`"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,8 +322,13 @@ async fn enable_disable_persist_across_restarts() {
     let m = start(plugins.path(), state.path(), "").await;
     assert_eq!(m.disable("echo").await.unwrap(), Change::Changed);
     assert_eq!(m.disable("echo").await.unwrap(), Change::Unchanged);
-    assert!(matches!(m.execute("echo", "x".into()).await, Err(ManagerError::Disabled(_))));
-    let results = m.set_enabled_many(&["hash".into(), "missing".into()], false).await;
+    assert!(matches!(
+        m.execute("echo", "x".into()).await,
+        Err(ManagerError::Disabled(_))
+    ));
+    let results = m
+        .set_enabled_many(&["hash".into(), "missing".into()], false)
+        .await;
     assert_eq!(results[0].1, Ok(Change::Changed));
     assert!(matches!(results[1].1, Err(ManagerError::NotFound(_))));
     m.shutdown(Duration::from_secs(1)).await;
@@ -221,7 +341,10 @@ async fn enable_disable_persist_across_restarts() {
     assert_eq!(m.enable("echo").await.unwrap(), Change::Changed);
     assert_eq!(m.execute("echo", "back".into()).await.unwrap(), "back");
     let saved = std::fs::read_to_string(state.path().join("state.yaml")).unwrap();
-    assert!(saved.contains("echo: true") && saved.contains("hash: false"), "{saved}");
+    assert!(
+        saved.contains("echo: true") && saved.contains("hash: false"),
+        "{saved}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,7 +359,10 @@ async fn reload_applies_only_the_differences() {
     plugins.add(&rust_plugin("hash"), "hash.so");
     std::fs::remove_file(plugins.path().join("echo.so")).unwrap();
     let report = m
-        .reload(config(plugins.path(), "plugins:\n  text:\n    settings:\n      mode: reverse\n"))
+        .reload(config(
+            plugins.path(),
+            "plugins:\n  text:\n    settings:\n      mode: reverse\n",
+        ))
         .await
         .unwrap();
     assert_eq!(report.added, ["hash"]);
@@ -246,18 +372,27 @@ async fn reload_applies_only_the_differences() {
 
     // Admin disables in the file: applied; an unchanged reload changes nothing.
     let report = m
-        .reload(config(plugins.path(), "plugins:\n  text:\n    enabled: false\n    settings:\n      mode: reverse\n"))
+        .reload(config(
+            plugins.path(),
+            "plugins:\n  text:\n    enabled: false\n    settings:\n      mode: reverse\n",
+        ))
         .await
         .unwrap();
     assert_eq!(report.toggled, ["text"]);
     let report = m
-        .reload(config(plugins.path(), "plugins:\n  text:\n    enabled: false\n    settings:\n      mode: reverse\n"))
+        .reload(config(
+            plugins.path(),
+            "plugins:\n  text:\n    enabled: false\n    settings:\n      mode: reverse\n",
+        ))
         .await
         .unwrap();
     assert_eq!(report.to_string(), "no changes");
 
     // A missing plugins directory is refused and changes nothing.
-    let err = m.reload(config(&plugins.path().join("gone"), "")).await.unwrap_err();
+    let err = m
+        .reload(config(&plugins.path().join("gone"), ""))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("plugins_dir"), "{err}");
     assert_eq!(m.names(), ["hash", "text"]);
     assert_eq!(m.config().plugins_dir, plugins.path());
@@ -274,7 +409,12 @@ async fn service_plugin_runs_restarts_and_stops() {
     let plugins = PluginDir::new();
     plugins.add(&rust_plugin("heartbeat"), "heartbeat.so");
     let state = tempfile::tempdir().unwrap();
-    let m = start(plugins.path(), state.path(), "plugins:\n  heartbeat:\n    settings:\n      interval_ms: 5\n").await;
+    let m = start(
+        plugins.path(),
+        state.path(),
+        "plugins:\n  heartbeat:\n    settings:\n      interval_ms: 5\n",
+    )
+    .await;
     let mut events = m.subscribe();
     let beats = |out: String| -> u64 {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -290,9 +430,15 @@ async fn service_plugin_runs_restarts_and_stops() {
         assert!(Instant::now() < deadline, "no heartbeats: {out}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(m.info("heartbeat").unwrap().service_state.as_str(), "running");
+    assert_eq!(
+        m.info("heartbeat").unwrap().service_state.as_str(),
+        "running"
+    );
     m.disable("heartbeat").await.unwrap();
-    assert_eq!(m.info("heartbeat").unwrap().service_state.as_str(), "stopped");
+    assert_eq!(
+        m.info("heartbeat").unwrap().service_state.as_str(),
+        "stopped"
+    );
     let mut saw_stopped = false;
     while let Ok(e) = events.try_recv() {
         if let dynplug_core::events::Event::ServiceStateChanged { state, .. } = e {
@@ -301,7 +447,13 @@ async fn service_plugin_runs_restarts_and_stops() {
     }
     assert!(saw_stopped);
     m.enable("heartbeat").await.unwrap();
-    assert_eq!(m.info("heartbeat").unwrap().service_state.as_str(), "running");
+    assert_eq!(
+        m.info("heartbeat").unwrap().service_state.as_str(),
+        "running"
+    );
     assert_eq!(m.shutdown(Duration::from_secs(2)).await, 0);
-    assert_eq!(m.info("heartbeat").unwrap().service_state.as_str(), "stopped");
+    assert_eq!(
+        m.info("heartbeat").unwrap().service_state.as_str(),
+        "stopped"
+    );
 }

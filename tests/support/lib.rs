@@ -33,10 +33,21 @@ pub fn build_workspace() {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "debug".into());
-        let profile = if profile == "debug" { "dev".to_owned() } else { profile };
+        let profile = if profile == "debug" {
+            "dev".to_owned()
+        } else {
+            profile
+        };
         let target_dir = artifact_dir().parent().expect("target dir").to_owned();
         let status = Command::new(cargo)
-            .args(["build", "--workspace", "--lib", "--bins", "--profile", &profile])
+            .args([
+                "build",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--profile",
+                &profile,
+            ])
             .arg("--target-dir")
             .arg(&target_dir)
             .current_dir(workspace_root())
@@ -100,8 +111,12 @@ impl PluginDir {
     /// An empty directory (mode 0755).
     pub fn new() -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new().prefix("dynplug-plugins").tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = tempfile::Builder::new()
+            .prefix("dynplug-plugins")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         PluginDir { dir }
     }
 
@@ -147,4 +162,242 @@ impl PluginDir {
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A private `dbus-daemon` for one test, killed on drop.
+#[derive(Debug)]
+pub struct PrivateBus {
+    address: String,
+    pid: i32,
+}
+
+impl PrivateBus {
+    /// Starts a session-type bus on a private socket.
+    pub fn start() -> Self {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .output()
+            .expect("dbus-daemon runs (install the `dbus` package)");
+        assert!(
+            out.status.success(),
+            "dbus-daemon failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let address = lines.next().expect("address line").trim().to_owned();
+        let pid = lines.next().expect("pid line").trim().parse().expect("pid");
+        PrivateBus { address, pid }
+    }
+
+    /// The bus address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A command (`busctl`, `gdbus`, `dynplugctl`, ...) pointed at this bus through
+    /// `DBUS_SESSION_BUS_ADDRESS`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        cmd
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        send_signal(self.pid as u32, libc::SIGTERM);
+    }
+}
+
+/// Sends signal `sig` to `pid`.
+pub fn send_signal(pid: u32, sig: i32) {
+    let pid = i32::try_from(pid).expect("pid fits");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// A datagram socket standing in for systemd's notify socket.
+#[derive(Debug)]
+pub struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    received: Vec<String>,
+}
+
+impl Default for NotifySocket {
+    fn default() -> Self {
+        NotifySocket::new()
+    }
+}
+
+impl NotifySocket {
+    /// Binds a fresh socket.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            socket,
+            path,
+            _dir: dir,
+            received: Vec::new(),
+        }
+    }
+
+    /// Its path, for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next message (up to `timeout`).
+    pub fn recv(&mut self, timeout: std::time::Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let mut buf = vec![0u8; 65536];
+        let n = self.socket.recv(&mut buf).ok()?;
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.received.push(msg.clone());
+        Some(msg)
+    }
+
+    /// Waits until a message contains `needle`; panics with what was seen on timeout.
+    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} within {timeout:?}; got {:?}",
+                self.received
+            );
+            if let Some(msg) = self.recv(left) {
+                if msg.lines().any(|l| l == needle || l.starts_with(needle)) {
+                    return msg;
+                }
+            }
+        }
+    }
+
+    /// Reads and keeps every message already queued, without waiting.
+    pub fn drain(&mut self) {
+        self.socket.set_nonblocking(true).expect("nonblocking");
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.received
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.socket.set_nonblocking(false).expect("blocking");
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> &[String] {
+        &self.received
+    }
+}
+
+/// A real `dynplugd` on a private bus, with its own config and state directories.
+#[derive(Debug)]
+pub struct Daemon {
+    child: std::process::Child,
+    /// The notify socket the daemon reports to.
+    pub notify: NotifySocket,
+    dir: tempfile::TempDir,
+}
+
+/// How long to wait for a daemon to become ready.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Daemon {
+    /// Starts `dynplugd` on `bus` with `plugins` and the YAML `config`; returns once it
+    /// sent READY=1.
+    pub fn start(bus: &PrivateBus, plugins: &Path, config: &str) -> Daemon {
+        Daemon::start_with(bus, plugins, config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra command-line arguments.
+    pub fn start_with(bus: &PrivateBus, plugins: &Path, config: &str, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        set_mode(&config_path, 0o644);
+        let notify = NotifySocket::new();
+        let child = Command::new(binary("dynplugd"))
+            .arg("--address")
+            .arg(bus.address())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--log-target", "stderr"])
+            .args(extra)
+            .env("NOTIFY_SOCKET", notify.path())
+            .env_remove("DYNPLUG_CONFIG")
+            .spawn()
+            .expect("spawn dynplugd");
+        let mut daemon = Daemon { child, notify, dir };
+        daemon.notify.wait_for("READY=1", READY_TIMEOUT);
+        daemon
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The configuration file (rewrite it, then [`Daemon::reload`]).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Sends SIGHUP and waits for the reload to finish (RELOADING=1 then READY=1).
+    pub fn reload(&mut self) {
+        self.notify.drain();
+        send_signal(self.pid(), libc::SIGHUP);
+        self.notify.wait_for("RELOADING=1", READY_TIMEOUT);
+        self.notify.wait_for("READY=1", READY_TIMEOUT);
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its exit code.
+    pub fn stop_with(&mut self, sig: i32) -> Option<i32> {
+        send_signal(self.pid(), sig);
+        self.wait_exit(std::time::Duration::from_secs(30))
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                self.notify.drain();
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dynplugd did not exit within {timeout:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion and returns (exit code, stdout, stderr).
+pub fn run(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

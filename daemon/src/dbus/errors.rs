@@ -39,9 +39,11 @@ impl From<ManagerError> for DynplugError {
             ManagerError::Disabled(_) => DynplugError::Disabled(message),
             ManagerError::Unavailable { .. } => DynplugError::Unavailable(message),
             ManagerError::Timeout { .. } => DynplugError::Timeout(message),
-            ManagerError::Call(CallError::Failed { .. } | CallError::Panicked { .. } | CallError::InvalidOutput { .. }) => {
-                DynplugError::ExecutionFailed(message)
-            }
+            ManagerError::Call(
+                CallError::Failed { .. }
+                | CallError::Panicked { .. }
+                | CallError::InvalidOutput { .. },
+            ) => DynplugError::ExecutionFailed(message),
             ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
             ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),
             ManagerError::Config(_) => DynplugError::Config(message),

@@ -37,7 +37,14 @@ impl ManagerIface {
             .into_iter()
             .map(|p| {
                 let loaded = p.loaded();
-                (p.name, p.version, p.description, p.enabled, loaded, p.path.display().to_string())
+                (
+                    p.name,
+                    p.version,
+                    p.description,
+                    p.enabled,
+                    loaded,
+                    p.path.display().to_string(),
+                )
             })
             .collect()
     }
@@ -147,7 +154,11 @@ impl ManagerIface {
 
     /// A plugin failed: load, configure, a crashed or timed-out call, its service ending.
     #[zbus(signal)]
-    pub(crate) async fn plugin_failed(emitter: &SignalEmitter<'_>, name: &str, error: &str) -> zbus::Result<()>;
+    pub(crate) async fn plugin_failed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        error: &str,
+    ) -> zbus::Result<()>;
 
     /// A service plugin's service changed state (stopped, running, restarting).
     #[zbus(signal)]
@@ -160,5 +171,9 @@ impl ManagerIface {
 
     /// A reload finished: success, and a summary of changes or the reason for refusal.
     #[zbus(signal)]
-    pub(crate) async fn config_reloaded(emitter: &SignalEmitter<'_>, success: bool, message: &str) -> zbus::Result<()>;
+    pub(crate) async fn config_reloaded(
+        emitter: &SignalEmitter<'_>,
+        success: bool,
+        message: &str,
+    ) -> zbus::Result<()>;
 }

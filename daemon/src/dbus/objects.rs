@@ -15,10 +15,16 @@ use super::plugin_iface::PluginIface;
 
 /// Adds objects for new plugins and removes those of plugins that went away. The
 /// ObjectManager at the manager path announces both (InterfacesAdded/Removed).
-pub async fn sync(conn: &Connection, manager: &Manager, served: &mut BTreeSet<String>) -> zbus::Result<()> {
+pub async fn sync(
+    conn: &Connection,
+    manager: &Manager,
+    served: &mut BTreeSet<String>,
+) -> zbus::Result<()> {
     let now: BTreeSet<String> = manager.names().into_iter().collect();
     for gone in served.difference(&now) {
-        conn.object_server().remove::<PluginIface, _>(plugin_path(gone)).await?;
+        conn.object_server()
+            .remove::<PluginIface, _>(plugin_path(gone))
+            .await?;
     }
     for new in now.difference(served) {
         let iface = PluginIface {
@@ -32,15 +38,25 @@ pub async fn sync(conn: &Connection, manager: &Manager, served: &mut BTreeSet<St
 }
 
 async fn plugin_ref(conn: &Connection, name: &str) -> Option<InterfaceRef<PluginIface>> {
-    conn.object_server().interface::<_, PluginIface>(plugin_path(name)).await.ok()
+    conn.object_server()
+        .interface::<_, PluginIface>(plugin_path(name))
+        .await
+        .ok()
 }
 
 /// Emits the signal (and property changes) for one event.
 pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
-    let manager = conn.object_server().interface::<_, ManagerIface>(MANAGER_PATH).await?;
+    let manager = conn
+        .object_server()
+        .interface::<_, ManagerIface>(MANAGER_PATH)
+        .await?;
     let emitter = manager.signal_emitter();
     match event {
-        Event::PluginStateChanged { name, enabled, loaded } => {
+        Event::PluginStateChanged {
+            name,
+            enabled,
+            loaded,
+        } => {
             ManagerIface::plugin_state_changed(emitter, name, *enabled, *loaded).await?;
             manager.get().await.enabled_count_changed(emitter).await?;
             if let Some(p) = plugin_ref(conn, name).await {
@@ -66,7 +82,10 @@ pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
             };
             ManagerIface::service_state_changed(emitter, name, state.as_str(), detail).await?;
             if let Some(p) = plugin_ref(conn, name).await {
-                p.get().await.service_state_changed(p.signal_emitter()).await?;
+                p.get()
+                    .await
+                    .service_state_changed(p.signal_emitter())
+                    .await?;
             }
         }
         Event::ConfigReloaded { success, message } => {
@@ -97,7 +116,10 @@ pub async fn forward(conn: Connection, mut events: broadcast::Receiver<Event>) {
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "event forwarding lagged; some signals were not sent");
+                tracing::warn!(
+                    missed = n,
+                    "event forwarding lagged; some signals were not sent"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => break,
         }

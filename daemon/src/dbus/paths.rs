@@ -31,7 +31,10 @@ mod tests {
     #[test]
     fn escapes() {
         assert_eq!(plugin_path("echo"), "/org/dynplug/Manager/plugins/echo");
-        assert_eq!(plugin_path("a-b_c"), "/org/dynplug/Manager/plugins/a_2db_5fc");
+        assert_eq!(
+            plugin_path("a-b_c"),
+            "/org/dynplug/Manager/plugins/a_2db_5fc"
+        );
         assert!(zbus::zvariant::ObjectPath::try_from(plugin_path("0-x_")).is_ok());
     }
 }

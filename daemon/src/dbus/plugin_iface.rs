@@ -45,16 +45,28 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         ("AbiVersion", owned(p.abi_version)),
         ("Service", owned(p.service)),
         ("ServiceState", owned(p.service_state.to_string())),
-        ("TimeoutMs", owned(u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX))),
-        ("MaxConcurrency", owned(u32::try_from(p.max_concurrency).unwrap_or(u32::MAX))),
+        (
+            "TimeoutMs",
+            owned(u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX)),
+        ),
+        (
+            "MaxConcurrency",
+            owned(u32::try_from(p.max_concurrency).unwrap_or(u32::MAX)),
+        ),
         ("Calls", owned(p.stats.calls)),
         ("Errors", owned(p.stats.errors)),
         ("Timeouts", owned(p.stats.timeouts)),
         ("TotalUs", owned(p.stats.total_us)),
         ("LastUs", owned(p.stats.last_us)),
-        ("LastError", owned(p.stats.last_error.clone().unwrap_or_default())),
+        (
+            "LastError",
+            owned(p.stats.last_error.clone().unwrap_or_default()),
+        ),
     ];
-    entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 #[interface(

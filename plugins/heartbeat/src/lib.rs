@@ -66,7 +66,10 @@ impl Plugin for Heartbeat {
         self.running.store(true, Ordering::Release);
         while !*stop {
             let interval = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
-            let (guard, timeout) = self.wake.wait_timeout(stop, interval).map_err(|_| "lock poisoned")?;
+            let (guard, timeout) = self
+                .wake
+                .wait_timeout(stop, interval)
+                .map_err(|_| "lock poisoned")?;
             stop = guard;
             if timeout.timed_out() {
                 self.beats.fetch_add(1, Ordering::Relaxed);

@@ -32,14 +32,21 @@ impl Plugin for Json {
         let settings: serde_json::Value = serde_json::from_str(settings_json)?;
         let pick = match settings.get("pick") {
             None => None,
-            Some(serde_json::Value::String(p)) if p.is_empty() || p.starts_with('/') => Some(p.clone()),
-            Some(other) => return Err(format!("pick must be a JSON pointer such as \"/a/0\", not {other}").into()),
+            Some(serde_json::Value::String(p)) if p.is_empty() || p.starts_with('/') => {
+                Some(p.clone())
+            }
+            Some(other) => {
+                return Err(
+                    format!("pick must be a JSON pointer such as \"/a/0\", not {other}").into(),
+                )
+            }
         };
         *self.pick.write().map_err(|_| "lock poisoned")? = pick;
         Ok(())
     }
     fn execute(&self, input: &str) -> PluginResult<String> {
-        let doc: serde_json::Value = serde_json::from_str(input).map_err(|e| format!("invalid JSON: {e}"))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(input).map_err(|e| format!("invalid JSON: {e}"))?;
         let pick = self.pick.read().map_err(|_| "lock poisoned")?.clone();
         let value = match &pick {
             Some(pointer) => doc
@@ -60,7 +67,10 @@ mod tests {
     #[test]
     fn pretty_and_pick() {
         let j = Json::new();
-        assert_eq!(j.execute(r#"{"a":[1]}"#).unwrap(), "{\n  \"a\": [\n    1\n  ]\n}");
+        assert_eq!(
+            j.execute(r#"{"a":[1]}"#).unwrap(),
+            "{\n  \"a\": [\n    1\n  ]\n}"
+        );
         let e = j.execute("{").unwrap_err().to_string();
         assert!(e.starts_with("invalid JSON"), "{e}");
         j.configure(r#"{"pick":"/a/0"}"#).unwrap();

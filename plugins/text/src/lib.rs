@@ -76,9 +76,8 @@ impl Plugin for Text {
         let settings: serde_json::Value = serde_json::from_str(settings_json)?;
         let mode = match settings.get("mode") {
             None => Mode::Upper,
-            Some(serde_json::Value::String(m)) => {
-                Mode::parse(m).ok_or_else(|| format!("unknown mode `{m}`; use upper, lower, reverse or trim"))?
-            }
+            Some(serde_json::Value::String(m)) => Mode::parse(m)
+                .ok_or_else(|| format!("unknown mode `{m}`; use upper, lower, reverse or trim"))?,
             Some(other) => return Err(format!("mode must be a string, not {other}").into()),
         };
         *self.mode.write().map_err(|_| "mode lock poisoned")? = mode;
@@ -110,6 +109,10 @@ mod tests {
         assert_eq!(t.execute("  x  ").unwrap(), "x");
         assert!(t.configure(r#"{"mode":"shout"}"#).is_err());
         assert!(t.configure(r#"{"mode":3}"#).is_err());
-        assert_eq!(t.execute(" x ").unwrap(), "x", "a rejected setting keeps the old mode");
+        assert_eq!(
+            t.execute(" x ").unwrap(),
+            "x",
+            "a rejected setting keeps the old mode"
+        );
     }
 }

@@ -1,0 +1,440 @@
+//! The real `dynplugd` on a private dbus-daemon, driven by busctl, gdbus and a zbus
+//! client built from the daemon's own interface definition.
+
+use std::time::{Duration, Instant};
+
+use dynplug_tests::{run, rust_plugin, send_signal, workspace_root, Daemon, PluginDir, PrivateBus};
+use dynplugd::dbus::{ManagerIfaceProxy, PluginIfaceProxy};
+use futures_util::StreamExt;
+
+const DEST: &str = "org.dynplug.Manager";
+const PATH: &str = "/org/dynplug/Manager";
+const IFACE: &str = "org.dynplug.Manager";
+
+fn busctl(bus: &PrivateBus, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = bus.command("busctl");
+    cmd.arg("--user").args(args);
+    run(cmd)
+}
+
+fn gdbus_call(bus: &PrivateBus, method: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = bus.command("gdbus");
+    cmd.args([
+        "call",
+        "--session",
+        "--dest",
+        DEST,
+        "--object-path",
+        PATH,
+        "--method",
+    ])
+    .arg(format!("{IFACE}.{method}"))
+    .args(args);
+    run(cmd)
+}
+
+async fn connect(bus: &PrivateBus) -> zbus::Connection {
+    zbus::connection::Builder::address(bus.address())
+        .build()
+        .await
+        .expect("connect to the private bus")
+}
+
+/// A manager proxy that reads properties fresh on every access (no cache lagging
+/// behind PropertiesChanged signals).
+async fn manager_proxy(conn: &zbus::Connection) -> ManagerIfaceProxy<'static> {
+    ManagerIfaceProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("manager proxy")
+}
+
+fn fault_plugins() -> PluginDir {
+    let d = PluginDir::with_examples();
+    d.add(&rust_plugin("fault"), "fault.so");
+    d
+}
+
+#[test]
+fn busctl_and_gdbus_drive_the_daemon() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let _d = Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  text:\n    settings:\n      mode: upper\n",
+    );
+
+    let (code, out, _) = busctl(
+        &bus,
+        &["call", DEST, PATH, IFACE, "Execute", "ss", "text", "hello"],
+    );
+    assert_eq!((code, out.trim()), (0, r#"s "HELLO""#));
+    let (code, out, _) = busctl(
+        &bus,
+        &["--json=short", "call", DEST, PATH, IFACE, "ListPlugins"],
+    );
+    assert_eq!(code, 0);
+    for name in ["echo", "hash", "heartbeat", "json", "rot13", "text"] {
+        assert!(
+            out.contains(&format!("\"{name}\"")),
+            "{name} missing in {out}"
+        );
+    }
+    let (code, out, _) = busctl(&bus, &["tree", DEST]);
+    assert_eq!(code, 0);
+    assert!(out.contains("/org/dynplug/Manager/plugins/rot13"), "{out}");
+    let (_, out, _) = busctl(
+        &bus,
+        &[
+            "get-property",
+            DEST,
+            PATH,
+            IFACE,
+            "PluginCount",
+            "State",
+            "Version",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!("u 6\ns \"running\"\ns \"{}\"\n", env!("CARGO_PKG_VERSION"))
+    );
+    let (_, out, _) = busctl(
+        &bus,
+        &[
+            "get-property",
+            DEST,
+            "/org/dynplug/Manager/plugins/text",
+            "org.dynplug.Plugin",
+            "Calls",
+            "Enabled",
+        ],
+    );
+    assert_eq!(out, "t 1\nb true\n");
+    let (code, out, _) = busctl(
+        &bus,
+        &[
+            "call",
+            DEST,
+            "/org/dynplug/Manager/plugins/rot13",
+            "org.dynplug.Plugin",
+            "Execute",
+            "s",
+            "abc",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, r#"s "nop""#));
+
+    // Named errors, as a third-party client sees them.
+    let (code, _, err) = gdbus_call(&bus, "Execute", &["nope", "x"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("org.dynplug.Error.NotFound") && err.contains("no plugin named `nope`"),
+        "{err}"
+    );
+    let (code, out, _) = gdbus_call(&bus, "DisablePlugin", &["echo"]);
+    assert_eq!((code, out.trim()), (0, "(true,)"));
+    let (_, _, err) = gdbus_call(&bus, "Execute", &["echo", "x"]);
+    assert!(err.contains("org.dynplug.Error.Disabled"), "{err}");
+    let (_, out, _) = gdbus_call(&bus, "EnablePlugins", &["['echo', 'echo', 'ghost']"]);
+    assert!(out.contains("('echo', true, 'changed'), ('echo', true, 'unchanged'), ('ghost', false, 'no plugin named `ghost`')"), "{out}");
+    let (_, out, _) = gdbus_call(&bus, "GetPlugin", &["hash"]);
+    assert!(
+        out.contains("'Name': <'hash'>") && out.contains("'AbiVersion': <uint32 1>"),
+        "{out}"
+    );
+}
+
+/// Extracts the `<interface name="NAME">…</interface>` element from introspection XML.
+fn interface_xml(xml: &str, name: &str) -> String {
+    let start = xml
+        .find(&format!("<interface name=\"{name}\">"))
+        .unwrap_or_else(|| panic!("{name} not in {xml}"));
+    let end =
+        xml[start..].find("</interface>").expect("closing tag") + start + "</interface>".len();
+    xml[start..end].to_owned()
+}
+
+#[test]
+fn served_interfaces_match_the_checked_in_xml() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("echo"), "echo.so");
+    let _d = Daemon::start(&bus, plugins.path(), "");
+    let (_, manager_xml, _) = busctl(&bus, &["introspect", "--xml-interface", DEST, PATH]);
+    let (_, plugin_xml, _) = busctl(
+        &bus,
+        &[
+            "introspect",
+            "--xml-interface",
+            DEST,
+            "/org/dynplug/Manager/plugins/echo",
+        ],
+    );
+    let served = format!(
+        "<!-- The D-Bus interfaces of dynplugd. Checked by tests/e2e/daemon.rs against what the\n     daemon serves; regenerate with DYNPLUG_BLESS=1 cargo test. -->\n<node>\n{}\n{}\n</node>\n",
+        interface_xml(&manager_xml, "org.dynplug.Manager"),
+        interface_xml(&plugin_xml, "org.dynplug.Plugin")
+    );
+    let checked_in = workspace_root().join("daemon/org.dynplug.Manager.xml");
+    if std::env::var_os("DYNPLUG_BLESS").is_some() {
+        std::fs::write(&checked_in, &served).expect("write xml");
+    }
+    let expected =
+        std::fs::read_to_string(&checked_in).expect("daemon/org.dynplug.Manager.xml exists");
+    assert_eq!(
+        served, expected,
+        "the served interface drifted from daemon/org.dynplug.Manager.xml"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_and_property_changes_reach_clients() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut d = Daemon::start(&bus, plugins.path(), "");
+    let conn = connect(&bus).await;
+    let manager = manager_proxy(&conn).await;
+    let plugin = PluginIfaceProxy::builder(&conn)
+        .path("/org/dynplug/Manager/plugins/hash")
+        .build()
+        .await
+        .unwrap();
+    let mut state_changes = manager.receive_plugin_state_changed().await.unwrap();
+    let mut reloads = manager.receive_config_reloaded().await.unwrap();
+    let mut enabled_changes = plugin.receive_enabled_changed().await;
+    assert!(plugin.enabled().await.unwrap());
+    let _ = enabled_changes.next().await; // the initial value
+
+    // Another client (busctl) disables the plugin; this client hears about it.
+    let (code, _, _) = busctl(
+        &bus,
+        &["call", DEST, PATH, IFACE, "DisablePlugin", "s", "hash"],
+    );
+    assert_eq!(code, 0);
+    let signal = tokio::time::timeout(Duration::from_secs(10), state_changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let args = signal.args().unwrap();
+    assert_eq!((args.name(), *args.enabled()), (&"hash", false));
+    let change = tokio::time::timeout(Duration::from_secs(10), enabled_changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!change.get().await.unwrap());
+
+    d.reload();
+    let signal = tokio::time::timeout(Duration::from_secs(10), reloads.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(*signal.args().unwrap().success());
+
+    // Objects come and go with the files.
+    std::fs::remove_file(plugins.path().join("rot13.so")).unwrap();
+    let summary = manager.reload().await.unwrap();
+    assert_eq!(summary, "removed: rot13");
+    let (_, tree, _) = busctl(&bus, &["tree", DEST]);
+    assert!(
+        !tree.contains("rot13") && tree.contains("/plugins/json"),
+        "{tree}"
+    );
+}
+
+#[test]
+fn notify_protocol_sequence() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut d = Daemon::start(&bus, plugins.path(), "");
+    let ready = d.notify.received().last().unwrap().clone();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=6 plugins, 6 enabled, 0 failed"),
+        "{ready}"
+    );
+    send_signal(d.pid(), libc::SIGHUP);
+    let reloading = d.notify.wait_for("RELOADING=1", Duration::from_secs(10));
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {reloading:?}"));
+    assert!(usec.parse::<u64>().unwrap() > 0);
+    d.notify.wait_for("READY=1", Duration::from_secs(10));
+    assert_eq!(d.stop_with(libc::SIGTERM), Some(0));
+    let all = d.notify.received().join("|");
+    let order: Vec<usize> = ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+        .iter()
+        .scan(0, |from, needle| {
+            let at = all[*from..].find(needle).map(|i| i + *from)?;
+            *from = at + 1;
+            Some(at)
+        })
+        .collect();
+    assert_eq!(
+        order.len(),
+        4,
+        "sequence READY, RELOADING, READY, STOPPING not found in {all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_config_on_reload_keeps_the_old_one() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut d = Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  text:\n    settings:\n      mode: reverse\n",
+    );
+    let conn = connect(&bus).await;
+    let manager = manager_proxy(&conn).await;
+    for bad in [
+        "plugins: [\n",
+        "plugins:\n  text:\n    enabeld: false\n",
+        "log_level: loud\n",
+        "\u{1}garbage: [\n",
+    ] {
+        std::fs::write(d.config_path(), bad).unwrap();
+        d.reload();
+        let error = manager.last_reload_error().await.unwrap();
+        assert!(error.contains("config.yaml"), "{bad:?}: {error}");
+        assert_eq!(
+            manager.execute("text", "abc".into()).await.unwrap(),
+            "cba",
+            "old settings stay"
+        );
+        assert_eq!(manager.state().await.unwrap(), "running");
+        let err = manager.reload().await.unwrap_err();
+        assert!(
+            err.to_string().contains("org.dynplug.Error.Config")
+                || format!("{err:?}").contains("Config"),
+            "{err:?}"
+        );
+    }
+    std::fs::write(
+        d.config_path(),
+        "plugins:\n  text:\n    settings:\n      mode: upper\n",
+    )
+    .unwrap();
+    d.reload();
+    assert_eq!(manager.last_reload_error().await.unwrap(), "");
+    assert_eq!(manager.execute("text", "abc".into()).await.unwrap(), "ABC");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_storm_under_load_loses_no_call() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut d = Daemon::start(&bus, plugins.path(), "");
+    let conn = connect(&bus).await;
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let conn = conn.clone();
+        workers.push(tokio::spawn(async move {
+            let manager = manager_proxy(&conn).await;
+            for i in 0..100 {
+                let input = format!("{w}-{i}");
+                assert_eq!(manager.execute("echo", input.clone()).await.unwrap(), input);
+            }
+        }));
+    }
+    for _ in 0..10 {
+        d.reload();
+    }
+    for w in workers {
+        w.await
+            .expect("every call answered correctly during reloads");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hung_plugin_blocks_nobody_and_sigterm_drains_calls() {
+    let bus = PrivateBus::start();
+    let plugins = fault_plugins();
+    let mut d = Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  fault:\n    timeout_ms: 500\n",
+    );
+    let conn = connect(&bus).await;
+    let manager = manager_proxy(&conn).await;
+
+    let began = Instant::now();
+    let hung = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.execute("fault", "sleep 10000".into()).await })
+    };
+    for i in 0..20 {
+        assert_eq!(
+            manager.execute("echo", i.to_string()).await.unwrap(),
+            i.to_string()
+        );
+    }
+    let err = hung.await.unwrap().unwrap_err();
+    assert!(format!("{err:?}").contains("Timeout"), "{err:?}");
+    assert!(began.elapsed() < Duration::from_secs(5));
+    let err = manager.execute("fault", "panic".into()).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("ExecutionFailed")
+            && err.to_string().contains("requested panic"),
+        "{err:?}"
+    );
+
+    // Calls in flight at SIGTERM finish; the daemon exits 0.
+    let mut in_flight = Vec::new();
+    for _ in 0..4 {
+        let manager = manager.clone();
+        in_flight.push(tokio::spawn(async move {
+            manager.execute("fault", "sleep 300".into()).await
+        }));
+    }
+    while manager.calls_in_flight().await.unwrap() < 4 {
+        tokio::task::yield_now().await;
+    }
+    send_signal(d.pid(), libc::SIGTERM);
+    for call in in_flight {
+        assert_eq!(call.await.unwrap().unwrap(), "woke up");
+    }
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(d.notify.received().iter().any(|m| m.contains("STOPPING=1")));
+}
+
+#[test]
+fn startup_errors_are_clear() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "server:\n  prot: 1\n").unwrap();
+    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
+    cmd.arg("--address")
+        .arg(bus.address())
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(plugins.path());
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("c.yaml: server: unknown field `prot`"),
+        "{err}"
+    );
+
+    // A second daemon on the same bus refuses to start.
+    let _first = Daemon::start(&bus, plugins.path(), "");
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
+    cmd.arg("--address")
+        .arg(bus.address())
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(plugins.path())
+        .arg("--state-dir")
+        .arg(dir.path());
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("already owned"), "{err}");
+}
