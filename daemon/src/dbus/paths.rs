@@ -35,6 +35,6 @@ mod tests {
             plugin_path("a-b_c"),
             "/org/dynplug/Manager/plugins/a_2db_5fc"
         );
-        assert!(zbus::zvariant::ObjectPath::try_from(plugin_path("0-x_")).is_ok());
+        assert!(zbus::ObjectPath::try_from(plugin_path("0-x_")).is_ok());
     }
 }

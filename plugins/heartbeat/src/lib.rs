@@ -107,7 +107,7 @@ mod tests {
         let h = Arc::new(Heartbeat::new());
         h.configure(r#"{"interval_ms": 1}"#).unwrap();
         let runner = Arc::clone(&h);
-        let t = std::thread::spawn(move || runner.start());
+        let t = std::thread::spawn(move || runner.start().map_err(|e| e.to_string()));
         while h.beats.load(Ordering::Relaxed) < 3 {
             std::thread::yield_now();
         }
