@@ -123,7 +123,7 @@ pub enum ManagerError {
     #[error("no plugin named `{0}`")]
     NotFound(String),
     /// The plugin exists but is disabled.
-    #[error("plugin `{0}` is disabled; enable it first")]
+    #[error("plugin `{0}` is disabled")]
     Disabled(String),
     /// The plugin failed to load or initialise and cannot be used.
     #[error("plugin `{name}` is not usable: {reason}")]

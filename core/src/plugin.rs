@@ -51,7 +51,7 @@ pub trait Plugin: Send + Sync {
 
 /// Exports a [`Plugin`] type through the DynPlug C ABI.
 ///
-/// ```ignore
+/// ```
 /// use dynplug_core::{register_plugin, Plugin, PluginResult};
 ///
 /// pub struct Echo;

@@ -1,4 +1,5 @@
 //! End-to-end tests: one test binary, one module per area.
 
+mod ctl;
 mod daemon;
 mod manager;

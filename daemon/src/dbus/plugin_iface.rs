@@ -44,7 +44,14 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         ("Error", owned(p.error().unwrap_or_default())),
         ("AbiVersion", owned(p.abi_version)),
         ("Service", owned(p.service)),
-        ("ServiceState", owned(p.service_state.to_string())),
+        (
+            "ServiceState",
+            owned(if p.service {
+                p.service_state.to_string()
+            } else {
+                String::new()
+            }),
+        ),
         (
             "TimeoutMs",
             owned(u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX)),

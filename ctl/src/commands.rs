@@ -1,0 +1,425 @@
+//! One function per command. Each talks to the daemon only through [`Client`].
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use zbus::OwnedVariant;
+
+use crate::client::{Client, CtlError, Kind};
+use crate::output::{print_stdout, Colour, Output};
+
+type Row = (String, String, String, bool, bool, String);
+
+fn row_json(r: &Row) -> Value {
+    json!({"name": r.0, "version": r.1, "description": r.2, "enabled": r.3, "loaded": r.4, "path": r.5})
+}
+
+/// `list`.
+pub(crate) async fn list(client: &Client, out: Output) -> Result<(), CtlError> {
+    let rows: Vec<Row> = client.call(client.manager.list_plugins()).await?;
+    if out.json {
+        out.json_value(&Value::Array(rows.iter().map(row_json).collect()));
+        return Ok(());
+    }
+    let mut table = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let (state, colour) = if r.4 {
+            ("loaded".to_owned(), Colour::Green)
+        } else {
+            let info = client.call(client.manager.get_plugin(&r.0)).await?;
+            let state = string_of(&info, "State");
+            let colour = if state == "failed" {
+                Colour::Red
+            } else {
+                Colour::Yellow
+            };
+            (state, colour)
+        };
+        let enabled = if r.3 {
+            ("yes", Colour::None)
+        } else {
+            ("no", Colour::Yellow)
+        };
+        table.push(vec![
+            (r.0.clone(), Colour::None),
+            (r.1.clone(), Colour::None),
+            (enabled.0.to_owned(), enabled.1),
+            (state, colour),
+            (r.2.clone(), Colour::None),
+        ]);
+    }
+    out.table(
+        &["NAME", "VERSION", "ENABLED", "STATE", "DESCRIPTION"],
+        &table,
+    );
+    Ok(())
+}
+
+fn string_of(info: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    info.get(key)
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn to_json(v: &OwnedVariant) -> Value {
+    if let Ok(b) = bool::try_from(v.clone()) {
+        return json!(b);
+    }
+    if let Ok(n) = u64::try_from(v.clone()) {
+        return json!(n);
+    }
+    if let Ok(n) = u32::try_from(v.clone()) {
+        return json!(n);
+    }
+    if let Ok(s) = String::try_from(v.clone()) {
+        return json!(s);
+    }
+    Value::Null
+}
+
+/// `PascalCase` to `snake_case`, for JSON keys.
+fn snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for (i, c) in key.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The closest plugin names to `name`, for "did you mean".
+async fn suggestions(client: &Client, name: &str) -> Vec<String> {
+    let Ok(rows) = client.call(client.manager.list_plugins()).await else {
+        return Vec::new();
+    };
+    let mut scored: Vec<(f64, String)> = rows
+        .into_iter()
+        .map(|r| (strsim::jaro_winkler(name, &r.0), r.0))
+        .filter(|(score, _)| *score > 0.7)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(3).map(|(_, n)| n).collect()
+}
+
+async fn with_suggestions(client: &Client, name: &str, e: CtlError) -> CtlError {
+    if e.kind != Kind::NotFound {
+        return e;
+    }
+    let close = suggestions(client, name).await;
+    if close.is_empty() {
+        e.hint("`dynplugctl list` shows the plugins")
+    } else {
+        e.hint(format!("did you mean: {}?", close.join(", ")))
+    }
+}
+
+/// `info NAME`.
+pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(), CtlError> {
+    let info = match client.call(client.manager.get_plugin(name)).await {
+        Ok(info) => info,
+        Err(e) => return Err(with_suggestions(client, name, e).await),
+    };
+    let mut keys: Vec<&String> = info.keys().collect();
+    keys.sort();
+    if out.json {
+        let map: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|k| (snake(k), to_json(&info[*k])))
+            .collect();
+        out.json_value(&Value::Object(map));
+        return Ok(());
+    }
+    const ORDER: [&str; 19] = [
+        "Name",
+        "Version",
+        "Description",
+        "Path",
+        "Enabled",
+        "Loaded",
+        "State",
+        "Error",
+        "AbiVersion",
+        "Service",
+        "ServiceState",
+        "TimeoutMs",
+        "MaxConcurrency",
+        "Calls",
+        "Errors",
+        "Timeouts",
+        "TotalUs",
+        "LastUs",
+        "LastError",
+    ];
+    let width = ORDER.iter().map(|k| k.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for key in ORDER.iter().filter(|k| info.contains_key(**k)) {
+        let value = match to_json(&info[*key]) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if value.is_empty() && matches!(*key, "Error" | "LastError" | "ServiceState") {
+            continue;
+        }
+        let colour = match (*key, value.as_str()) {
+            ("State", "loaded") => Colour::Green,
+            ("State", "failed") | ("Error", _) | ("LastError", _) => Colour::Red,
+            _ => Colour::None,
+        };
+        text.push_str(&format!("{key:>width$}: {}\n", out.paint(&value, colour)));
+    }
+    print_stdout(&text);
+    Ok(())
+}
+
+/// `enable` / `disable`.
+pub(crate) async fn toggle(
+    client: &Client,
+    out: Output,
+    names: Vec<String>,
+    all: bool,
+    on: bool,
+) -> Result<(), CtlError> {
+    let names = if all {
+        let rows: Vec<Row> = client.call(client.manager.list_plugins()).await?;
+        rows.into_iter()
+            .filter(|r| !r.1.is_empty())
+            .map(|r| r.0)
+            .collect()
+    } else {
+        names
+    };
+    let results = if on {
+        client
+            .call(client.manager.enable_plugins(names.clone()))
+            .await?
+    } else {
+        client
+            .call(client.manager.disable_plugins(names.clone()))
+            .await?
+    };
+    let verb = if on { "enabled" } else { "disabled" };
+    let mut first_error: Option<CtlError> = None;
+    let mut json_rows = Vec::new();
+    let mut text = String::new();
+    for (name, ok, message) in results {
+        if out.json {
+            json_rows.push(json!({"name": name, "ok": ok, "changed": ok && message == "changed", "error": (!ok).then_some(&message)}));
+        } else if ok && message == "changed" {
+            text.push_str(&format!(
+                "{name}: {}\n",
+                out.paint(verb, if on { Colour::Green } else { Colour::Yellow })
+            ));
+        } else if ok {
+            text.push_str(&format!("{name}: already {verb}\n"));
+        } else {
+            text.push_str(&format!("{name}: {}\n", out.paint(&message, Colour::Red)));
+        }
+        if !ok && first_error.is_none() {
+            let kind = if message.starts_with("no plugin named") {
+                Kind::NotFound
+            } else {
+                Kind::Failure
+            };
+            first_error = Some(with_suggestions(client, &name, CtlError::new(kind, message)).await);
+        }
+    }
+    if out.json {
+        out.json_value(&Value::Array(json_rows));
+    } else {
+        print_stdout(&text);
+    }
+    match first_error {
+        // The per-name lines already said it; the exit code tells scripts.
+        Some(e) if out.json => Err(CtlError {
+            message: String::new(),
+            ..e
+        }),
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Reads the input of `execute`: the argument, a file, or stdin.
+pub(crate) fn read_input(input: Option<String>, file: Option<&Path>) -> Result<String, CtlError> {
+    let bytes = match (input, file) {
+        (Some(text), None) if text != "-" => return Ok(text),
+        (_, Some(path)) => std::fs::read(path).map_err(|e| {
+            CtlError::new(
+                Kind::InvalidArgument,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+                CtlError::new(
+                    Kind::InvalidArgument,
+                    format!("cannot read standard input: {e}"),
+                )
+            })?;
+            buf
+        }
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        CtlError::new(
+            Kind::InvalidArgument,
+            format!(
+                "input is not valid UTF-8 (at byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// `execute NAME [INPUT]`.
+pub(crate) async fn execute(
+    client: &Client,
+    out: Output,
+    name: &str,
+    input: String,
+) -> Result<(), CtlError> {
+    let began = Instant::now();
+    let result = client.call(client.manager.execute(name, input)).await;
+    let output = match result {
+        Ok(o) => o,
+        Err(e) => return Err(with_suggestions(client, name, e).await),
+    };
+    if out.json {
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        out.json_value(&json!({"plugin": name, "output": output, "duration_ms": ms}));
+    } else {
+        print_stdout(&output);
+        if !output.ends_with('\n') && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print_stdout("\n");
+        }
+    }
+    Ok(())
+}
+
+/// `reload`.
+pub(crate) async fn reload(client: &Client, out: Output) -> Result<(), CtlError> {
+    let summary = client.call(client.manager.reload()).await?;
+    if out.json {
+        out.json_value(&json!({"reloaded": true, "changes": summary}));
+    } else {
+        print_stdout(&format!("configuration reloaded: {summary}\n"));
+    }
+    Ok(())
+}
+
+fn uptime(start_usec: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(Duration::from_micros(start_usec))
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// `status`.
+pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CtlError> {
+    let m = client.manager.clone();
+    let version = client.call(m.version()).await?;
+    let state = client.call(m.state()).await?;
+    let plugins = client.call(m.plugin_count()).await?;
+    let enabled = client.call(m.enabled_count()).await?;
+    let failed = client.call(m.failed_count()).await?;
+    let config = client.call(m.config_path()).await?;
+    let reload_error = client.call(m.last_reload_error()).await?;
+    let started = client.call(m.start_time_usec()).await?;
+    let in_flight = client.call(m.calls_in_flight()).await?;
+    let up = uptime(started);
+    if out.json {
+        out.json_value(&json!({
+            "version": version, "state": state, "plugins": plugins, "enabled": enabled,
+            "failed": failed, "config": config, "last_reload_error": reload_error,
+            "uptime_seconds": up.as_secs(), "calls_in_flight": in_flight, "api": Value::Null,
+        }));
+        return Ok(());
+    }
+    let state_colour = if state == "running" {
+        Colour::Green
+    } else {
+        Colour::Yellow
+    };
+    let mut text = format!(
+        "dynplugd {version}: {}\n  plugins: {plugins} ({enabled} enabled, {} failed)\n  uptime:  {}\n  config:  {config}\n  in flight: {in_flight}\n  REST API: disabled\n",
+        out.paint(&state, state_colour),
+        if failed > 0 { out.paint(&failed.to_string(), Colour::Red) } else { failed.to_string() },
+        human(up),
+    );
+    if !reload_error.is_empty() {
+        text.push_str(&format!(
+            "  last reload failed: {}\n",
+            out.paint(&reload_error, Colour::Red)
+        ));
+    }
+    print_stdout(&text);
+    Ok(())
+}
+
+/// `watch`: prints events until interrupted or the daemon goes away for good.
+pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlError> {
+    let m = client.manager.clone();
+    let bus = client.bus().clone();
+    let classify = |e| crate::client::classify(e, &bus);
+    let mut state = m.receive_plugin_state_changed().await.map_err(classify)?;
+    let mut failed = m.receive_plugin_failed().await.map_err(classify)?;
+    let mut service = m.receive_service_state_changed().await.map_err(classify)?;
+    let mut reloaded = m.receive_config_reloaded().await.map_err(classify)?;
+    let emit = |kind: &str, fields: Value, text: String| {
+        if out.json {
+            let mut obj = json!({"event": kind});
+            if let (Some(o), Value::Object(f)) = (obj.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            out.json_value(&obj);
+        } else {
+            print_stdout(&format!("{text}\n"));
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(s) = state.next() => if let Ok(a) = s.args() {
+                emit("plugin_state_changed", json!({"name": a.name(), "enabled": a.enabled(), "loaded": a.loaded()}),
+                    format!("{}: {}{}", a.name(), if *a.enabled() { "enabled" } else { "disabled" }, if *a.loaded() { "" } else { " (not loaded)" }));
+            },
+            Some(s) = failed.next() => if let Ok(a) = s.args() {
+                emit("plugin_failed", json!({"name": a.name(), "error": a.error()}),
+                    format!("{}: {} {}", a.name(), out.paint("failed:", Colour::Red), a.error()));
+            },
+            Some(s) = service.next() => if let Ok(a) = s.args() {
+                emit("service_state_changed", json!({"name": a.name(), "state": a.state(), "detail": a.detail()}),
+                    format!("{}: service {}{}", a.name(), a.state(), if a.detail().is_empty() { String::new() } else { format!(" ({})", a.detail()) }));
+            },
+            Some(s) = reloaded.next() => if let Ok(a) = s.args() {
+                emit("config_reloaded", json!({"success": a.success(), "message": a.message()}),
+                    if *a.success() { format!("configuration reloaded: {}", a.message()) }
+                    else { format!("{} {}", out.paint("reload refused:", Colour::Red), a.message()) });
+            },
+            Some(c) = client.owner_changes().next() => if let Ok(a) = c.args() {
+                let up = a.new_owner().is_some();
+                emit("daemon", json!({"running": up}), if up { "dynplugd started".into() } else { "dynplugd stopped".into() });
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `dynplugctl`: a thin D-Bus client for dynplugd.
+
+mod cli;
+mod client;
+mod commands;
+mod exit;
+mod output;
+
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+use client::{Bus, Client, CtlError};
+use output::Output;
+
+async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
+    let bus = match (&cli.address, cli.session) {
+        (Some(a), _) => Bus::Address(a.clone()),
+        (None, true) => Bus::Session,
+        (None, false) => Bus::System,
+    };
+    // Read stdin before connecting, so a slow producer cannot hit the call timeout.
+    let input = match &cli.command {
+        Command::Execute { input, file, .. } => {
+            Some(commands::read_input(input.clone(), file.as_deref())?)
+        }
+        _ => None,
+    };
+    let mut client = Client::connect(bus, Duration::from_secs(cli.timeout.max(1))).await?;
+    match cli.command {
+        Command::List => commands::list(&client, out).await,
+        Command::Info { name } => commands::info(&client, out, &name).await,
+        Command::Enable { names, all } => commands::toggle(&client, out, names, all, true).await,
+        Command::Disable { names, all } => commands::toggle(&client, out, names, all, false).await,
+        Command::Execute { name, .. } => {
+            commands::execute(&client, out, &name, input.unwrap_or_default()).await
+        }
+        Command::Reload => commands::reload(&client, out).await,
+        Command::Status => commands::status(&client, out).await,
+        Command::Watch => commands::watch(&mut client, out).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "dynplugctl",
+                &mut std::io::stdout(),
+            );
+            return;
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            if clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .is_ok()
+            {
+                output::print_stdout(&String::from_utf8_lossy(&page));
+            }
+            return;
+        }
+        _ => {}
+    }
+    let out = Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.error(&CtlError::new(
+                client::Kind::Failure,
+                format!("cannot start: {e}"),
+            ));
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli, out)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            if !e.message.is_empty() {
+                out.error(&e);
+            }
+            e.kind.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
