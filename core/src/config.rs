@@ -357,6 +357,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_is_valid() {
+        let c = parse(include_str!("../../config.yaml")).expect("config.yaml parses");
+        assert_eq!(c.plugins_dir, PathBuf::from(DEFAULT_PLUGINS_DIR));
+        assert_eq!(c.settings_json("text"), r#"{"mode":"upper"}"#);
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse("# only a comment\n").unwrap(), Config::default());

@@ -316,6 +316,7 @@ fn watch_sees_changes_made_by_another_client() {
         }
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     let line = seen.expect("watch printed an event");
     let event: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["event"], "plugin_state_changed");

@@ -1,0 +1,205 @@
+//! Project tasks, run as `cargo xtask TASK`:
+//!
+//! - `deploy [--release] [--dir DIR]`: builds every plugin in plugins/ (Rust crates with
+//!   cargo, C plugins with the system C compiler) and installs the libraries into DIR
+//!   (default: the `plugins_dir` of /etc/dynplug/config.yaml, else
+//!   /usr/lib/dynplug/plugins) with mode 0644, each through a temporary file and a
+//!   rename, so a running daemon never sees a half-written library;
+//! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
+//!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
+//!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn check(status: std::io::Result<std::process::ExitStatus>, what: &str) -> Result<(), String> {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{what} failed ({s})")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// Plugin crates: every directory under plugins/ with a Cargo.toml, as (lib name, dir).
+fn rust_plugins() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).into_iter().flatten().flatten() {
+        let manifest = entry.path().join("Cargo.toml");
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            let lib = text
+                .lines()
+                .skip_while(|l| l.trim() != "[lib]")
+                .find_map(|l| l.trim().strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned()));
+            if let Some(lib) = lib {
+                out.push((lib, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// C plugins: every `*.c` directly in a plugins/ subdirectory without a Cargo.toml.
+fn c_plugins() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).into_iter().flatten().flatten() {
+        if entry.path().join("Cargo.toml").exists() {
+            continue;
+        }
+        for file in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            if file.path().extension().is_some_and(|e| e == "c") {
+                out.push(file.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn install(src: &Path, dir: &Path, file_name: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let dst = dir.join(file_name);
+    std::fs::copy(src, &tmp).map_err(|e| format!("copy {} to {}: {e}", src.display(), tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &dst).map_err(|e| format!("rename into {}: {e}", dst.display()))?;
+    println!("  {}", dst.display());
+    Ok(())
+}
+
+fn configured_plugins_dir() -> PathBuf {
+    std::fs::read_to_string("/etc/dynplug/config.yaml")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("plugins_dir:").map(|v| v.trim().trim_matches('"').to_owned()))
+        })
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/dynplug/plugins"))
+}
+
+/// Builds and installs all plugins into `dir`.
+fn deploy(dir: &Path, release: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = rust_plugins();
+    // One cargo invocation for all plugin packages.
+    let mut build = cargo();
+    build.arg("build").arg("--lib");
+    if release {
+        build.arg("--release");
+    }
+    for (_, path) in &plugins {
+        let name = std::fs::read_to_string(path.join("Cargo.toml"))
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned())))
+            .ok_or_else(|| format!("no package name in {}", path.display()))?;
+        build.args(["-p", &name]);
+    }
+    check(build.status(), "cargo build of the plugins")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    println!("deploying plugins into {}", dir.display());
+    let out = target_dir().join(if release { "release" } else { "debug" });
+    for (lib, _) in &plugins {
+        let file = format!("lib{lib}.so");
+        let short = lib.strip_prefix("dynplug_").unwrap_or(lib);
+        install(&out.join(&file), dir, &format!("{short}.so"))?;
+    }
+    let include = root().join("core/include");
+    for source in c_plugins() {
+        let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let built = out.join(format!("lib{stem}.so"));
+        let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+            .arg(&built)
+            .arg("-I")
+            .arg(&include)
+            .arg(&source)
+            .status();
+        check(status, &format!("cc {}", source.display()))?;
+        install(&built, dir, &format!("{stem}.so"))?;
+    }
+    Ok(())
+}
+
+fn demo() -> Result<(), String> {
+    check(cargo().args(["build", "--bins"]).status(), "cargo build")?;
+    let demo = target_dir().join("demo");
+    let plugins = demo.join("plugins");
+    deploy(&plugins, false)?;
+    let config = demo.join("config.yaml");
+    let state = demo.join("state");
+    let text = format!(
+        "# Demo configuration written by `cargo xtask demo`.\nplugins_dir: {}\nstate_dir: {}\nlog_level: info\nplugins:\n  text:\n    settings:\n      mode: upper\n  heartbeat:\n    settings:\n      interval_ms: 1000\n",
+        plugins.display(),
+        state.display()
+    );
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let bus = Command::new("dbus-daemon")
+        .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+        .output()
+        .map_err(|e| format!("cannot start dbus-daemon (install the `dbus` package): {e}"))?;
+    let text = String::from_utf8_lossy(&bus.stdout).into_owned();
+    let mut lines = text.lines();
+    let address = lines.next().ok_or("dbus-daemon printed no address")?.trim().to_owned();
+    let bus_pid = lines.next().unwrap_or_default().trim().to_owned();
+    let bin = target_dir().join("debug");
+    let ctl = bin.join("dynplugctl");
+    println!(
+        "\nA private bus is running at\n  {address}\n\nIn another terminal, talk to the daemon with:\n  {ctl} --address '{address}' list\n  {ctl} --address '{address}' execute text 'hello world'\n  echo '{{\"a\": [1, 2]}}' | {ctl} --address '{address}' execute json\n  {ctl} --address '{address}' watch\n  busctl --address='{address}' tree org.dynplug.Manager\n  busctl --address='{address}' call org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager Execute ss hash abc\n\nStarting dynplugd (Ctrl-C stops it and the bus)...\n",
+        ctl = ctl.display()
+    );
+    let status = Command::new(bin.join("dynplugd"))
+        .arg("--address")
+        .arg(&address)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-target", "stderr"])
+        .status();
+    let _ = Command::new("kill").arg(&bus_pid).status();
+    check(status, "dynplugd")
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("deploy") => {
+            let release = args.iter().any(|a| a == "--release");
+            let dir = args
+                .iter()
+                .position(|a| a == "--dir")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from)
+                .unwrap_or_else(configured_plugins_dir);
+            deploy(&dir, release)
+        }
+        Some("demo") => demo(),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask demo".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
