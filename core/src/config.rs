@@ -73,12 +73,29 @@ pub struct ServerConfig {
     pub enabled: bool,
     /// Address to bind; loopback by default.
     pub host: String,
-    /// TCP port.
+    /// TCP port; 0 picks a free one (see the `ApiAddress` D-Bus property).
     pub port: u16,
-    /// File holding the bearer token (or a credential name under $CREDENTIALS_DIRECTORY).
+    /// File holding the bearer token. A relative path is looked up in
+    /// `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
     pub token_file: Option<PathBuf>,
+    /// Serve on a non-loopback address without a token anyway.
+    pub allow_insecure_bind: bool,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Time a request may take in all, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Per-client-address rate limit; none unless configured.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token-bucket rate limit per client address (`server.rate_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    pub burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -88,7 +105,10 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             token_file: None,
+            allow_insecure_bind: false,
             max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 60_000,
+            rate_limit: None,
         }
     }
 }
@@ -240,13 +260,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if self.server.enabled && self.server.port == 0 {
-            return Err(ConfigError::field(
-                file,
-                "server.port",
-                "must be set when the server is enabled",
-            ));
-        }
+        self.validate_server(file)?;
         for (name, plugin) in &self.plugins {
             let field = |f: &str| format!("plugins.{name}.{f}");
             validate_plugin_name(name)
@@ -287,6 +301,35 @@ impl Config {
                         format!("cannot be passed to the plugin: {e}"),
                     )
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_server(&self, file: &Path) -> Result<(), ConfigError> {
+        let server = &self.server;
+        let host: std::net::IpAddr = server.host.parse().map_err(|_| {
+            ConfigError::field(file, "server.host", format!("`{}` is not an IP address", server.host))
+        })?;
+        if server.enabled && !host.is_loopback() && server.token_file.is_none() && !server.allow_insecure_bind {
+            return Err(ConfigError::field(
+                file,
+                "server.host",
+                format!(
+                    "refusing to serve the API on non-loopback {host} without server.token_file; \
+                     set a token, or allow_insecure_bind: true if something else guards it"
+                ),
+            ));
+        }
+        if server.max_body_bytes == 0 {
+            return Err(ConfigError::field(file, "server.max_body_bytes", "must be greater than 0"));
+        }
+        if server.request_timeout_ms == 0 {
+            return Err(ConfigError::field(file, "server.request_timeout_ms", "must be greater than 0"));
+        }
+        if let Some(limit) = server.rate_limit {
+            if limit.per_second == 0 || limit.burst == 0 {
+                return Err(ConfigError::field(file, "server.rate_limit", "per_second and burst must be greater than 0"));
             }
         }
         Ok(())
@@ -408,6 +451,15 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("plugins.../evil"));
         let e = parse("plugins:\n  echo:\n    settings: [1, 2]\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("plugins.echo.settings"));
+        let e = parse("server:\n  enabled: true\n  host: 0.0.0.0\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("server.host"));
+        assert!(e.problem.contains("without server.token_file"), "{e}");
+        assert!(parse("server:\n  enabled: true\n  host: 0.0.0.0\n  token_file: /t\n").is_ok());
+        assert!(parse("server:\n  enabled: true\n  host: 0.0.0.0\n  allow_insecure_bind: true\n").is_ok());
+        let e = parse("server:\n  host: localhost\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("server.host"));
+        let e = parse("server:\n  rate_limit:\n    per_second: 0\n    burst: 1\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("server.rate_limit"));
         let e = parse("plugins:\n  echo:\n    isolation: process\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("plugins.echo.isolation"));
     }

@@ -50,4 +50,4 @@ pub mod trust;
 #[cfg(feature = "host")]
 pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};
 #[cfg(feature = "host")]
-pub use slot::CallStats;
+pub use slot::{CallStats, LATENCY_BOUNDS_US};

@@ -25,7 +25,15 @@ pub struct CallStats {
     pub last_us: u64,
     /// Message of the last failure.
     pub last_error: Option<String>,
+    /// Call durations counted per bucket: `latency_buckets[i]` counts calls that took at
+    /// most [`LATENCY_BOUNDS_US`]`[i]`; the last entry counts the rest.
+    pub latency_buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
 }
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 10_000_000,
+];
 
 /// Limits applied to calls of one plugin.
 #[derive(Debug, Clone)]
@@ -142,6 +150,8 @@ impl Slot {
         s.calls += 1;
         s.total_us = s.total_us.saturating_add(us);
         s.last_us = us;
+        let bucket = LATENCY_BOUNDS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BOUNDS_US.len());
+        s.latency_buckets[bucket] += 1;
         if let Err((message, timed_out)) = outcome {
             s.errors += 1;
             if timed_out {
