@@ -309,9 +309,17 @@ impl Config {
     fn validate_server(&self, file: &Path) -> Result<(), ConfigError> {
         let server = &self.server;
         let host: std::net::IpAddr = server.host.parse().map_err(|_| {
-            ConfigError::field(file, "server.host", format!("`{}` is not an IP address", server.host))
+            ConfigError::field(
+                file,
+                "server.host",
+                format!("`{}` is not an IP address", server.host),
+            )
         })?;
-        if server.enabled && !host.is_loopback() && server.token_file.is_none() && !server.allow_insecure_bind {
+        if server.enabled
+            && !host.is_loopback()
+            && server.token_file.is_none()
+            && !server.allow_insecure_bind
+        {
             return Err(ConfigError::field(
                 file,
                 "server.host",
@@ -322,14 +330,26 @@ impl Config {
             ));
         }
         if server.max_body_bytes == 0 {
-            return Err(ConfigError::field(file, "server.max_body_bytes", "must be greater than 0"));
+            return Err(ConfigError::field(
+                file,
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
         }
         if server.request_timeout_ms == 0 {
-            return Err(ConfigError::field(file, "server.request_timeout_ms", "must be greater than 0"));
+            return Err(ConfigError::field(
+                file,
+                "server.request_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if let Some(limit) = server.rate_limit {
             if limit.per_second == 0 || limit.burst == 0 {
-                return Err(ConfigError::field(file, "server.rate_limit", "per_second and burst must be greater than 0"));
+                return Err(ConfigError::field(
+                    file,
+                    "server.rate_limit",
+                    "per_second and burst must be greater than 0",
+                ));
             }
         }
         Ok(())
@@ -455,7 +475,10 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("server.host"));
         assert!(e.problem.contains("without server.token_file"), "{e}");
         assert!(parse("server:\n  enabled: true\n  host: 0.0.0.0\n  token_file: /t\n").is_ok());
-        assert!(parse("server:\n  enabled: true\n  host: 0.0.0.0\n  allow_insecure_bind: true\n").is_ok());
+        assert!(
+            parse("server:\n  enabled: true\n  host: 0.0.0.0\n  allow_insecure_bind: true\n")
+                .is_ok()
+        );
         let e = parse("server:\n  host: localhost\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("server.host"));
         let e = parse("server:\n  rate_limit:\n    per_second: 0\n    burst: 1\n").unwrap_err();

@@ -150,7 +150,10 @@ impl Slot {
         s.calls += 1;
         s.total_us = s.total_us.saturating_add(us);
         s.last_us = us;
-        let bucket = LATENCY_BOUNDS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BOUNDS_US.len());
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
         s.latency_buckets[bucket] += 1;
         if let Err((message, timed_out)) = outcome {
             s.errors += 1;

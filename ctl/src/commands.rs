@@ -346,12 +346,14 @@ pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CtlError>
     let reload_error = client.call(m.last_reload_error()).await?;
     let started = client.call(m.start_time_usec()).await?;
     let in_flight = client.call(m.calls_in_flight()).await?;
+    let api = client.call(m.api_address()).await?;
     let up = uptime(started);
     if out.json {
         out.json_value(&json!({
             "version": version, "state": state, "plugins": plugins, "enabled": enabled,
             "failed": failed, "config": config, "last_reload_error": reload_error,
-            "uptime_seconds": up.as_secs(), "calls_in_flight": in_flight, "api": Value::Null,
+            "uptime_seconds": up.as_secs(), "calls_in_flight": in_flight,
+            "api": if api.is_empty() { Value::Null } else { json!(format!("http://{api}")) },
         }));
         return Ok(());
     }
@@ -361,10 +363,11 @@ pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CtlError>
         Colour::Yellow
     };
     let mut text = format!(
-        "dynplugd {version}: {}\n  plugins: {plugins} ({enabled} enabled, {} failed)\n  uptime:  {}\n  config:  {config}\n  in flight: {in_flight}\n  REST API: disabled\n",
+        "dynplugd {version}: {}\n  plugins: {plugins} ({enabled} enabled, {} failed)\n  uptime:  {}\n  config:  {config}\n  in flight: {in_flight}\n  REST API: {}\n",
         out.paint(&state, state_colour),
         if failed > 0 { out.paint(&failed.to_string(), Colour::Red) } else { failed.to_string() },
         human(up),
+        if api.is_empty() { "disabled".to_owned() } else { format!("http://{api}") },
     );
     if !reload_error.is_empty() {
         text.push_str(&format!(

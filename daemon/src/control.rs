@@ -4,13 +4,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use dynplug_core::config::Config;
 use dynplug_core::error::ConfigError;
 use dynplug_core::{Change, Manager};
 use zbus::Connection;
 
+use crate::api::ApiServer;
 use crate::dbus::{objects, plugin_path, DynplugError, ManagerIface, PluginIface, MANAGER_PATH};
 use crate::logging::LogHandle;
 use crate::notify;
@@ -66,6 +69,11 @@ pub struct Control {
     started_usec: u64,
     conn: OnceLock<Connection>,
     served: tokio::sync::Mutex<BTreeSet<String>>,
+    started: Instant,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    /// The REST API server (idle unless `server.enabled`).
+    pub api: ApiServer,
 }
 
 impl Control {
@@ -92,6 +100,10 @@ impl Control {
             started_usec,
             conn: OnceLock::new(),
             served: tokio::sync::Mutex::new(BTreeSet::new()),
+            started: Instant::now(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            api: ApiServer::default(),
         }
     }
 
@@ -164,6 +176,19 @@ impl Control {
         self.started_usec
     }
 
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Reloads that succeeded and failed.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        )
+    }
+
     /// The one-line status for systemd and humans.
     pub fn status_line(&self) -> String {
         let s = self.manager.summary();
@@ -195,7 +220,7 @@ impl Control {
 
     /// Re-reads and applies the configuration (SIGHUP and `Reload()`), telling systemd
     /// RELOADING=1 … READY=1 around it. A refused configuration changes nothing.
-    pub async fn reload(&self) -> Result<String, DynplugError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<String, DynplugError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         notify::reloading();
         self.set_state("reloading").await;
@@ -207,15 +232,28 @@ impl Control {
             }
             Ok(config) => {
                 let level = config.log_level.clone();
+                let server = config.server.clone();
                 match self.manager.reload(config).await {
                     Ok(report) => {
                         self.log.set_level(&level);
-                        Ok(report.to_string())
+                        match self.api.apply(self, &server).await {
+                            Ok(None) => Ok(report.to_string()),
+                            Ok(Some(api)) => Ok(format!("{report}; {api}")),
+                            Err(e) => Err(DynplugError::Config(format!(
+                                "plugins reloaded ({report}), but the REST API kept its previous settings: {e}"
+                            ))),
+                        }
                     }
                     Err(e) => Err(DynplugError::from(e)),
                 }
             }
         };
+        let counter = if result.is_ok() {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let error = match &result {
             Ok(_) => String::new(),
             Err(DynplugError::Config(m) | DynplugError::Failed(m)) => m.clone(),

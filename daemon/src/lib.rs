@@ -5,8 +5,10 @@
 //! - [`control`]: shared state used by every handler (reload, lifecycle state);
 //! - [`dbus`]: `org.dynplug.Manager` and the per-plugin objects; the generated
 //!   client proxies (`ManagerIfaceProxy`, `PluginIfaceProxy`) used by `dynplugctl`;
+//! - [`api`]: the optional REST API (axum);
 //! - [`notify`]: the systemd notify protocol; [`logging`]: journald or stderr.
 
+pub mod api;
 pub mod cli;
 pub mod control;
 pub mod dbus;

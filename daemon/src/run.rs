@@ -31,6 +31,9 @@ pub enum DaemonError {
     /// Another process owns the bus name.
     #[error("the bus name {0} is already owned (is another dynplugd running?)")]
     NameTaken(&'static str),
+    /// The REST API could not start.
+    #[error("REST API: {0}")]
+    Api(String),
     /// A signal handler could not be installed.
     #[error("cannot install signal handler: {0}")]
     Signal(#[from] std::io::Error),
@@ -82,6 +85,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     let mut interrupt = signal(SignalKind::interrupt())?;
 
     let state_dir = config.state_dir(&env);
+    let server = config.server.clone();
     let (manager, report) =
         Manager::start(config, &state_dir, TrustPolicy::for_current_process()).await?;
     tracing::info!(summary = %report, "plugins loaded");
@@ -93,6 +97,12 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
         log,
     ));
 
+    // The API listens before READY=1, as systemd's readiness promises.
+    control
+        .api
+        .apply(&control, &server)
+        .await
+        .map_err(DaemonError::Api)?;
     let conn = connect(
         &args.bus(),
         ManagerIface {
@@ -155,6 +165,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     if left > 0 {
         tracing::warn!(calls = left, "calls still running at exit were abandoned");
     }
+    control.api.stop().await;
     // Removing the objects waits for method calls still being dispatched (they hold the
     // interface's read lock until their reply is sent), so no answer is lost at exit.
     let drained = tokio::time::timeout(Duration::from_secs(2), control.detach()).await;

@@ -34,7 +34,13 @@ fn serve_bare(address: &str) {
     });
 }
 
-async fn measure(conn: &zbus::Connection, dest: &str, path: &str, iface: &str, clients: usize) -> (f64, Duration, Duration) {
+async fn measure(
+    conn: &zbus::Connection,
+    dest: &str,
+    path: &str,
+    iface: &str,
+    clients: usize,
+) -> (f64, Duration, Duration) {
     let deadline = Instant::now() + RUN;
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -45,7 +51,10 @@ async fn measure(conn: &zbus::Connection, dest: &str, path: &str, iface: &str, c
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let out: String = proxy.call("Execute", &("echo", "hello")).await.expect("call");
+                let out: String = proxy
+                    .call("Execute", &("echo", "hello"))
+                    .await
+                    .expect("call");
                 assert_eq!(out, "hello");
                 lat.push(t.elapsed());
             }
@@ -93,7 +102,12 @@ fn main() {
         for clients in [1, 16] {
             for (label, dest, path, iface) in [
                 ("bare zbus echo", BARE_NAME, "/bench", BARE_NAME),
-                ("dynplugd echo", "org.dynplug.Manager", "/org/dynplug/Manager", "org.dynplug.Manager"),
+                (
+                    "dynplugd echo",
+                    "org.dynplug.Manager",
+                    "/org/dynplug/Manager",
+                    "org.dynplug.Manager",
+                ),
             ] {
                 let (rate, p50, p99) = measure(&conn, dest, path, iface, clients).await;
                 println!("| {label} | {clients} | {rate:.0} | {p50:.0?} | {p99:.0?} |");

@@ -3,3 +3,4 @@
 mod ctl;
 mod daemon;
 mod manager;
+mod rest;

@@ -42,13 +42,21 @@ fn check(status: std::io::Result<std::process::ExitStatus>, what: &str) -> Resul
 /// Plugin crates: every directory under plugins/ with a Cargo.toml, as (lib name, dir).
 fn rust_plugins() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("plugins")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(root().join("plugins"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let manifest = entry.path().join("Cargo.toml");
         if let Ok(text) = std::fs::read_to_string(&manifest) {
             let lib = text
                 .lines()
                 .skip_while(|l| l.trim() != "[lib]")
-                .find_map(|l| l.trim().strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned()));
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("name = ")
+                        .map(|n| n.trim_matches('"').to_owned())
+                });
             if let Some(lib) = lib {
                 out.push((lib, entry.path()));
             }
@@ -61,11 +69,19 @@ fn rust_plugins() -> Vec<(String, PathBuf)> {
 /// C plugins: every `*.c` directly in a plugins/ subdirectory without a Cargo.toml.
 fn c_plugins() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("plugins")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(root().join("plugins"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if entry.path().join("Cargo.toml").exists() {
             continue;
         }
-        for file in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if file.path().extension().is_some_and(|e| e == "c") {
                 out.push(file.path());
             }
@@ -79,8 +95,10 @@ fn install(src: &Path, dir: &Path, file_name: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let dst = dir.join(file_name);
-    std::fs::copy(src, &tmp).map_err(|e| format!("copy {} to {}: {e}", src.display(), tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+    std::fs::copy(src, &tmp)
+        .map_err(|e| format!("copy {} to {}: {e}", src.display(), tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, &dst).map_err(|e| format!("rename into {}: {e}", dst.display()))?;
     println!("  {}", dst.display());
     Ok(())
@@ -90,8 +108,10 @@ fn configured_plugins_dir() -> PathBuf {
     std::fs::read_to_string("/etc/dynplug/config.yaml")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("plugins_dir:").map(|v| v.trim().trim_matches('"').to_owned()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("plugins_dir:")
+                    .map(|v| v.trim().trim_matches('"').to_owned())
+            })
         })
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/dynplug/plugins"))
@@ -110,13 +130,19 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
     for (_, path) in &plugins {
         let name = std::fs::read_to_string(path.join("Cargo.toml"))
             .ok()
-            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned())))
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("name = ")
+                        .map(|n| n.trim_matches('"').to_owned())
+                })
+            })
             .ok_or_else(|| format!("no package name in {}", path.display()))?;
         build.args(["-p", &name]);
     }
     check(build.status(), "cargo build of the plugins")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
     println!("deploying plugins into {}", dir.display());
     let out = target_dir().join(if release { "release" } else { "debug" });
     for (lib, _) in &plugins {
@@ -126,7 +152,10 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
     }
     let include = root().join("core/include");
     for source in c_plugins() {
-        let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let built = out.join(format!("lib{stem}.so"));
         let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
             .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
@@ -160,7 +189,11 @@ fn demo() -> Result<(), String> {
         .map_err(|e| format!("cannot start dbus-daemon (install the `dbus` package): {e}"))?;
     let text = String::from_utf8_lossy(&bus.stdout).into_owned();
     let mut lines = text.lines();
-    let address = lines.next().ok_or("dbus-daemon printed no address")?.trim().to_owned();
+    let address = lines
+        .next()
+        .ok_or("dbus-daemon printed no address")?
+        .trim()
+        .to_owned();
     let bus_pid = lines.next().unwrap_or_default().trim().to_owned();
     let bin = target_dir().join("debug");
     let ctl = bin.join("dynplugctl");

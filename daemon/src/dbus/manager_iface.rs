@@ -137,6 +137,16 @@ impl ManagerIface {
         self.control.started_usec()
     }
 
+    /// Where the REST API listens (e.g. 127.0.0.1:8080); empty when it is disabled.
+    #[zbus(property)]
+    fn api_address(&self) -> String {
+        self.control
+            .api
+            .address()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
     /// Calls being served right now.
     #[zbus(property(emits_changed_signal = "false"))]
     fn calls_in_flight(&self) -> u32 {

@@ -1,0 +1,160 @@
+//! The JSON envelope `{"success", "data", "error"}` used by every response, and the one
+//! mapping from core errors to HTTP statuses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dynplug_core::error::{CallError, ManagerError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every response body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Whether the request succeeded.
+    pub success: bool,
+    /// The result (null on failure).
+    pub data: Option<T>,
+    /// What went wrong (null on success).
+    pub error: Option<ErrorBody>,
+}
+
+/// The `error` member of a failed response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (e.g. `not_found`, `disabled`, `timeout`).
+    pub code: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}
+
+/// A successful response.
+pub fn ok<T: Serialize>(data: T) -> Envelope<T> {
+    Envelope {
+        success: true,
+        data: Some(data),
+        error: None,
+    }
+}
+
+/// An API error: status, code and message. Internal details never reach the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The generic error for a status produced outside the handlers (framework,
+    /// middleware).
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+            StatusCode::UNAUTHORIZED => ("unauthorized", "a bearer token is required"),
+            StatusCode::FORBIDDEN => ("forbidden", "the token is not valid"),
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "method not allowed on this route")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "send application/json ({\"input\": \"...\"}) or text/plain",
+            ),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
+                "unavailable",
+                "the request took too long or the service is unavailable",
+            ),
+            s if s.is_client_error() => ("bad_request", "the request was refused"),
+            _ => ("internal", "internal error"),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match e {
+            ManagerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ManagerError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
+            ManagerError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ManagerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ManagerError::Call(
+                CallError::Failed { .. }
+                | CallError::Panicked { .. }
+                | CallError::InvalidOutput { .. },
+            ) => (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
+            ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
+            ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            _ => {
+                tracing::error!(error = %message, "request failed");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope::<()> {
+            success: false,
+            data: None,
+            error: Some(ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            }),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Gives every error response that is not already JSON (from axum itself or from a
+/// tower layer: 404 route, 405, 413, 429, timeouts) the envelope, keeping its status and
+/// headers (e.g. `Retry-After`).
+pub async fn envelope_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || is_json || status.is_redirection() {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let mut fresh = ApiError::for_status(status).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (name, value) in parts.headers.iter() {
+        fresh.headers_mut().insert(name.clone(), value.clone());
+    }
+    fresh
+}

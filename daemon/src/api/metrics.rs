@@ -1,0 +1,141 @@
+//! `/metrics`: per-plugin call counters and latency histograms, daemon uptime and
+//! reloads, read from the manager at scrape time and encoded by prometheus-client.
+
+use dynplug_core::LATENCY_BOUNDS_US;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::control::Control;
+
+#[derive(Debug)]
+struct Snapshot {
+    uptime: f64,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    in_flight: i64,
+    plugins: Vec<(String, dynplug_core::CallStats, bool)>,
+}
+
+type Labels = [(&'static str, String); 1];
+
+/// Reads one counter out of a plugin's statistics.
+type StatField = fn(&dynplug_core::CallStats) -> u64;
+
+fn label(name: &str) -> Labels {
+    [("plugin", name.to_owned())]
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let g = ConstGauge::new(self.uptime);
+        g.encode(encoder.encode_descriptor(
+            "dynplug_uptime_seconds",
+            "Seconds since dynplugd started",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(self.in_flight);
+        g.encode(encoder.encode_descriptor(
+            "dynplug_calls_in_flight",
+            "Plugin calls being served",
+            None,
+            g.metric_type(),
+        )?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_reloads",
+                "Configuration reloads",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, n) in [
+                ("success", self.reloads_ok),
+                ("failure", self.reloads_failed),
+            ] {
+                ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+            }
+        }
+        let counters: [(&str, &str, StatField); 3] = [
+            ("dynplug_plugin_calls", "Calls per plugin", |s| s.calls),
+            (
+                "dynplug_plugin_errors",
+                "Failed calls per plugin (errors, panics, timeouts)",
+                |s| s.errors,
+            ),
+            (
+                "dynplug_plugin_timeouts",
+                "Timed-out calls per plugin",
+                |s| s.timeouts,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (plugin, stats, _) in &self.plugins {
+                ConstCounter::new(get(stats)).encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_plugin_enabled",
+                "1 if the plugin is enabled",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (plugin, _, enabled) in &self.plugins {
+                ConstGauge::new(i64::from(*enabled))
+                    .encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "dynplug_plugin_call_duration_seconds",
+            "Duration of plugin calls",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (plugin, stats, _) in &self.plugins {
+            // Per-bucket (not cumulative) counts: the encoder accumulates them.
+            let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
+                .iter()
+                .map(|bound| *bound as f64 / 1e6)
+                .chain([f64::INFINITY])
+                .zip(stats.latency_buckets.iter().copied())
+                .collect();
+            family
+                .encode_family(&label(plugin))?
+                .encode_histogram::<Vec<(String, String)>>(
+                    stats.total_us as f64 / 1e6,
+                    stats.calls,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the metrics in the Prometheus text format.
+pub(super) fn render(control: &Control) -> Result<String, std::fmt::Error> {
+    let (reloads_ok, reloads_failed) = control.reload_counts();
+    let snapshot = Snapshot {
+        uptime: control.uptime().as_secs_f64(),
+        reloads_ok,
+        reloads_failed,
+        in_flight: i64::try_from(control.manager.in_flight()).unwrap_or(i64::MAX),
+        plugins: control
+            .manager
+            .list()
+            .into_iter()
+            .filter(|p| !p.version.is_empty())
+            .map(|p| (p.name, p.stats, p.enabled))
+            .collect(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+    Ok(text)
+}

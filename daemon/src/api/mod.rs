@@ -1,0 +1,221 @@
+//! The optional REST API (axum), sharing the D-Bus side's manager: a change made through
+//! one is seen by the other at once.
+//!
+//! - [`router`]: the routes, wrapped in tower layers: body size limit, request timeout,
+//!   per-client rate limit (tower_governor), and the envelope for framework errors;
+//! - [`ApiServer`]: binds, serves with graceful shutdown, and re-binds on reload when
+//!   the `server:` section (or the token) changed.
+
+mod auth;
+pub mod envelope;
+mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::Router;
+use dynplug_core::config::ServerConfig;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::GovernorLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use auth::Token;
+
+use crate::control::Control;
+
+/// Everything the router needs besides the daemon state.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bearer token for mutating routes and execute.
+    pub token: Option<Token>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time a request may take in all.
+    pub request_timeout: Duration,
+    /// Rate limit per client address.
+    pub rate_limit: Option<dynplug_core::config::RateLimit>,
+}
+
+impl Settings {
+    /// Reads the settings (and the token file) from the `server:` section.
+    pub fn from_config(config: &ServerConfig) -> Result<Settings, String> {
+        Ok(Settings {
+            token: config.token_file.as_deref().map(Token::load).transpose()?,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            rate_limit: config.rate_limit,
+        })
+    }
+}
+
+/// The application.
+pub fn router(control: Arc<Control>, settings: &Settings) -> Router {
+    let guarded = Router::new()
+        .route("/plugins/{name}/execute", post(routes::execute))
+        .route("/plugins/{name}/enable", put(routes::enable))
+        .route("/plugins/{name}/disable", put(routes::disable))
+        .route_layer(axum::middleware::from_fn_with_state(
+            settings.token.clone(),
+            auth::require_token,
+        ));
+    let mut app = Router::new()
+        .route("/plugins", get(routes::list))
+        .route("/plugins/{name}", get(routes::info))
+        .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .merge(guarded)
+        .with_state(control)
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ));
+    if let Some(limit) = settings.rate_limit {
+        let period = Duration::from_secs_f64(1.0 / f64::from(limit.per_second));
+        if let Some(config) = GovernorConfigBuilder::default()
+            .period(period)
+            .burst_size(limit.burst)
+            .use_headers()
+            .finish()
+        {
+            let limiter = config.limiter().clone();
+            // Forget idle clients now and then, or the table grows with every address seen.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    limiter.retain_recent();
+                }
+            });
+            app = app.layer(GovernorLayer::new(config));
+        }
+    }
+    app.layer(axum::middleware::map_response(envelope::envelope_errors))
+}
+
+struct Running {
+    address: SocketAddr,
+    config: ServerConfig,
+    token: Option<Vec<u8>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The API server's lifecycle.
+#[derive(Default)]
+pub struct ApiServer {
+    running: Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("address", &self.address())
+            .finish()
+    }
+}
+
+fn token_bytes(config: &ServerConfig) -> Option<Vec<u8>> {
+    config
+        .token_file
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+}
+
+impl ApiServer {
+    /// The address served, if any.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.address))
+    }
+
+    /// Brings the server in line with `config`: starts, stops, or re-binds it when the
+    /// section or the token changed. On error the previous server keeps running.
+    /// Returns a description of what changed, if anything.
+    pub async fn apply(
+        &self,
+        control: &Arc<Control>,
+        config: &ServerConfig,
+    ) -> Result<Option<String>, String> {
+        let unchanged = self
+            .running
+            .lock()
+            .map_err(|_| "server state poisoned".to_owned())?
+            .as_ref()
+            .map_or(!config.enabled, |r| {
+                r.config == *config && r.token == token_bytes(config)
+            });
+        if unchanged {
+            return Ok(None);
+        }
+        if !config.enabled {
+            self.stop().await;
+            return Ok(Some("REST API stopped".into()));
+        }
+        let settings = Settings::from_config(config)?;
+        let wanted: SocketAddr = format!("{}:{}", config.host, config.port)
+            .parse()
+            .map_err(|e| format!("server address: {e}"))?;
+        let previous = self.address();
+        // Re-binding the same port: the old listener must go first.
+        if previous.is_some_and(|a| a.port() == wanted.port() && wanted.port() != 0) {
+            self.stop().await;
+        }
+        let listener = tokio::net::TcpListener::bind(wanted)
+            .await
+            .map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        self.stop().await;
+        let app = router(Arc::clone(control), &settings);
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let shutdown = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "REST API server failed");
+            }
+        });
+        tracing::info!(address = %address, auth = settings.token.is_some(), "REST API listening");
+        if let Ok(mut r) = self.running.lock() {
+            *r = Some(Running {
+                address,
+                config: config.clone(),
+                token: token_bytes(config),
+                stop,
+                task,
+            });
+        }
+        Ok(Some(format!("REST API on {address}")))
+    }
+
+    /// Stops the server gracefully (requests in flight finish, within 5 s).
+    pub async fn stop(&self) {
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = running {
+            let _ = r.stop.send(true);
+            let mut task = r.task;
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}

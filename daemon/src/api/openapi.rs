@@ -1,0 +1,37 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::envelope::{Envelope, ErrorBody};
+use super::routes;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dynplugd REST API", description = "Plugins loaded by dynplugd, over HTTP. Every response is an envelope {success, data, error}."),
+    paths(routes::list, routes::info, routes::execute, routes::enable, routes::disable, routes::health, routes::metrics, routes::openapi),
+    components(schemas(ErrorBody, Envelope<String>, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health)),
+    modifiers(&BearerAuth),
+    tags((name = "plugins", description = "List, inspect, run, enable and disable plugins"),
+         (name = "daemon", description = "Health, metrics and this document"))
+)]
+struct ApiDoc;
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}

@@ -1,0 +1,321 @@
+//! The route handlers: thin shims over the core manager.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use dynplug_core::{Change, PluginInfo, PluginStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::envelope::{ok, ApiError, Envelope};
+use crate::control::Control;
+
+/// One plugin, as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    /// Name (for a file that failed to load: its file name).
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Description.
+    pub description: String,
+    /// Library file.
+    pub path: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Instance created and usable.
+    pub loaded: bool,
+    /// `loaded`, `pending` (lazy) or `failed`.
+    pub state: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// ABI version the plugin declared.
+    pub abi_version: u32,
+    /// Service state (`stopped`, `running`, `restarting`) for service plugins.
+    pub service_state: Option<String>,
+    /// Call timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls failed.
+    pub errors: u64,
+    /// Calls timed out.
+    pub timeouts: u64,
+    /// Last failure message.
+    pub last_error: Option<String>,
+}
+
+impl From<PluginInfo> for PluginView {
+    fn from(p: PluginInfo) -> Self {
+        let state = match &p.status {
+            PluginStatus::Loaded => "loaded",
+            PluginStatus::Pending => "pending",
+            PluginStatus::Failed(_) => "failed",
+        };
+        PluginView {
+            loaded: p.loaded(),
+            error: p.error().map(str::to_owned),
+            state: state.to_owned(),
+            service_state: p.service.then(|| p.service_state.as_str().to_owned()),
+            timeout_ms: u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX),
+            name: p.name,
+            version: p.version,
+            description: p.description,
+            path: p.path.display().to_string(),
+            enabled: p.enabled,
+            abi_version: p.abi_version,
+            calls: p.stats.calls,
+            errors: p.stats.errors,
+            timeouts: p.stats.timeouts,
+            last_error: p.stats.last_error,
+        }
+    }
+}
+
+/// Body of `POST /plugins/{name}/execute` as JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// The input text.
+    pub input: String,
+}
+
+/// Result of an execute.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    /// The plugin.
+    pub plugin: String,
+    /// Its output.
+    pub output: String,
+    /// Time the call took, in milliseconds (fractional).
+    pub duration_ms: f64,
+}
+
+/// Result of enable/disable.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToggleResponse {
+    /// The plugin.
+    pub name: String,
+    /// Enabled now.
+    pub enabled: bool,
+    /// Whether this request changed anything.
+    pub changed: bool,
+}
+
+/// Liveness and readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` when running with no failed plugin, `degraded` with failures, `stopping`.
+    pub status: String,
+    /// Daemon state: starting, running, reloading, stopping.
+    pub state: String,
+    /// Plugins loaded.
+    pub plugins: usize,
+    /// Plugins enabled.
+    pub enabled: usize,
+    /// Plugins or files that failed.
+    pub failed: usize,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+}
+
+/// Lists every plugin (and every file that failed to load).
+#[utoipa::path(get, path = "/plugins", tag = "plugins",
+    responses((status = 200, description = "all plugins", body = Envelope<Vec<PluginView>>)))]
+pub async fn list(State(control): State<Arc<Control>>) -> Envelope<Vec<PluginView>> {
+    ok(control
+        .manager
+        .list()
+        .into_iter()
+        .map(PluginView::from)
+        .collect())
+}
+
+/// One plugin.
+#[utoipa::path(get, path = "/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name")),
+    responses(
+        (status = 200, description = "the plugin", body = Envelope<PluginView>),
+        (status = 404, description = "no such plugin", body = Envelope<String>)))]
+pub async fn info(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+) -> Result<Envelope<PluginView>, ApiError> {
+    Ok(ok(control.manager.info(&name)?.into()))
+}
+
+/// The input of an execute request: JSON `{"input": ...}` or the raw text/plain body.
+fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match content_type.as_str() {
+        "application/json" => serde_json::from_slice::<ExecuteRequest>(&body)
+            .map(|r| r.input)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("invalid JSON body: {e}"),
+                )
+            }),
+        "text/plain" => String::from_utf8(body.to_vec()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "text/plain body is not valid UTF-8",
+            )
+        }),
+        _ => Err(ApiError::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
+    }
+}
+
+/// Runs a plugin. Body: `{"input": "..."}` (application/json) or the raw input (text/plain).
+#[utoipa::path(post, path = "/plugins/{name}/execute", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name")),
+    request_body(content = ExecuteRequest, description = "or a text/plain body holding the input"),
+    responses(
+        (status = 200, description = "the output", body = Envelope<ExecuteResponse>),
+        (status = 400, description = "malformed body", body = Envelope<String>),
+        (status = 401, description = "token required", body = Envelope<String>),
+        (status = 403, description = "token invalid", body = Envelope<String>),
+        (status = 404, description = "no such plugin", body = Envelope<String>),
+        (status = 409, description = "plugin disabled", body = Envelope<String>),
+        (status = 413, description = "body or input too large", body = Envelope<String>),
+        (status = 415, description = "unsupported content type", body = Envelope<String>),
+        (status = 429, description = "rate limited", body = Envelope<String>),
+        (status = 500, description = "the plugin failed", body = Envelope<String>),
+        (status = 503, description = "plugin unusable or daemon stopping", body = Envelope<String>),
+        (status = 504, description = "the plugin timed out", body = Envelope<String>)),
+    security((), ("bearer" = [])))]
+pub async fn execute(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Envelope<ExecuteResponse>, ApiError> {
+    let input = parse_input(&headers, body)?;
+    let began = Instant::now();
+    let output = control.manager.execute(&name, input).await?;
+    Ok(ok(ExecuteResponse {
+        plugin: name,
+        output,
+        duration_ms: began.elapsed().as_secs_f64() * 1000.0,
+    }))
+}
+
+async fn toggle(
+    control: &Control,
+    name: String,
+    on: bool,
+) -> Result<Envelope<ToggleResponse>, ApiError> {
+    let change = if on {
+        control.manager.enable(&name).await?
+    } else {
+        control.manager.disable(&name).await?
+    };
+    Ok(ok(ToggleResponse {
+        name,
+        enabled: on,
+        changed: change == Change::Changed,
+    }))
+}
+
+/// Enables a plugin (persisted).
+#[utoipa::path(put, path = "/plugins/{name}/enable", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name")),
+    responses(
+        (status = 200, description = "enabled", body = Envelope<ToggleResponse>),
+        (status = 401, description = "token required", body = Envelope<String>),
+        (status = 403, description = "token invalid", body = Envelope<String>),
+        (status = 404, description = "no such plugin", body = Envelope<String>),
+        (status = 503, description = "plugin unusable", body = Envelope<String>)),
+    security((), ("bearer" = [])))]
+pub async fn enable(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+) -> Result<Envelope<ToggleResponse>, ApiError> {
+    toggle(&control, name, true).await
+}
+
+/// Disables a plugin (persisted).
+#[utoipa::path(put, path = "/plugins/{name}/disable", tag = "plugins",
+    params(("name" = String, Path, description = "plugin name")),
+    responses(
+        (status = 200, description = "disabled", body = Envelope<ToggleResponse>),
+        (status = 401, description = "token required", body = Envelope<String>),
+        (status = 403, description = "token invalid", body = Envelope<String>),
+        (status = 404, description = "no such plugin", body = Envelope<String>)),
+    security((), ("bearer" = [])))]
+pub async fn disable(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+) -> Result<Envelope<ToggleResponse>, ApiError> {
+    toggle(&control, name, false).await
+}
+
+/// Liveness plus a readiness view. 200 while serving, 503 while stopping.
+#[utoipa::path(get, path = "/health", tag = "daemon",
+    responses(
+        (status = 200, description = "serving", body = Envelope<Health>),
+        (status = 503, description = "stopping", body = Envelope<Health>)))]
+pub async fn health(State(control): State<Arc<Control>>) -> impl IntoResponse {
+    let s = control.manager.summary();
+    let state = control.state();
+    let status = match (state, s.failed) {
+        ("stopping", _) => "stopping",
+        (_, 0) => "ok",
+        _ => "degraded",
+    };
+    let code = if state == "stopping" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = ok(Health {
+        status: status.to_owned(),
+        state: state.to_owned(),
+        plugins: s.plugins,
+        enabled: s.enabled,
+        failed: s.failed,
+        uptime_seconds: control.uptime().as_secs(),
+    });
+    (code, body)
+}
+
+/// Prometheus metrics (text format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "daemon",
+    responses((status = 200, description = "metrics", content_type = "text/plain; version=0.0.4", body = String)))]
+pub async fn metrics(State(control): State<Arc<Control>>) -> Result<impl IntoResponse, ApiError> {
+    let text = super::metrics::render(&control).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode metrics",
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "daemon",
+    responses((status = 200, description = "the OpenAPI 3 document", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(super::openapi::document())
+}

@@ -1,0 +1,502 @@
+//! The REST API of the real dynplugd, over real loopback HTTP, driven with curl.
+
+use std::process::Command;
+
+use dynplug_tests::{run, rust_plugin, send_signal, Daemon, PluginDir, PrivateBus};
+use serde_json::Value;
+
+/// A daemon with the API on an ephemeral loopback port.
+struct Api {
+    bus: PrivateBus,
+    daemon: Daemon,
+    base: String,
+    _plugins: PluginDir,
+}
+
+fn api_address(bus: &PrivateBus) -> String {
+    let mut cmd = bus.command("busctl");
+    cmd.args([
+        "--user",
+        "get-property",
+        "org.dynplug.Manager",
+        "/org/dynplug/Manager",
+        "org.dynplug.Manager",
+        "ApiAddress",
+    ]);
+    let (_, out, _) = run(cmd);
+    out.trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_owned()
+}
+
+impl Api {
+    fn start(extra_config: &str) -> Api {
+        let bus = PrivateBus::start();
+        let plugins = PluginDir::with_examples();
+        plugins.add(&rust_plugin("fault"), "fault.so");
+        let config = format!(
+            "plugins:\n  fault:\n    timeout_ms: 300\nserver:\n  enabled: true\n  port: 0\n{extra_config}"
+        );
+        let daemon = Daemon::start(&bus, plugins.path(), &config);
+        let address = api_address(&bus);
+        assert!(!address.is_empty(), "ApiAddress is set once READY");
+        Api {
+            base: format!("http://{address}"),
+            bus,
+            daemon,
+            _plugins: plugins,
+        }
+    }
+
+    /// curl; returns (status, body as JSON or string value).
+    fn curl(&self, method: &str, path: &str, args: &[&str]) -> (u16, Value) {
+        let (status, body, _) = self.curl_raw(method, path, args);
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, value)
+    }
+
+    fn curl_raw(&self, method: &str, path: &str, args: &[&str]) -> (u16, String, String) {
+        let headers = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-X", method, "-D"])
+            .arg(headers.path())
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .arg(format!("{}{path}", self.base));
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "curl failed: {err}");
+        let (body, status) = out.rsplit_once('\n').expect("status line");
+        let headers = std::fs::read_to_string(headers.path())
+            .unwrap()
+            .to_ascii_lowercase();
+        (status.parse().expect("status"), body.to_owned(), headers)
+    }
+}
+
+fn json_body(input: &str) -> String {
+    serde_json::json!({ "input": input }).to_string()
+}
+
+fn assert_envelope_error(value: &Value, code: &str) {
+    assert_eq!(value["success"], false, "{value}");
+    assert_eq!(value["data"], Value::Null, "{value}");
+    assert_eq!(value["error"]["code"], code, "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{value}"
+    );
+}
+
+#[test]
+fn routes_and_status_codes() {
+    let api = Api::start("  max_body_bytes: 4096\n");
+    let ct_json = ["-H", "content-type: application/json", "--data-binary"];
+
+    let (status, v) = api.curl("GET", "/plugins", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(v["success"], true);
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["data"].as_array().unwrap().len(), 7);
+    let (status, v) = api.curl("GET", "/plugins/rot13", &[]);
+    assert_eq!((status, v["data"]["state"].as_str()), (200, Some("loaded")));
+    let (status, v) = api.curl("GET", "/plugins/nope", &[]);
+    assert_eq!(status, 404);
+    assert_envelope_error(&v, "not_found");
+
+    let body = json_body("hello");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/text/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &body],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["data"]["plugin"].as_str(), v["data"]["output"].as_str()),
+        (Some("text"), Some("HELLO"))
+    );
+    assert!(v["data"]["duration_ms"].as_f64().unwrap() >= 0.0);
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/hash/execute",
+        &[
+            "-H",
+            "content-type: text/plain; charset=utf-8",
+            "--data-binary",
+            "abc",
+        ],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["data"]["output"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/text/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], "{\"input\": "],
+    );
+    assert_eq!(status, 400);
+    assert_envelope_error(&v, "bad_request");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/text/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], "{\"inptu\": \"x\"}"],
+    );
+    assert_eq!(status, 400);
+    assert_envelope_error(&v, "bad_request");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/text/execute",
+        &[
+            "-H",
+            "content-type: application/xml",
+            "--data-binary",
+            "<x/>",
+        ],
+    );
+    assert_eq!(status, 415);
+    assert_envelope_error(&v, "unsupported_media_type");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/text/execute",
+        &["-H", "content-type: text/plain", "--data-binary", "\u{ff}"],
+    );
+    assert_eq!(status, 200, "{v}");
+    let big = json_body(&"x".repeat(8192));
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/echo/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &big],
+    );
+    assert_eq!(status, 413);
+    assert_envelope_error(&v, "payload_too_large");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/nope/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &body],
+    );
+    assert_eq!(status, 404);
+    assert_envelope_error(&v, "not_found");
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/fault/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &json_body("error")],
+    );
+    assert_eq!(status, 500);
+    assert_envelope_error(&v, "execution_failed");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("requested failure"));
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/fault/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &json_body("sleep 5000")],
+    );
+    assert_eq!(status, 504);
+    assert_envelope_error(&v, "timeout");
+
+    let (status, v) = api.curl("PUT", "/plugins/echo/disable", &[]);
+    assert_eq!((status, v["data"]["changed"].as_bool()), (200, Some(true)));
+    let (status, v) = api.curl(
+        "POST",
+        "/plugins/echo/execute",
+        &[ct_json[0], ct_json[1], ct_json[2], &body],
+    );
+    assert_eq!(status, 409);
+    assert_envelope_error(&v, "disabled");
+    // The D-Bus side sees the same manager at once.
+    let mut cmd = api.bus.command("busctl");
+    cmd.args([
+        "--user",
+        "get-property",
+        "org.dynplug.Manager",
+        "/org/dynplug/Manager/plugins/echo",
+        "org.dynplug.Plugin",
+        "Enabled",
+    ]);
+    assert_eq!(run(cmd).1, "b false\n");
+    let (status, v) = api.curl("PUT", "/plugins/echo/enable", &[]);
+    assert_eq!((status, v["data"]["enabled"].as_bool()), (200, Some(true)));
+
+    let (status, v) = api.curl("GET", "/no/such/route", &[]);
+    assert_eq!(status, 404);
+    assert_envelope_error(&v, "not_found");
+    let (status, v) = api.curl("DELETE", "/plugins", &[]);
+    assert_eq!(status, 405);
+    assert_envelope_error(&v, "method_not_allowed");
+    let (status, v) = api.curl("GET", "/health", &[]);
+    assert_eq!(
+        (
+            status,
+            v["data"]["status"].as_str(),
+            v["data"]["plugins"].as_u64()
+        ),
+        (200, Some("ok"), Some(7))
+    );
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_count_calls() {
+    let api = Api::start("");
+    for _ in 0..3 {
+        api.curl(
+            "POST",
+            "/plugins/echo/execute",
+            &["-H", "content-type: text/plain", "--data-binary", "x"],
+        );
+    }
+    api.curl(
+        "POST",
+        "/plugins/fault/execute",
+        &["-H", "content-type: text/plain", "--data-binary", "error"],
+    );
+    let (status, text, headers) = api.curl_raw("GET", "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(name.to_owned(), value);
+    }
+    assert_eq!(samples[r#"dynplug_plugin_calls_total{plugin="echo"}"#], 3.0);
+    assert_eq!(
+        samples[r#"dynplug_plugin_errors_total{plugin="fault"}"#],
+        1.0
+    );
+    assert_eq!(
+        samples[r#"dynplug_plugin_call_duration_seconds_count{plugin="echo"}"#],
+        3.0
+    );
+    assert_eq!(
+        samples[r#"dynplug_plugin_call_duration_seconds_bucket{plugin="echo",le="+Inf"}"#],
+        3.0
+    );
+    let le_10s = samples[r#"dynplug_plugin_call_duration_seconds_bucket{plugin="echo",le="10"}"#];
+    assert!(
+        le_10s <= 3.0,
+        "buckets are cumulative and bounded by the count"
+    );
+    assert!(samples["dynplug_uptime_seconds"] >= 0.0);
+    assert!(samples.contains_key(r#"dynplug_reloads_total{result="success"}"#));
+}
+
+#[test]
+fn openapi_document_matches_the_server() {
+    let api = Api::start("");
+    let (status, doc) = api.curl("GET", "/openapi.json", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    documented.sort();
+    assert_eq!(
+        documented,
+        [
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/plugins",
+            "/plugins/{name}",
+            "/plugins/{name}/disable",
+            "/plugins/{name}/enable",
+            "/plugins/{name}/execute"
+        ]
+    );
+    // Every documented operation answers with one of its documented statuses.
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let concrete = path.replace("{name}", "echo");
+            let args: &[&str] = if method == "post" {
+                &[
+                    "-H",
+                    "content-type: application/json",
+                    "--data-binary",
+                    "{\"input\":\"x\"}",
+                ]
+            } else {
+                &[]
+            };
+            let (status, _) = api.curl(&method.to_uppercase(), &concrete, args);
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key(&status.to_string()),
+                "{method} {path} answered {status}, documented {:?}",
+                responses.keys()
+            );
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[test]
+fn bearer_token_guards_mutations_and_execute() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let api = Api::start(&format!("  token_file: {}\n", token.display()));
+    let text = ["-H", "content-type: text/plain", "--data-binary", "x"];
+    let (status, _) = api.curl("GET", "/plugins", &[]);
+    assert_eq!(status, 200, "reading needs no token");
+    let (status, v, headers) = api.curl_raw("POST", "/plugins/echo/execute", &text);
+    assert_eq!(status, 401, "{v}");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    let (status, v) = api.curl(
+        "PUT",
+        "/plugins/echo/disable",
+        &["-H", "authorization: Bearer wrong"],
+    );
+    assert_eq!(status, 403);
+    assert_envelope_error(&v, "forbidden");
+    let (status, _) = api.curl(
+        "POST",
+        "/plugins/echo/execute",
+        &[
+            "-H",
+            "authorization: Bearer s3cret-token",
+            text[0],
+            text[1],
+            text[2],
+            text[3],
+        ],
+    );
+    assert_eq!(status, 200);
+    let (status, _) = api.curl(
+        "PUT",
+        "/plugins/echo/disable",
+        &["-H", "authorization: Bearer s3cret-token"],
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after() {
+    let api = Api::start("  rate_limit:\n    per_second: 1\n    burst: 2\n");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| api.curl_raw("GET", "/health", &[]).0)
+        .collect();
+    assert_eq!(&statuses[..2], [200, 200]);
+    let (status, body, headers) = api.curl_raw("GET", "/health", &[]);
+    assert_eq!(status, 429, "{statuses:?}");
+    assert!(
+        headers.contains("retry-after") || headers.contains("x-ratelimit-after"),
+        "{headers}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_envelope_error(&v, "rate_limited");
+}
+
+#[test]
+fn reload_turns_the_api_on_off_and_rebinds() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut daemon = Daemon::start(&bus, plugins.path(), "");
+    assert_eq!(api_address(&bus), "");
+    std::fs::write(
+        daemon.config_path(),
+        "server:\n  enabled: true\n  port: 0\n",
+    )
+    .unwrap();
+    daemon.reload();
+    let address = api_address(&bus);
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let (code, out, _) = run({
+        let mut c = Command::new("curl");
+        c.args(["-s", &format!("http://{address}/health")]);
+        c
+    });
+    assert!(code == 0 && out.contains("\"status\":\"ok\""), "{out}");
+    // An insecure bind is refused on reload and the old server stays.
+    std::fs::write(
+        daemon.config_path(),
+        "server:\n  enabled: true\n  host: 0.0.0.0\n  port: 0\n",
+    )
+    .unwrap();
+    daemon.reload();
+    assert_eq!(api_address(&bus), address);
+    std::fs::write(daemon.config_path(), "server:\n  enabled: false\n").unwrap();
+    daemon.reload();
+    assert_eq!(api_address(&bus), "");
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+}
+
+#[test]
+fn concurrent_executes_survive_reloads() {
+    let mut api = Api::start("");
+    let base = api.base.clone();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let input = format!("{w}-{i}");
+                    let out = Command::new("curl")
+                        .args([
+                            "-s",
+                            "-H",
+                            "content-type: text/plain",
+                            "--data-binary",
+                            &input,
+                        ])
+                        .arg(format!("{base}/plugins/echo/execute"))
+                        .output()
+                        .unwrap();
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                    assert_eq!(v["data"]["output"], input.as_str(), "{v}");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        api.daemon.reload();
+    }
+    for w in workers {
+        w.join().expect("every HTTP call answered during reloads");
+    }
+    send_signal(api.daemon.pid(), libc::SIGTERM);
+    assert_eq!(
+        api.daemon.wait_exit(std::time::Duration::from_secs(20)),
+        Some(0)
+    );
+}
+
+#[test]
+fn non_loopback_without_token_is_refused_at_start() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "server:\n  enabled: true\n  host: 0.0.0.0\n").unwrap();
+    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
+    cmd.arg("--address")
+        .arg(bus.address())
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(plugins.path());
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("refusing to serve the API on non-loopback 0.0.0.0 without server.token_file"),
+        "{err}"
+    );
+}
