@@ -5,6 +5,8 @@
 //!   (default: the `plugins_dir` of /etc/dynplug/config.yaml, else
 //!   /usr/lib/dynplug/plugins) with mode 0644, each through a temporary file and a
 //!   rename, so a running daemon never sees a half-written library;
+//! - `dist`: release build of everything the Debian package ships, staged in
+//!   target/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd`;
 //! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
 //!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
 //!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
@@ -170,6 +172,37 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Stages what the Debian package ships besides the daemon binary.
+fn dist() -> Result<(), String> {
+    check(
+        cargo().args(["build", "--release", "-p", "dynplugd", "-p", "dynplugctl"]).status(),
+        "cargo build --release",
+    )?;
+    let dist = target_dir().join("dist");
+    deploy(&dist.join("plugins"), true)?;
+    let ctl = target_dir().join("release/dynplugctl");
+    for (shell, file) in [("bash", "dynplugctl"), ("zsh", "_dynplugctl"), ("fish", "dynplugctl.fish")] {
+        let out = Command::new(&ctl)
+            .args(["completions", shell])
+            .output()
+            .map_err(|e| format!("dynplugctl completions: {e}"))?;
+        std::fs::create_dir_all(dist.join("completions")).map_err(|e| e.to_string())?;
+        std::fs::write(dist.join("completions").join(file), out.stdout).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dist.join("man")).map_err(|e| e.to_string())?;
+    let out = Command::new(&ctl).arg("man").output().map_err(|e| format!("dynplugctl man: {e}"))?;
+    std::fs::write(dist.join("man/dynplugctl.1"), out.stdout).map_err(|e| e.to_string())?;
+    let mut page = Vec::new();
+    let command = <dynplugd::cli::Args as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command)
+        .section("8")
+        .render(&mut page)
+        .map_err(|e| e.to_string())?;
+    std::fs::write(dist.join("man/dynplugd.8"), page).map_err(|e| e.to_string())?;
+    println!("staged in {}; now: cargo deb -p dynplugd", dist.display());
+    Ok(())
+}
+
 fn demo() -> Result<(), String> {
     check(cargo().args(["build", "--bins"]).status(), "cargo build")?;
     let demo = target_dir().join("demo");
@@ -226,7 +259,8 @@ fn main() -> ExitCode {
             deploy(&dir, release)
         }
         Some("demo") => demo(),
-        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask demo".into()),
+        Some("dist") => dist(),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask dist | cargo xtask demo".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
