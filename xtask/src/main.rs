@@ -6,7 +6,7 @@
 //!   /usr/lib/dynplug/plugins) with mode 0644, each through a temporary file and a
 //!   rename, so a running daemon never sees a half-written library;
 //! - `dist`: release build of everything the Debian package ships, staged in
-//!   target/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd`;
+//!   target/release/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd`;
 //! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
 //!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
 //!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
@@ -178,7 +178,7 @@ fn dist() -> Result<(), String> {
         cargo().args(["build", "--release", "-p", "dynplugd", "-p", "dynplugctl"]).status(),
         "cargo build --release",
     )?;
-    let dist = target_dir().join("dist");
+    let dist = target_dir().join("release").join("dist");
     deploy(&dist.join("plugins"), true)?;
     let ctl = target_dir().join("release/dynplugctl");
     for (shell, file) in [("bash", "dynplugctl"), ("zsh", "_dynplugctl"), ("fish", "dynplugctl.fish")] {

@@ -1,0 +1,141 @@
+#!/bin/bash
+# End-to-end checks of the dynplugd Debian package under a real systemd. Runs inside a
+# throw-away container (see run.sh) as root; writes its log to /e2e/results.
+set -u
+exec > >(tee /e2e/results/log) 2>&1
+
+pass=0
+fail=0
+ok() { echo "ok - $*"; pass=$((pass + 1)); }
+not_ok() { echo "not ok - $*"; fail=$((fail + 1)); }
+# check DESCRIPTION COMMAND...: passes when the command succeeds.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+}
+# contains DESCRIPTION NEEDLE COMMAND...: passes when the command's output contains NEEDLE.
+contains() {
+    local desc=$1 needle=$2 out
+    shift 2
+    out=$("$@" 2>&1)
+    if [[ "$out" == *"$needle"* ]]; then ok "$desc"; else not_ok "$desc (wanted '$needle', got: $out)"; fi
+}
+# waitfor SECONDS COMMAND...: polls until the command succeeds (no readiness signal exists).
+waitfor() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.2
+    done
+}
+prop() { systemctl show -P "$1" dynplugd.service; }
+as_user() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --init-groups "$@"; }
+ctl() { dynplugctl "$@"; }
+DEST=org.dynplug.Manager
+OBJ=/org/dynplug/Manager
+
+echo "# installing the package"
+check "dpkg -i installs the package" dpkg -i /e2e/dynplugd.deb
+check "dynplug group created by sysusers" getent group dynplug
+check "unit installed" test -f /usr/lib/systemd/system/dynplugd.service
+check "policy installed" test -f /usr/share/dbus-1/system.d/org.dynplug.Manager.conf
+check "plugins installed root-owned, 0644" test "$(stat -c '%U %a' /usr/lib/dynplug/plugins/echo.so)" = "root 644"
+check "man page installed" test -f /usr/share/man/man1/dynplugctl.1
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+
+echo "# start and readiness"
+check "systemctl start returns success" systemctl start dynplugd
+check "active right after start (READY=1 was sent)" test "$(prop ActiveState)" = active
+contains "STATUS= line shown by systemctl status" "6 plugins, 6 enabled, 0 failed" systemctl status dynplugd --no-pager
+contains "journal has the daemon's lines" "ready" journalctl -u dynplugd --no-pager
+
+echo "# busctl and dynplugctl as root"
+contains "busctl tree shows plugin objects" "/org/dynplug/Manager/plugins/rot13" busctl --system tree $DEST
+contains "busctl introspect shows the interface" "ListPlugins" busctl --system introspect $DEST $OBJ
+contains "busctl call Execute" 's "HELLO"' busctl --system call $DEST $OBJ $DEST Execute ss text hello
+contains "dynplugctl list" "heartbeat" ctl list
+contains "dynplugctl execute" "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" ctl execute hash abc
+contains "dynplugctl disable" "hash: disabled" ctl disable hash
+contains "dynplugctl enable" "hash: enabled" ctl enable hash
+contains "structured journal field DYNPLUG_PLUGIN" "plugin enabled" journalctl DYNPLUG_PLUGIN=hash --no-pager
+
+echo "# unprivileged users"
+useradd --no-create-home alice
+useradd --no-create-home -G dynplug bob
+contains "alice may list" "echo" as_user alice dynplugctl list
+contains "alice may read properties" 'u 6' as_user alice busctl --system get-property $DEST $OBJ $DEST PluginCount
+out=$(as_user alice dynplugctl execute echo x 2>&1); code=$?
+check "alice may not execute (exit 4)" test "$code" = 4
+contains "dynplugctl tells alice what to do" "dynplug" echo "$out"
+contains "busctl as alice gets AccessDenied" "Access denied" as_user alice busctl --system call $DEST $OBJ $DEST DisablePlugin s echo
+contains "alice may not reload" "access denied" as_user alice dynplugctl reload
+contains "bob (group dynplug) may execute" "x" as_user bob dynplugctl execute echo x
+contains "bob may disable" "json: disabled" as_user bob dynplugctl disable json
+ctl enable json >/dev/null
+
+echo "# reload"
+sed -i 's/mode: upper .*/mode: reverse/' /etc/dynplug/config.yaml
+check "systemctl reload succeeds" systemctl reload dynplugd
+check "reloaded configuration applied" waitfor 10 sh -c '[ "$(dynplugctl execute text abc)" = cba ]'
+cp /etc/dynplug/config.yaml /tmp/config.good
+echo "plugins: [broken" >>/etc/dynplug/config.yaml
+systemctl reload dynplugd
+check "broken config: reload failure visible in STATUS" waitfor 10 sh -c 'systemctl show -P StatusText dynplugd | grep -q "last reload failed"'
+check "broken config: still active" test "$(prop ActiveState)" = active
+contains "broken config: old config still in force" "cba" ctl execute text abc
+contains "broken config: error in the journal" "reload refused" journalctl -u dynplugd --no-pager
+out=$(ctl reload 2>&1); code=$?
+check "dynplugctl reload exits 9 on a broken config" test "$code" = 9
+cp /tmp/config.good /etc/dynplug/config.yaml
+systemctl reload dynplugd
+
+echo "# persistence across restarts"
+ctl disable rot13 >/dev/null
+check "restart succeeds" systemctl restart dynplugd
+contains "rot13 still disabled after restart" "false" busctl --system get-property $DEST $OBJ/plugins/rot13 org.dynplug.Plugin Enabled
+ctl enable rot13 >/dev/null
+
+echo "# D-Bus activation"
+systemctl stop dynplugd
+check "stopped" test "$(prop ActiveState)" = inactive
+contains "a busctl call starts the daemon and gets its answer" 'u 6' busctl --system get-property $DEST $OBJ $DEST PluginCount
+check "activated by the call" test "$(prop ActiveState)" = active
+
+echo "# stop with calls in flight"
+install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so
+systemctl reload dynplugd
+waitfor 10 busctl --system get-property $DEST $OBJ/plugins/fault org.dynplug.Plugin Loaded
+busctl --system --timeout=30 call $DEST $OBJ $DEST Execute ss fault "sleep 2000" >/tmp/inflight.out 2>&1 &
+caller=$!
+waitfor 10 sh -c '[ "$(busctl --system get-property org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager CallsInFlight)" = "u 1" ]'
+check "systemctl stop with a call in flight succeeds" systemctl stop dynplugd
+wait $caller
+contains "the call in flight got its answer" "woke up" cat /tmp/inflight.out
+check "stopped cleanly, not failed" test "$(prop Result)" = success
+rm /usr/lib/dynplug/plugins/fault.so
+
+echo "# watchdog"
+mkdir -p /run/systemd/system/dynplugd.service.d
+printf '[Service]\nWatchdogSec=2s\n' >/run/systemd/system/dynplugd.service.d/watchdog.conf
+systemctl daemon-reload
+systemctl start dynplugd
+before=$(prop NRestarts)
+kill -STOP "$(prop MainPID)"
+check "a frozen daemon is restarted by the watchdog" waitfor 30 sh -c "[ \"\$(systemctl show -P NRestarts dynplugd)\" -gt $before ]"
+contains "the journal says why" "Watchdog timeout" journalctl -u dynplugd --no-pager
+check "active again after the restart" waitfor 20 sh -c '[ "$(systemctl show -P ActiveState dynplugd)" = active ]'
+rm -r /run/systemd/system/dynplugd.service.d
+systemctl daemon-reload
+
+echo "# hardening"
+systemd-analyze security dynplugd.service --no-pager >/e2e/results/security.txt 2>&1
+score=$(grep -o 'Overall exposure level for dynplugd.service: [0-9.]* [A-Z]*' /e2e/results/security.txt)
+echo "# $score"
+check "systemd-analyze security gives a score" test -n "$score"
+
+journalctl --no-pager -u dynplugd >/e2e/results/journal.txt 2>&1
+echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed" >/e2e/results/summary
+[ "$fail" = 0 ]
