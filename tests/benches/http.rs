@@ -33,11 +33,22 @@ fn serve_bare() {
 /// Runs wrk; returns (requests/s, p50, p99) as printed by wrk.
 fn wrk(url: &str, script: Option<&std::path::Path>, connections: u32) -> (String, String, String) {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t", "1", "-c", &connections.to_string(), "-d", "5s", "--latency"]);
+    cmd.args([
+        "-t",
+        "1",
+        "-c",
+        &connections.to_string(),
+        "-d",
+        "5s",
+        "--latency",
+    ]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
-    let out = cmd.arg(url).output().expect("wrk runs (apt-get install wrk)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |prefix: &str| {
         text.lines()
@@ -62,11 +73,26 @@ fn main() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
     plugins.add(&rust_plugin("echo"), "echo.so");
-    let _daemon = Daemon::start(&bus, plugins.path(), "log_level: warn\nserver:\n  enabled: true\n  port: 0\n");
+    let _daemon = Daemon::start(
+        &bus,
+        plugins.path(),
+        "log_level: warn\nserver:\n  enabled: true\n  port: 0\n",
+    );
     let mut busctl = bus.command("busctl");
-    busctl.args(["--user", "get-property", "org.dynplug.Manager", "/org/dynplug/Manager", "org.dynplug.Manager", "ApiAddress"]);
+    busctl.args([
+        "--user",
+        "get-property",
+        "org.dynplug.Manager",
+        "/org/dynplug/Manager",
+        "org.dynplug.Manager",
+        "ApiAddress",
+    ]);
     let out = busctl.output().expect("busctl");
-    let daemon_addr = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("s ").trim_matches('"').to_owned();
+    let daemon_addr = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_owned();
 
     let mut bare = Command::new(std::env::current_exe().expect("exe"))
         .env("DYNPLUG_BENCH_BARE_HTTP", "1")
@@ -87,12 +113,18 @@ fn main() {
     )
     .expect("script");
 
-    println!("| server | route | connections | requests/s | p50 | p99 |\n|---|---|---|---|---|---|");
+    println!(
+        "| server | route | connections | requests/s | p50 | p99 |\n|---|---|---|---|---|---|"
+    );
     for connections in [1, 16] {
         for (label, addr) in [("bare axum", &bare_addr), ("dynplugd", &daemon_addr)] {
             let (rps, p50, p99) = wrk(&format!("http://{addr}/health"), None, connections);
             println!("| {label} | GET /health | {connections} | {rps} | {p50} | {p99} |");
-            let (rps, p50, p99) = wrk(&format!("http://{addr}/plugins/echo/execute"), Some(&script), connections);
+            let (rps, p50, p99) = wrk(
+                &format!("http://{addr}/plugins/echo/execute"),
+                Some(&script),
+                connections,
+            );
             println!("| {label} | POST execute | {connections} | {rps} | {p50} | {p99} |");
         }
     }

@@ -50,12 +50,16 @@ results=$(mktemp -d /tmp/dynplug-e2e.XXXXXX)
 chmod 755 "$results"
 cg="dynplug-e2e-$$"
 cleanup() {
+    # nspawn makes payload/ and supervisor/ below ours: remove the tree bottom-up, giving
+    # late-reaped processes a moment to leave.
     for h in systemd unified; do
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            rmdir "/sys/fs/cgroup/$h/$cg" 2>/dev/null && break
+        [ -d "/sys/fs/cgroup/$h/$cg" ] || continue
+        for _ in $(seq 20); do
+            find "/sys/fs/cgroup/$h/$cg" -depth -type d -exec rmdir {} + 2>/dev/null
             [ -d "/sys/fs/cgroup/$h/$cg" ] || break
             sleep 0.5
         done
+        [ -d "/sys/fs/cgroup/$h/$cg" ] && echo "warning: could not remove cgroup $h/$cg"
     done
 }
 trap cleanup EXIT

@@ -7,6 +7,9 @@
 //!   rename, so a running daemon never sees a half-written library;
 //! - `dist`: release build of everything the Debian package ships, staged in
 //!   target/release/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd`;
+//! - `test`: every test: `cargo test --workspace`, then the systemd end-to-end suite
+//!   (tests/systemd/run.sh; it skips with a message where it cannot run: not root, no
+//!   systemd-nspawn, debootstrap or cargo-deb);
 //! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
 //!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
 //!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
@@ -175,22 +178,32 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
 /// Stages what the Debian package ships besides the daemon binary.
 fn dist() -> Result<(), String> {
     check(
-        cargo().args(["build", "--release", "-p", "dynplugd", "-p", "dynplugctl"]).status(),
+        cargo()
+            .args(["build", "--release", "-p", "dynplugd", "-p", "dynplugctl"])
+            .status(),
         "cargo build --release",
     )?;
     let dist = target_dir().join("release").join("dist");
     deploy(&dist.join("plugins"), true)?;
     let ctl = target_dir().join("release/dynplugctl");
-    for (shell, file) in [("bash", "dynplugctl"), ("zsh", "_dynplugctl"), ("fish", "dynplugctl.fish")] {
+    for (shell, file) in [
+        ("bash", "dynplugctl"),
+        ("zsh", "_dynplugctl"),
+        ("fish", "dynplugctl.fish"),
+    ] {
         let out = Command::new(&ctl)
             .args(["completions", shell])
             .output()
             .map_err(|e| format!("dynplugctl completions: {e}"))?;
         std::fs::create_dir_all(dist.join("completions")).map_err(|e| e.to_string())?;
-        std::fs::write(dist.join("completions").join(file), out.stdout).map_err(|e| e.to_string())?;
+        std::fs::write(dist.join("completions").join(file), out.stdout)
+            .map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(dist.join("man")).map_err(|e| e.to_string())?;
-    let out = Command::new(&ctl).arg("man").output().map_err(|e| format!("dynplugctl man: {e}"))?;
+    let out = Command::new(&ctl)
+        .arg("man")
+        .output()
+        .map_err(|e| format!("dynplugctl man: {e}"))?;
     std::fs::write(dist.join("man/dynplugctl.1"), out.stdout).map_err(|e| e.to_string())?;
     let mut page = Vec::new();
     let command = <dynplugd::cli::Args as clap::CommandFactory>::command();
@@ -260,7 +273,9 @@ fn main() -> ExitCode {
         }
         Some("demo") => demo(),
         Some("dist") => dist(),
-        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask dist | cargo xtask demo".into()),
+        Some("test") => check(cargo().args(["test", "--workspace"]).args(&args[1..]).status(), "cargo test")
+            .and_then(|()| check(Command::new(root().join("tests/systemd/run.sh")).status(), "systemd end-to-end tests")),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask dist | cargo xtask test | cargo xtask demo".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
