@@ -136,6 +136,16 @@ pub struct PluginConfig {
     pub max_concurrency: Option<usize>,
     /// Where the plugin runs.
     pub isolation: Isolation,
+    /// Worker processes for `isolation: process` (concurrent calls); default 2.
+    pub workers: Option<usize>,
+    /// Address-space limit per worker, in MiB (`isolation: process`).
+    pub memory_limit_mb: Option<u64>,
+    /// CPU-time limit per worker, in seconds (`isolation: process`).
+    pub cpu_limit_s: Option<u64>,
+    /// Open-file limit per worker (`isolation: process`); default 64.
+    pub max_open_files: Option<u64>,
+    /// Crashes within a minute that quarantine the plugin (`isolation: process`); default 5.
+    pub crash_limit: Option<u32>,
     /// Free-form settings handed to the plugin's `configure` hook as JSON.
     pub settings: Option<serde_yaml::Value>,
 }
@@ -279,11 +289,21 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
-            if plugin.isolation == Isolation::Process {
+            if plugin.workers == Some(0)
+                || plugin.crash_limit == Some(0)
+                || plugin.max_open_files == Some(0)
+            {
                 return Err(ConfigError::field(
                     file,
-                    field("isolation"),
-                    "`process` isolation is not available in this version; use `in-process`",
+                    field("workers"),
+                    "workers, crash_limit and max_open_files must be greater than 0",
+                ));
+            }
+            if plugin.memory_limit_mb.is_some_and(|m| m < 16) {
+                return Err(ConfigError::field(
+                    file,
+                    field("memory_limit_mb"),
+                    "must be at least 16",
                 ));
             }
             if let Some(settings) = &plugin.settings {
@@ -395,6 +415,14 @@ impl Config {
             .unwrap_or(self.default_max_concurrency)
     }
 
+    /// How `name` runs.
+    pub fn isolation(&self, name: &str) -> Isolation {
+        self.plugins
+            .get(name)
+            .map(|p| p.isolation)
+            .unwrap_or_default()
+    }
+
     /// The settings of `name` as JSON object text (`{}` when none).
     pub fn settings_json(&self, name: &str) -> String {
         self.plugins
@@ -483,8 +511,11 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("server.host"));
         let e = parse("server:\n  rate_limit:\n    per_second: 0\n    burst: 1\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("server.rate_limit"));
-        let e = parse("plugins:\n  echo:\n    isolation: process\n").unwrap_err();
+        assert!(parse("plugins:\n  echo:\n    isolation: process\n    workers: 3\n").is_ok());
+        let e = parse("plugins:\n  echo:\n    isolation: thread\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("plugins.echo.isolation"));
+        let e = parse("plugins:\n  echo:\n    workers: 0\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.echo.workers"));
     }
 
     #[test]

@@ -107,6 +107,14 @@ pub enum CallError {
         /// The panic message.
         message: String,
     },
+    /// The worker process running an isolated plugin died during the call.
+    #[error("plugin `{plugin}` crashed: {message}")]
+    Crashed {
+        /// The plugin.
+        plugin: String,
+        /// How the worker ended (signal or exit status).
+        message: String,
+    },
     /// The plugin returned bytes that are not UTF-8.
     #[error("plugin `{plugin}` returned output that is not valid UTF-8")]
     InvalidOutput {

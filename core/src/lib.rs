@@ -46,6 +46,8 @@ mod slot;
 pub mod state;
 #[cfg(feature = "host")]
 pub mod trust;
+#[cfg(feature = "host")]
+pub mod worker;
 
 #[cfg(feature = "host")]
 pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, Notify};
 
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::error::{CallError, ConfigError, LoadError, ManagerError};
 use crate::events::{Event, ServiceState};
 use crate::library::{self, FileIdentity, PluginLibrary};
 use crate::services::Services;
 use crate::slot::{CallStats, Limits, Slot};
-use crate::state::{RuntimeState, StateStore};
+use crate::state::{Quarantine, RuntimeState, StateStore};
 use crate::trust::{self, TrustPolicy};
+use crate::worker::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
 
 /// How long a service gets to stop on disable or shutdown.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +73,10 @@ pub struct PluginInfo {
     pub max_concurrency: usize,
     /// Call statistics.
     pub stats: CallStats,
+    /// Where it runs.
+    pub isolation: Isolation,
+    /// Its worker processes, for `isolation: process`.
+    pub workers: Option<PoolStatus>,
 }
 
 impl PluginInfo {
@@ -175,6 +180,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Serialises reloads and enable/disable so they never interleave.
     admin: tokio::sync::Mutex<()>,
+    /// The program started as `PROGRAM --worker LIBRARY` for isolated plugins.
+    worker_program: Option<PathBuf>,
 }
 
 /// The plugin manager. Cheap to clone; clones share everything.
@@ -211,6 +218,18 @@ impl Manager {
         state_dir: &Path,
         policy: TrustPolicy,
     ) -> Result<(Manager, ReloadReport), ManagerError> {
+        Manager::start_with(config, state_dir, policy, None).await
+    }
+
+    /// Like [`Manager::start`], with the worker program for plugins configured with
+    /// `isolation: process` (the daemon passes its own executable; it serves
+    /// `--worker LIBRARY`). Without one, such plugins are marked failed.
+    pub async fn start_with(
+        config: Config,
+        state_dir: &Path,
+        policy: TrustPolicy,
+        worker_program: Option<PathBuf>,
+    ) -> Result<(Manager, ReloadReport), ManagerError> {
         let store = StateStore::new(state_dir);
         let runtime = store
             .load()
@@ -228,6 +247,7 @@ impl Manager {
                 in_flight: InFlight::default(),
                 shutting_down: AtomicBool::new(false),
                 admin: tokio::sync::Mutex::new(()),
+                worker_program,
             }),
         };
         let report = manager.apply(config, true).await?;
@@ -254,10 +274,15 @@ impl Manager {
 
     fn info_of(&self, slot: &Slot) -> PluginInfo {
         let limits = slot.limits();
-        let status = match (slot.loaded(), slot.failure()) {
-            (Some(_), _) => PluginStatus::Loaded,
-            (None, Some(reason)) => PluginStatus::Failed(reason),
-            (None, None) => PluginStatus::Pending,
+        let workers = slot.pool.as_ref().map(|p| p.status());
+        let status = match (slot.loaded(), slot.failure(), &workers) {
+            (_, Some(reason), _) => PluginStatus::Failed(reason),
+            (_, None, Some(w)) => match &w.quarantined {
+                Some(reason) => PluginStatus::Failed(reason.clone()),
+                None => PluginStatus::Loaded,
+            },
+            (Some(_), None, None) => PluginStatus::Loaded,
+            (None, None, None) => PluginStatus::Pending,
         };
         PluginInfo {
             name: slot.name().to_owned(),
@@ -272,6 +297,12 @@ impl Manager {
             timeout: limits.timeout,
             max_concurrency: limits.max_concurrency,
             stats: slot.stats(),
+            isolation: if slot.pool.is_some() {
+                Isolation::Process
+            } else {
+                Isolation::InProcess
+            },
+            workers,
         }
     }
 
@@ -295,6 +326,8 @@ impl Manager {
             timeout: Duration::ZERO,
             max_concurrency: 0,
             stats: CallStats::default(),
+            isolation: Isolation::InProcess,
+            workers: None,
         }
     }
 
@@ -374,30 +407,12 @@ impl Manager {
         let timeout = limits.timeout;
         let began = Instant::now();
         let call_slot = Arc::clone(&slot);
-        let outcome = tokio::time::timeout(timeout, async move {
-            let permit = limits
-                .permits
-                .acquire_owned()
+        let outcome = if let Some(pool) = &slot.pool {
+            Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
+        } else {
+            self.execute_in_process(call_slot, limits, input, timeout)
                 .await
-                .map_err(|_| ManagerError::ShuttingDown)?;
-            let call = tokio::task::spawn_blocking(move || {
-                let _permit = permit; // released only when the plugin returns
-                let instance = call_slot
-                    .instance()
-                    .map_err(|e| ManagerError::Unavailable {
-                        name: call_slot.name().to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                instance.execute(&input).map_err(ManagerError::from)
-            });
-            call.await.map_err(|e| {
-                ManagerError::Call(CallError::Panicked {
-                    plugin: name.to_owned(),
-                    message: e.to_string(),
-                })
-            })?
-        })
-        .await;
+        };
         let result = outcome.unwrap_or_else(|_| {
             Err(ManagerError::Timeout {
                 name: name.to_owned(),
@@ -423,7 +438,8 @@ impl Manager {
                 tracing::warn!(plugin = name, duration_us = elapsed.as_micros() as u64, error = %message, "execute failed");
                 if matches!(
                     e,
-                    ManagerError::Call(CallError::Panicked { .. }) | ManagerError::Timeout { .. }
+                    ManagerError::Call(CallError::Panicked { .. } | CallError::Crashed { .. })
+                        | ManagerError::Timeout { .. }
                 ) {
                     let _ = inner.events.send(Event::PluginFailed {
                         name: name.to_owned(),
@@ -433,6 +449,88 @@ impl Manager {
             }
         }
         result
+    }
+
+    /// An in-process call: on the blocking pool, under the concurrency limit.
+    async fn execute_in_process(
+        &self,
+        call_slot: Arc<Slot>,
+        limits: Limits,
+        input: String,
+        timeout: Duration,
+    ) -> Result<Result<String, ManagerError>, tokio::time::error::Elapsed> {
+        let name = call_slot.name().to_owned();
+        tokio::time::timeout(timeout, async move {
+            let permit = limits
+                .permits
+                .acquire_owned()
+                .await
+                .map_err(|_| ManagerError::ShuttingDown)?;
+            let call = tokio::task::spawn_blocking(move || {
+                let _permit = permit; // released only when the plugin returns
+                let instance = call_slot
+                    .instance()
+                    .map_err(|e| ManagerError::Unavailable {
+                        name: call_slot.name().to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                instance.execute(&input).map_err(ManagerError::from)
+            });
+            call.await.map_err(|e| {
+                ManagerError::Call(CallError::Panicked {
+                    plugin: name.to_owned(),
+                    message: e.to_string(),
+                })
+            })?
+        })
+        .await
+    }
+
+    /// A call in a worker process. A crash that tips the plugin into quarantine is
+    /// recorded in the runtime state, keyed by the library file's identity.
+    async fn execute_isolated(
+        &self,
+        pool: &WorkerPool,
+        slot: &Slot,
+        input: &str,
+        timeout: Duration,
+    ) -> Result<String, ManagerError> {
+        let name = slot.name().to_owned();
+        let (error, quarantined) = match pool.call(input, timeout).await {
+            Ok(output) => return Ok(output),
+            Err(pair) => pair,
+        };
+        if let Some(reason) = quarantined {
+            tracing::error!(plugin = %name, error = %reason, "plugin quarantined");
+            let identity = slot.library.identity();
+            let record = Quarantine {
+                path: slot.library.path().to_owned(),
+                size: identity.size,
+                mtime_ns: i64::try_from(identity.mtime_ns).unwrap_or(i64::MAX),
+                reason: reason.clone(),
+            };
+            let mut runtime = lock(&self.inner.runtime);
+            runtime.quarantined.insert(name.clone(), record);
+            if let Err(e) = self.inner.store.save(&runtime) {
+                tracing::warn!(error = %e, "cannot save the quarantine");
+            }
+            drop(runtime);
+            let _ = self.inner.events.send(Event::PluginFailed {
+                name: name.clone(),
+                error: reason,
+            });
+        }
+        Err(match error {
+            PoolError::Call(e) => ManagerError::Call(e),
+            PoolError::Crashed(message) => ManagerError::Call(CallError::Crashed {
+                plugin: name,
+                message,
+            }),
+            PoolError::Timeout => ManagerError::Timeout { name, timeout },
+            PoolError::Quarantined(reason) | PoolError::Start(reason) => {
+                ManagerError::Unavailable { name, reason }
+            }
+        })
     }
 
     /// Enables `name` and persists it; starts its service if it has one.
@@ -491,7 +589,8 @@ impl Manager {
                 }
             }
         }
-        if !slot.set_enabled(on) {
+        let released = on && self.release_quarantine(&slot);
+        if !slot.set_enabled(on) && !released {
             return Ok(Change::Unchanged);
         }
         tracing::info!(
@@ -504,10 +603,33 @@ impl Manager {
         Ok(Change::Changed)
     }
 
+    /// Lifts a quarantine (an admin enabling the plugin); returns whether there was one.
+    fn release_quarantine(&self, slot: &Slot) -> bool {
+        let Some(pool) = &slot.pool else { return false };
+        let was = pool.status().quarantined.is_some();
+        pool.release();
+        let mut runtime = lock(&self.inner.runtime);
+        if runtime.quarantined.remove(slot.name()).is_some() {
+            if let Err(e) = self.inner.store.save(&runtime) {
+                tracing::warn!(error = %e, "cannot save runtime state");
+            }
+        }
+        if was {
+            tracing::info!(plugin = slot.name(), "quarantine lifted");
+        }
+        was
+    }
+
     /// Brings the instance and service in line with the slot's enabled flag and
     /// announces the new state.
     async fn after_toggle(&self, slot: &Arc<Slot>) {
-        if slot.enabled() {
+        if let Some(pool) = &slot.pool {
+            // Isolated: workers start on the first call; disabling retires idle ones.
+            // Services are not run for isolated plugins.
+            if !slot.enabled() {
+                pool.stop_idle().await;
+            }
+        } else if slot.enabled() {
             self.ensure_instance(slot).await;
             if slot.library.is_service() && slot.loaded().is_some() {
                 self.inner.services.start(Arc::clone(slot));
@@ -518,7 +640,7 @@ impl Manager {
         let _ = self.inner.events.send(Event::PluginStateChanged {
             name: slot.name().to_owned(),
             enabled: slot.enabled(),
-            loaded: slot.loaded().is_some(),
+            loaded: self.info_of(slot).loaded(),
         });
     }
 
@@ -619,7 +741,21 @@ impl Manager {
                 Scanned::Kept(name) => {
                     if let Some(slot) = old.get(&name) {
                         owners.insert(name.clone(), slot.library.path().to_owned());
-                        plugins.insert(name, Arc::clone(slot));
+                        let wanted = self.pool_config(&config, &name, slot.library.path());
+                        let current = slot.pool.as_ref().map(|p| p.config().clone());
+                        if wanted == current {
+                            plugins.insert(name, Arc::clone(slot));
+                        } else {
+                            // Isolation mode or worker limits changed: a fresh slot on the
+                            // same library; calls in flight finish on the old one.
+                            let fresh = self.make_slot(
+                                Arc::clone(&slot.library),
+                                &config,
+                                enabled_of(&name),
+                            );
+                            report.replaced.push(name.clone());
+                            plugins.insert(name, Arc::new(fresh));
+                        }
                     }
                 }
                 Scanned::Failed(path, error) => failures.push((path, error)),
@@ -636,9 +772,7 @@ impl Manager {
                         ));
                         continue;
                     }
-                    let limits = Limits::new(config.timeout(&name), config.max_concurrency(&name));
-                    let slot =
-                        Slot::new(lib, enabled_of(&name), config.settings_json(&name), limits);
+                    let slot = self.make_slot(Arc::new(lib), &config, enabled_of(&name));
                     owners.insert(name.clone(), slot.library.path().to_owned());
                     if old.contains_key(&name) {
                         report.replaced.push(name.clone());
@@ -711,6 +845,55 @@ impl Manager {
         Ok(report)
     }
 
+    /// The worker pool settings of `name`, or `None` when it runs in process.
+    fn pool_config(&self, config: &Config, name: &str, library: &Path) -> Option<PoolConfig> {
+        if config.isolation(name) != Isolation::Process {
+            return None;
+        }
+        let p = config.plugin(name);
+        Some(PoolConfig {
+            program: self.inner.worker_program.clone().unwrap_or_default(),
+            library: library.to_owned(),
+            name: name.to_owned(),
+            workers: p.workers.unwrap_or(2),
+            limits: ResourceLimits {
+                address_space: p.memory_limit_mb.map(|mb| mb * 1024 * 1024),
+                cpu_seconds: p.cpu_limit_s,
+                open_files: p.max_open_files.unwrap_or(64),
+            },
+            crash_limit: p.crash_limit.unwrap_or(5),
+        })
+    }
+
+    /// A registry slot for `library`, with a worker pool when the plugin is isolated
+    /// (quarantined again if the state file says so for this very file).
+    fn make_slot(&self, library: Arc<PluginLibrary>, config: &Config, enabled: bool) -> Slot {
+        let name = library.name().to_owned();
+        let limits = Limits::new(config.timeout(&name), config.max_concurrency(&name));
+        let settings = config.settings_json(&name);
+        let pool = self.pool_config(config, &name, library.path()).map(|pc| {
+            let pool = WorkerPool::new(pc, settings.clone());
+            let identity = library.identity();
+            if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
+                let same_file = q.path == library.path()
+                    && q.size == identity.size
+                    && i128::from(q.mtime_ns) == identity.mtime_ns;
+                if same_file {
+                    pool.quarantine(q.reason.clone());
+                }
+            }
+            Arc::new(pool)
+        });
+        let slot = Slot::new(library, enabled, settings, limits, pool);
+        if slot.pool.is_some() && self.inner.worker_program.is_none() {
+            slot.fail(LoadError::Init {
+                name,
+                reason: "process isolation needs the worker program (run under dynplugd)".into(),
+            });
+        }
+        slot
+    }
+
     /// Applies a new configuration to a plugin whose library did not change.
     async fn update_kept(
         &self,
@@ -737,7 +920,10 @@ impl Manager {
             changed
         };
         if changed {
-            if let Some(instance) = slot.loaded() {
+            if let Some(pool) = &slot.pool {
+                pool.reconfigure(settings.clone()).await;
+                report.reconfigured.push(name.to_owned());
+            } else if let Some(instance) = slot.loaded() {
                 let applied =
                     tokio::task::spawn_blocking(move || instance.configure(&settings)).await;
                 match applied {
@@ -776,6 +962,14 @@ impl Manager {
             }
         }
         inner.services.stop_all().await;
+        let pools: Vec<Arc<WorkerPool>> = read(&inner.registry)
+            .plugins
+            .values()
+            .filter_map(|s| s.pool.clone())
+            .collect();
+        for pool in pools {
+            pool.stop_idle().await;
+        }
         inner.in_flight.count.load(Ordering::Acquire)
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::LoadError;
 use crate::library::{Instance, PluginLibrary};
+use crate::worker::WorkerPool;
 
 /// Call statistics of one plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +65,8 @@ impl Limits {
 pub(crate) struct Slot {
     pub(crate) library: Arc<PluginLibrary>,
     instance: OnceLock<Result<Arc<Instance>, LoadError>>,
+    /// Worker processes, for `isolation: process`; the instance is then never created here.
+    pub(crate) pool: Option<Arc<WorkerPool>>,
     enabled: AtomicBool,
     pub(crate) settings_json: Mutex<String>,
     pub(crate) limits: RwLock<Limits>,
@@ -72,14 +75,16 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub(crate) fn new(
-        library: PluginLibrary,
+        library: Arc<PluginLibrary>,
         enabled: bool,
         settings_json: String,
         limits: Limits,
+        pool: Option<Arc<WorkerPool>>,
     ) -> Self {
         Slot {
-            library: Arc::new(library),
+            library,
             instance: OnceLock::new(),
+            pool,
             enabled: AtomicBool::new(enabled),
             settings_json: Mutex::new(settings_json),
             limits: RwLock::new(limits),
@@ -103,6 +108,11 @@ impl Slot {
     /// The instance if it was created successfully, without creating it.
     pub(crate) fn loaded(&self) -> Option<Arc<Instance>> {
         self.instance.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
+    /// Marks the slot unusable for `error` (no instance will be created).
+    pub(crate) fn fail(&self, error: LoadError) {
+        let _ = self.instance.set(Err(error));
     }
 
     /// The reason the instance could not be created, if it was tried and failed.

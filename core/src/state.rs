@@ -22,6 +22,24 @@ pub struct RuntimeState {
     /// Plugin name to the enabled flag set at run time.
     #[serde(default)]
     pub enabled: BTreeMap<String, bool>,
+    /// Isolated plugins quarantined after crash loops, by name. A record holds only while
+    /// the library file is the same one; enabling the plugin lifts it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quarantined: BTreeMap<String, Quarantine>,
+}
+
+/// A quarantined plugin and the file it was quarantined for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantine {
+    /// The library file.
+    pub path: PathBuf,
+    /// Its size then.
+    pub size: u64,
+    /// Its modification time then, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Why.
+    pub reason: String,
 }
 
 /// Reads and writes [`RuntimeState`] in a directory.

@@ -139,7 +139,7 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         out.json_value(&Value::Object(map));
         return Ok(());
     }
-    const ORDER: [&str; 19] = [
+    const ORDER: [&str; 24] = [
         "Name",
         "Version",
         "Description",
@@ -159,6 +159,11 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         "TotalUs",
         "LastUs",
         "LastError",
+        "Isolation",
+        "Workers",
+        "WorkerRestarts",
+        "WorkerCrashes",
+        "Quarantined",
     ];
     let width = ORDER.iter().map(|k| k.len()).max().unwrap_or(0);
     let mut text = String::new();

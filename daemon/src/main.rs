@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // Worker mode, started by the daemon itself for plugins with `isolation: process`:
+    // `dynplugd --worker LIBRARY`, channel on fd 3. Nothing else runs in that process.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.len() == 3 && raw[1] == "--worker" {
+        std::process::exit(dynplug_core::worker::serve(std::path::Path::new(&raw[2])));
+    }
     let args = dynplugd::cli::Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

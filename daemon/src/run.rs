@@ -86,8 +86,13 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
 
     let state_dir = config.state_dir(&env);
     let server = config.server.clone();
-    let (manager, report) =
-        Manager::start(config, &state_dir, TrustPolicy::for_current_process()).await?;
+    let (manager, report) = Manager::start_with(
+        config,
+        &state_dir,
+        TrustPolicy::for_current_process(),
+        std::env::current_exe().ok(),
+    )
+    .await?;
     tracing::info!(summary = %report, "plugins loaded");
     let control = Arc::new(Control::new(
         manager.clone(),

@@ -2,5 +2,6 @@
 
 mod ctl;
 mod daemon;
+mod isolation;
 mod manager;
 mod rest;

@@ -59,10 +59,12 @@ cleanup() {
             [ -d "/sys/fs/cgroup/$h/$cg" ] || break
             sleep 0.5
         done
-        [ -d "/sys/fs/cgroup/$h/$cg" ] && echo "warning: could not remove cgroup $h/$cg"
+        if [ -d "/sys/fs/cgroup/$h/$cg" ]; then echo "warning: could not remove cgroup $h/$cg"; fi
     done
+    return 0
 }
-trap cleanup EXIT
+# The trap must not change the script's exit status.
+trap 'rc=$?; cleanup; exit $rc' EXIT
 
 echo "== booting systemd in a container"
 set +e

@@ -97,6 +97,9 @@ impl From<ManagerError> for ApiError {
             ManagerError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
             ManagerError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ManagerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ManagerError::Call(CallError::Crashed { .. }) => {
+                (StatusCode::BAD_GATEWAY, "worker_crashed")
+            }
             ManagerError::Call(
                 CallError::Failed { .. }
                 | CallError::Panicked { .. }

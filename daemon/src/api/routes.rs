@@ -47,6 +47,14 @@ pub struct PluginView {
     pub timeouts: u64,
     /// Last failure message.
     pub last_error: Option<String>,
+    /// `in-process` or `process`.
+    pub isolation: String,
+    /// Worker processes alive (isolated plugins).
+    pub workers: Option<usize>,
+    /// Worker crashes so far (isolated plugins).
+    pub worker_crashes: Option<u64>,
+    /// Whether the plugin is quarantined after repeated crashes.
+    pub quarantined: bool,
 }
 
 impl From<PluginInfo> for PluginView {
@@ -72,6 +80,13 @@ impl From<PluginInfo> for PluginView {
             errors: p.stats.errors,
             timeouts: p.stats.timeouts,
             last_error: p.stats.last_error,
+            isolation: match p.isolation {
+                dynplug_core::config::Isolation::InProcess => "in-process".into(),
+                dynplug_core::config::Isolation::Process => "process".into(),
+            },
+            workers: p.workers.as_ref().map(|w| w.running),
+            worker_crashes: p.workers.as_ref().map(|w| w.crashes),
+            quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some()),
         }
     }
 }

@@ -42,7 +42,8 @@ impl From<ManagerError> for DynplugError {
             ManagerError::Call(
                 CallError::Failed { .. }
                 | CallError::Panicked { .. }
-                | CallError::InvalidOutput { .. },
+                | CallError::InvalidOutput { .. }
+                | CallError::Crashed { .. },
             ) => DynplugError::ExecutionFailed(message),
             ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
             ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),

@@ -51,7 +51,8 @@ impl ManagerIface {
 
     /// Everything known about one plugin, as a dictionary: Name, Version, Description,
     /// Path, Enabled, Loaded, State, Error, AbiVersion, Service, ServiceState, TimeoutMs,
-    /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError.
+    /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError, Isolation
+    /// (in-process or process), Workers, WorkerRestarts, WorkerCrashes, Quarantined.
     async fn get_plugin(&self, name: &str) -> Result<HashMap<String, OwnedVariant>, DynplugError> {
         Ok(info_dict(&self.control.manager.info(name)?))
     }

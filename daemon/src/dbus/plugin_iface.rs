@@ -33,7 +33,12 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         dynplug_core::PluginStatus::Pending => "pending",
         dynplug_core::PluginStatus::Failed(_) => "failed",
     };
-    let entries: [(&str, OwnedVariant); 19] = [
+    let workers = p.workers.clone().unwrap_or_default();
+    let isolation = match p.isolation {
+        dynplug_core::config::Isolation::InProcess => "in-process",
+        dynplug_core::config::Isolation::Process => "process",
+    };
+    let entries: [(&str, OwnedVariant); 24] = [
         ("Name", owned(p.name.as_str())),
         ("Version", owned(p.version.as_str())),
         ("Description", owned(p.description.as_str())),
@@ -69,6 +74,14 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
             "LastError",
             owned(p.stats.last_error.clone().unwrap_or_default()),
         ),
+        ("Isolation", owned(isolation)),
+        (
+            "Workers",
+            owned(u32::try_from(workers.running).unwrap_or(u32::MAX)),
+        ),
+        ("WorkerRestarts", owned(workers.restarts)),
+        ("WorkerCrashes", owned(workers.crashes)),
+        ("Quarantined", owned(workers.quarantined.is_some())),
     ];
     entries
         .into_iter()

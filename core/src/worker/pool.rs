@@ -1,0 +1,562 @@
+//! The daemon side: a small pool of worker processes for one isolated plugin.
+//!
+//! Each worker serves one call at a time, so a crash fails only the call it was
+//! serving. A dead worker is replaced on demand after an exponential backoff; too many
+//! crashes in a short window quarantine the plugin. A call past its timeout kills its
+//! worker (the whole process group). Workers die with the daemon (PR_SET_PDEATHSIG),
+//! also when it is killed with SIGKILL.
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::protocol::{encode, header, Hello, Kind, PROTOCOL_VERSION};
+use super::serve::{RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC, WORKER_FD};
+use crate::error::CallError;
+
+/// Resource limits applied to each worker process (setrlimit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// RLIMIT_AS in bytes.
+    pub address_space: Option<u64>,
+    /// RLIMIT_CPU in seconds.
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+}
+
+/// How a pool runs its workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The program to start (dynplugd, run as `dynplugd --worker PATH`).
+    pub program: PathBuf,
+    /// The plugin library.
+    pub library: PathBuf,
+    /// Expected plugin name (the worker must report the same).
+    pub name: String,
+    /// Number of worker processes (concurrent calls).
+    pub workers: usize,
+    /// Limits per worker.
+    pub limits: ResourceLimits,
+    /// Crashes within [`CRASH_WINDOW`] that quarantine the plugin.
+    pub crash_limit: u32,
+}
+
+/// The window over which crashes are counted.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an isolated call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// The call itself failed (plugin error, panic, invalid output).
+    Call(CallError),
+    /// The worker died during the call; the message names the signal or exit code.
+    Crashed(String),
+    /// The call exceeded its timeout; the worker was killed.
+    Timeout,
+    /// The plugin is quarantined after repeated crashes.
+    Quarantined(String),
+    /// A worker could not be started (or the plugin failed to load in it).
+    Start(String),
+}
+
+/// Counters of one pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Worker processes alive now.
+    pub running: usize,
+    /// Workers started after the first (restarts after crashes, timeouts, reconfigure).
+    pub restarts: u64,
+    /// Worker crashes so far.
+    pub crashes: u64,
+    /// The last crash, described.
+    pub last_crash: Option<String>,
+    /// Why the plugin is quarantined, if it is.
+    pub quarantined: Option<String>,
+    /// PIDs of live workers.
+    pub pids: Vec<u32>,
+}
+
+struct Worker {
+    child: Child,
+    stream: UnixStream,
+    generation: u64,
+}
+
+impl Worker {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the worker's process group and reaps it.
+    async fn kill(mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) on the process group the worker leads (setpgid in pre_exec).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// Describes how the worker ended (it is dead or dying: its channel closed).
+    async fn reap(mut self) -> String {
+        let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        match status {
+            Ok(Ok(s)) => describe_exit(s),
+            _ => {
+                self.kill().await;
+                "worker stopped answering and was killed".into()
+            }
+        }
+    }
+
+    async fn send(&mut self, kind: Kind, body: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(&encode(kind, body)).await
+    }
+
+    async fn recv(&mut self) -> std::io::Result<(Kind, Vec<u8>)> {
+        let mut head = [0u8; 5];
+        self.stream.read_exact(&mut head).await?;
+        let (kind, len) = header(head)?;
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((kind, body))
+    }
+
+    /// Sends a request and reads its result frame.
+    async fn request(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        plugin: &str,
+    ) -> std::io::Result<Result<String, CallError>> {
+        self.send(kind, body).await?;
+        let (kind, body) = self.recv().await?;
+        if kind != Kind::Result || body.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "unexpected frame",
+            ));
+        }
+        let text = String::from_utf8_lossy(&body[1..]).into_owned();
+        let plugin = plugin.to_owned();
+        Ok(match body[0] {
+            RESULT_OK => Ok(text),
+            RESULT_PANIC => Err(CallError::Panicked {
+                plugin,
+                message: text,
+            }),
+            RESULT_INVALID_OUTPUT => Err(CallError::InvalidOutput { plugin }),
+            RESULT_ERROR => Err(CallError::Failed {
+                plugin,
+                message: text,
+            }),
+            other => Err(CallError::Failed {
+                plugin,
+                message: format!("unknown result status {other}"),
+            }),
+        })
+    }
+}
+
+/// A signal's name, for messages.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU (CPU time limit)",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    format!("{name} ({sig})")
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (_, Some(sig)) => format!("worker killed by {}", signal_name(sig)),
+        (Some(code), None) => format!("worker exited with status {code}"),
+        (None, None) => "worker ended".into(),
+    }
+}
+
+#[derive(Default)]
+struct Health {
+    crashes: VecDeque<Instant>,
+    total_crashes: u64,
+    last_crash: Option<String>,
+    backoff: Duration,
+    not_before: Option<Instant>,
+    quarantined: Option<String>,
+    started: u64,
+}
+
+/// The worker pool of one isolated plugin.
+pub struct WorkerPool {
+    config: PoolConfig,
+    settings: Mutex<String>,
+    generation: AtomicU64,
+    idle: Mutex<Vec<Worker>>,
+    slots: Arc<Semaphore>,
+    health: Mutex<Health>,
+    busy_pids: Mutex<Vec<u32>>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl WorkerPool {
+    /// A pool; workers start on first use.
+    pub fn new(config: PoolConfig, settings_json: String) -> Self {
+        let workers = config.workers.max(1);
+        WorkerPool {
+            config,
+            settings: Mutex::new(settings_json),
+            generation: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(workers)),
+            health: Mutex::new(Health::default()),
+            busy_pids: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// How this pool runs its workers.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Counters and state.
+    pub fn status(&self) -> PoolStatus {
+        let idle: Vec<u32> = lock(&self.idle).iter().filter_map(Worker::pid).collect();
+        let busy = lock(&self.busy_pids).clone();
+        let h = lock(&self.health);
+        let mut pids = idle;
+        pids.extend(busy);
+        PoolStatus {
+            running: pids.len(),
+            restarts: h
+                .started
+                .saturating_sub(self.config.workers.max(1) as u64)
+                .min(h.started),
+            crashes: h.total_crashes,
+            last_crash: h.last_crash.clone(),
+            quarantined: h.quarantined.clone(),
+            pids,
+        }
+    }
+
+    /// Quarantines the plugin (e.g. restored from the state file).
+    pub fn quarantine(&self, reason: String) {
+        lock(&self.health).quarantined = Some(reason);
+    }
+
+    /// Lifts a quarantine and forgets past crashes.
+    pub fn release(&self) {
+        let mut h = lock(&self.health);
+        h.quarantined = None;
+        h.crashes.clear();
+        h.backoff = Duration::ZERO;
+        h.not_before = None;
+    }
+
+    /// New settings: idle workers are retired, new ones get the new settings; calls in
+    /// flight finish on their worker.
+    pub async fn reconfigure(&self, settings_json: String) {
+        *lock(&self.settings) = settings_json;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stop_idle().await;
+    }
+
+    /// Kills the idle workers (disable, shutdown).
+    pub async fn stop_idle(&self) {
+        let idle: Vec<Worker> = std::mem::take(&mut *lock(&self.idle));
+        for w in idle {
+            w.kill().await;
+        }
+    }
+
+    async fn spawn(&self) -> Result<Worker, PoolError> {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| PoolError::Start(e.to_string()))?;
+        let mut cmd = Command::new(&self.config.program);
+        cmd.arg("--worker")
+            .arg(&self.config.library)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let fd = theirs.as_raw_fd();
+        let limits = self.config.limits;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // system calls on plain integers; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fail = |r: libc::c_int| {
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                };
+                fail(libc::dup2(fd, WORKER_FD))?;
+                fail(libc::setpgid(0, 0))?;
+                fail(libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ))?;
+                if libc::getppid() != parent {
+                    // The daemon died before PDEATHSIG was armed.
+                    libc::_exit(1);
+                }
+                fail(libc::prctl(
+                    libc::PR_SET_NO_NEW_PRIVS,
+                    1 as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ))?;
+                let set = |res, value: u64| {
+                    let lim = libc::rlimit {
+                        rlim_cur: value as libc::rlim_t,
+                        rlim_max: value as libc::rlim_t,
+                    };
+                    fail(libc::setrlimit(res, &lim))
+                };
+                set(libc::RLIMIT_NOFILE, limits.open_files)?;
+                if let Some(bytes) = limits.address_space {
+                    set(libc::RLIMIT_AS, bytes)?;
+                }
+                if let Some(secs) = limits.cpu_seconds {
+                    set(libc::RLIMIT_CPU, secs)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            PoolError::Start(format!(
+                "cannot start worker {}: {e}",
+                self.config.program.display()
+            ))
+        })?;
+        drop(theirs);
+        ours.set_nonblocking(true)
+            .map_err(|e| PoolError::Start(e.to_string()))?;
+        let stream = UnixStream::from_std(ours).map_err(|e| PoolError::Start(e.to_string()))?;
+        let mut worker = Worker {
+            child,
+            stream,
+            generation: self.generation.load(Ordering::Acquire),
+        };
+        lock(&self.health).started += 1;
+        match tokio::time::timeout(START_TIMEOUT, self.handshake(&mut worker)).await {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => {
+                worker.kill().await;
+                Err(e)
+            }
+            Err(_) => {
+                worker.kill().await;
+                Err(PoolError::Start("worker did not start in time".into()))
+            }
+        }
+    }
+
+    async fn handshake(&self, worker: &mut Worker) -> Result<(), PoolError> {
+        let (kind, body) = match worker.recv().await {
+            Ok(frame) => frame,
+            Err(_) => {
+                let mut status = String::from("worker ended during start");
+                if let Ok(Ok(s)) =
+                    tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await
+                {
+                    status = describe_exit(s);
+                }
+                return Err(PoolError::Crashed(format!(
+                    "{status} while loading the plugin"
+                )));
+            }
+        };
+        match kind {
+            Kind::Failed => {
+                return Err(PoolError::Start(
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
+            }
+            Kind::Hello if body.len() >= 4 => {}
+            _ => return Err(PoolError::Start("worker sent no hello".into())),
+        }
+        let version = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+        if version != PROTOCOL_VERSION {
+            return Err(PoolError::Start(format!(
+                "worker speaks protocol {version}, expected {PROTOCOL_VERSION}"
+            )));
+        }
+        let hello: Hello = serde_json::from_slice(&body[4..])
+            .map_err(|e| PoolError::Start(format!("bad hello: {e}")))?;
+        if hello.name != self.config.name {
+            return Err(PoolError::Start(format!(
+                "worker loaded plugin `{}`, expected `{}` (was the file replaced?)",
+                hello.name, self.config.name
+            )));
+        }
+        let settings = lock(&self.settings).clone();
+        match worker
+            .request(Kind::Configure, settings.as_bytes(), &self.config.name)
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(PoolError::Start(format!("configure: {e}"))),
+            Err(e) => Err(PoolError::Crashed(format!("worker died in configure: {e}"))),
+        }
+    }
+
+    /// Records a crash; returns the quarantine reason if this crash tipped it over.
+    fn record_crash(&self, why: &str) -> Option<String> {
+        let mut h = lock(&self.health);
+        let now = Instant::now();
+        h.total_crashes += 1;
+        h.last_crash = Some(why.to_owned());
+        h.crashes.push_back(now);
+        while h
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            h.crashes.pop_front();
+        }
+        h.backoff = if h.backoff.is_zero() {
+            FIRST_BACKOFF
+        } else {
+            (h.backoff * 2).min(MAX_BACKOFF)
+        };
+        h.not_before = Some(now + h.backoff);
+        if h.quarantined.is_none() && h.crashes.len() as u32 >= self.config.crash_limit {
+            let reason = format!(
+                "quarantined after {} crashes within {}s (last: {why})",
+                h.crashes.len(),
+                CRASH_WINDOW.as_secs()
+            );
+            h.quarantined = Some(reason.clone());
+            return Some(reason);
+        }
+        None
+    }
+
+    fn take_idle(&self) -> Option<Worker> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut idle = lock(&self.idle);
+        while let Some(w) = idle.pop() {
+            if w.generation == generation {
+                return Some(w);
+            }
+            // Stale settings: dropped, and killed by kill_on_drop.
+        }
+        None
+    }
+
+    /// Runs one call in a worker, within `timeout` (waiting for a free worker and for a
+    /// restart backoff included). `Ok((result, quarantined_now))`.
+    pub async fn call(
+        &self,
+        input: &str,
+        timeout: Duration,
+    ) -> Result<String, (PoolError, Option<String>)> {
+        if let Some(reason) = lock(&self.health).quarantined.clone() {
+            return Err((PoolError::Quarantined(reason), None));
+        }
+        let deadline = Instant::now() + timeout;
+        let _slot = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| (PoolError::Timeout, None))?
+            .map_err(|_| (PoolError::Start("pool closed".into()), None))?;
+        let mut worker = match self.take_idle() {
+            Some(w) => w,
+            None => {
+                let not_before = lock(&self.health).not_before;
+                if let Some(at) = not_before {
+                    if at > deadline {
+                        return Err((
+                            PoolError::Crashed("worker is restarting after a crash".into()),
+                            None,
+                        ));
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                match tokio::time::timeout_at(deadline, self.spawn()).await {
+                    Ok(Ok(w)) => w,
+                    Ok(Err(PoolError::Crashed(why))) => {
+                        let q = self.record_crash(&why);
+                        return Err((PoolError::Crashed(why), q));
+                    }
+                    Ok(Err(e)) => return Err((e, None)),
+                    Err(_) => return Err((PoolError::Timeout, None)),
+                }
+            }
+        };
+        let pid = worker.pid();
+        if let Some(p) = pid {
+            lock(&self.busy_pids).push(p);
+        }
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            worker.request(Kind::Execute, input.as_bytes(), &self.config.name),
+        )
+        .await;
+        if let Some(p) = pid {
+            lock(&self.busy_pids).retain(|x| *x != p);
+        }
+        match outcome {
+            Ok(Ok(result)) => {
+                {
+                    let mut h = lock(&self.health);
+                    h.backoff = Duration::ZERO;
+                    h.not_before = None;
+                }
+                lock(&self.idle).push(worker);
+                result.map_err(|e| (PoolError::Call(e), None))
+            }
+            Ok(Err(_)) => {
+                let why = worker.reap().await;
+                let q = self.record_crash(&why);
+                Err((PoolError::Crashed(why), q))
+            }
+            Err(_) => {
+                worker.kill().await;
+                Err((PoolError::Timeout, None))
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The worker side: runs in its own process, loads one plugin through the same checks
+//! as the daemon, and serves calls on the socket it was given as fd 3.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::protocol::{read_frame, write_frame, Hello, Kind, PROTOCOL_VERSION};
+use crate::error::CallError;
+use crate::library::PluginLibrary;
+use crate::trust::TrustPolicy;
+
+/// Result status bytes (the ABI's statuses, plus one for invalid output).
+pub(crate) const RESULT_OK: u8 = 0;
+pub(crate) const RESULT_ERROR: u8 = 1;
+pub(crate) const RESULT_PANIC: u8 = 2;
+pub(crate) const RESULT_INVALID_OUTPUT: u8 = 3;
+
+/// The file descriptor of the channel in a worker process.
+pub const WORKER_FD: i32 = 3;
+
+fn result_frame(outcome: Result<String, CallError>) -> Vec<u8> {
+    let (status, text) = match outcome {
+        Ok(out) => (RESULT_OK, out),
+        Err(CallError::Failed { message, .. }) => (RESULT_ERROR, message),
+        Err(CallError::Panicked { message, .. }) => (RESULT_PANIC, message),
+        Err(CallError::InvalidOutput { .. }) => (RESULT_INVALID_OUTPUT, String::new()),
+        Err(CallError::Crashed { message, .. }) => (RESULT_ERROR, message),
+    };
+    let mut body = Vec::with_capacity(text.len() + 1);
+    body.push(status);
+    body.extend_from_slice(text.as_bytes());
+    body
+}
+
+/// Runs a worker for the plugin at `path` until the daemon closes the channel.
+/// Returns the process exit code.
+pub fn serve(path: &Path) -> i32 {
+    // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
+    // in this process owns that descriptor.
+    let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    let loaded = PluginLibrary::open(path, TrustPolicy::for_current_process())
+        .map(Arc::new)
+        .and_then(|lib| lib.instantiate().map(|i| (lib, i)));
+    let (library, instance) = match loaded {
+        Ok(pair) => pair,
+        Err(e) => {
+            let _ = write_frame(&mut channel, Kind::Failed, e.to_string().as_bytes());
+            return 2;
+        }
+    };
+    let hello = Hello {
+        name: library.name().to_owned(),
+        version: library.version().to_owned(),
+        description: library.description().to_owned(),
+        abi_version: library.abi_version(),
+        service: library.is_service(),
+    };
+    let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
+    body.extend_from_slice(&serde_json::to_vec(&hello).unwrap_or_default());
+    if write_frame(&mut channel, Kind::Hello, &body).is_err() {
+        return 3;
+    }
+    loop {
+        let (kind, body) = match read_frame(&mut channel) {
+            Ok(frame) => frame,
+            // The daemon closed the channel: a normal end.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
+            Err(_) => return 3,
+        };
+        let outcome = match (kind, String::from_utf8(body)) {
+            (_, Err(_)) => Err(CallError::Failed {
+                plugin: hello.name.clone(),
+                message: "input is not valid UTF-8".into(),
+            }),
+            (Kind::Execute, Ok(input)) => instance.execute(&input),
+            (Kind::Configure, Ok(settings)) => {
+                instance.configure(&settings).map(|()| String::new())
+            }
+            _ => return 3,
+        };
+        if write_frame(&mut channel, Kind::Result, &result_frame(outcome)).is_err() {
+            return 3;
+        }
+        let _ = std::io::stdout().flush();
+    }
+}

@@ -1,0 +1,286 @@
+//! Plugins isolated in worker processes: crashes of every kind are contained, the
+//! worker comes back, crash loops quarantine the plugin (persistently), and no worker
+//! outlives the daemon.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dynplug_core::config::Config;
+use dynplug_core::error::{CallError, ManagerError};
+use dynplug_core::trust::TrustPolicy;
+use dynplug_core::Manager;
+use dynplug_tests::{binary, rust_plugin, send_signal, Daemon, PluginDir, PrivateBus};
+use dynplugd::dbus::ManagerIfaceProxy;
+
+const ISOLATED: &str = "plugins:\n  fault:\n    isolation: process\n    workers: 2\n    timeout_ms: 1500\n    memory_limit_mb: 256\n    crash_limit: 100\n";
+
+async fn proxy(bus: &PrivateBus) -> ManagerIfaceProxy<'static> {
+    let conn = zbus::connection::Builder::address(bus.address())
+        .build()
+        .await
+        .unwrap();
+    ManagerIfaceProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn plugins() -> PluginDir {
+    let d = PluginDir::with_examples();
+    d.add(&rust_plugin("fault"), "fault.so");
+    d
+}
+
+/// PIDs of worker processes serving a library under `dir`.
+fn workers_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // A zombie waiting for the VM's init to reap it is gone for our purposes.
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            cmdline.contains("--worker") && cmdline.contains(&needle) && !zombie
+        })
+        .collect()
+}
+
+fn wait_no_workers(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workers_under(dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "workers left behind: {:?}",
+            workers_under(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let mut daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
+    let m = proxy(&bus).await;
+    assert_eq!(m.execute("fault", "warm".into()).await.unwrap(), "warm");
+    assert_eq!(
+        workers_under(plugins.path()).len(),
+        1,
+        "one worker started on demand"
+    );
+
+    let cases = [
+        ("segv", "ExecutionFailed", "SIGSEGV"),
+        ("abort", "ExecutionFailed", "SIGABRT"),
+        ("exit", "ExecutionFailed", "exited with status 7"),
+        ("alloc", "ExecutionFailed", "SIGABRT"),
+        ("close", "ExecutionFailed", "crashed"),
+        ("loop", "Timeout", "did not answer within 1500ms"),
+    ];
+    for (input, kind, text) in cases {
+        let err = m.execute("fault", input.into()).await.unwrap_err();
+        let debug = format!("{err:?}");
+        assert!(
+            debug.contains(kind) && err.to_string().contains(text),
+            "{input}: {err:?}"
+        );
+        // The daemon and the other plugins are fine, and the plugin comes back.
+        assert_eq!(m.execute("echo", input.into()).await.unwrap(), input);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match m.execute("fault", "again".into()).await {
+                Ok(out) => {
+                    assert_eq!(out, "again");
+                    break;
+                }
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "{input}: worker did not come back: {e}"
+                ),
+            }
+        }
+    }
+    assert_eq!(
+        m.execute("fault", "garbage".into()).await.unwrap(),
+        "still answering"
+    );
+    let info = m.get_plugin("fault").await.unwrap();
+    let crashes = u64::try_from(info["WorkerCrashes"].clone()).unwrap();
+    assert_eq!(crashes, 5, "segv, abort, exit, alloc, close");
+    assert_eq!(
+        String::try_from(info["Isolation"].clone()).unwrap(),
+        "process"
+    );
+
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+    wait_no_workers(plugins.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_plugins_lose_no_call_while_an_isolated_one_crashes() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let _daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
+    let m = proxy(&bus).await;
+    let mut healthy = Vec::new();
+    for w in 0..4 {
+        let m = m.clone();
+        healthy.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let input = format!("{w}-{i}");
+                assert_eq!(m.execute("echo", input.clone()).await.unwrap(), input);
+                assert_eq!(m.execute("text", "x".into()).await.unwrap(), "X");
+            }
+        }));
+    }
+    let mut faults = Vec::new();
+    for mode in [
+        "segv", "abort", "exit", "segv", "fine", "abort", "fine", "segv",
+    ] {
+        let m = m.clone();
+        faults.push(tokio::spawn(async move {
+            (mode, m.execute("fault", mode.into()).await)
+        }));
+    }
+    for h in healthy {
+        h.await.expect("no healthy call failed");
+    }
+    for f in faults {
+        let (mode, result) = f.await.unwrap();
+        match mode {
+            "fine" => assert!(
+                result.is_ok() || result.unwrap_err().to_string().contains("restarting"),
+                "{mode}"
+            ),
+            _ => assert!(result.is_err(), "{mode} must fail"),
+        }
+    }
+}
+
+#[test]
+fn workers_die_with_a_killed_daemon() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let mut daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
+    let mut cmd = bus.command("busctl");
+    cmd.args([
+        "--user",
+        "call",
+        "org.dynplug.Manager",
+        "/org/dynplug/Manager",
+        "org.dynplug.Manager",
+        "Execute",
+        "ss",
+        "fault",
+        "x",
+    ]);
+    assert_eq!(dynplug_tests::run(cmd).0, 0);
+    assert_eq!(workers_under(plugins.path()).len(), 1);
+    send_signal(daemon.pid(), libc::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    wait_no_workers(plugins.path());
+}
+
+fn config(dir: &Path, yaml: &str) -> Config {
+    let mut c = Config::parse(yaml, Path::new("test.yaml")).unwrap();
+    c.plugins_dir = dir.to_owned();
+    c.validate(Path::new("test.yaml")).unwrap();
+    c
+}
+
+async fn manager(dir: &Path, state: &Path, yaml: &str) -> Manager {
+    Manager::start_with(
+        config(dir, yaml),
+        state,
+        TrustPolicy::for_current_process(),
+        Some(binary("dynplugd")),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_loops_quarantine_until_the_file_changes_or_an_admin_enables() {
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("fault"), "fault.so");
+    let state = tempfile::tempdir().unwrap();
+    let yaml = "plugins:\n  fault:\n    isolation: process\n    workers: 1\n    crash_limit: 3\n    timeout_ms: 10000\n";
+    let m = manager(plugins.path(), state.path(), yaml).await;
+    for _ in 0..3 {
+        let e = m.execute("fault", "segv".into()).await.unwrap_err();
+        assert!(
+            matches!(e, ManagerError::Call(CallError::Crashed { .. })),
+            "{e:?}"
+        );
+    }
+    let e = m.execute("fault", "fine".into()).await.unwrap_err();
+    assert!(
+        matches!(&e, ManagerError::Unavailable { reason, .. } if reason.contains("quarantined after 3 crashes")),
+        "{e:?}"
+    );
+    assert!(m
+        .info("fault")
+        .unwrap()
+        .error()
+        .unwrap()
+        .contains("quarantined"));
+    m.shutdown(Duration::from_secs(1)).await;
+    drop(m);
+
+    // Still quarantined after a restart: same file.
+    let m = manager(plugins.path(), state.path(), yaml).await;
+    assert!(matches!(
+        m.execute("fault", "fine".into()).await,
+        Err(ManagerError::Unavailable { .. })
+    ));
+    // An admin enabling it lifts the quarantine.
+    assert_eq!(
+        m.enable("fault").await.unwrap(),
+        dynplug_core::Change::Changed
+    );
+    assert_eq!(m.execute("fault", "fine".into()).await.unwrap(), "fine");
+    for _ in 0..3 {
+        let _ = m.execute("fault", "segv".into()).await;
+    }
+    m.shutdown(Duration::from_secs(1)).await;
+    drop(m);
+
+    // A new file (an upgrade) is not quarantined.
+    std::thread::sleep(Duration::from_millis(10));
+    plugins.add(&rust_plugin("fault"), "fault.so");
+    let m = manager(plugins.path(), state.path(), yaml).await;
+    assert_eq!(m.execute("fault", "fine".into()).await.unwrap(), "fine");
+    m.shutdown(Duration::from_secs(1)).await;
+    wait_no_workers(plugins.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replacing_an_isolated_plugin_keeps_calls_in_flight() {
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("fault"), "fault.so");
+    let state = tempfile::tempdir().unwrap();
+    let yaml = "plugins:\n  fault:\n    isolation: process\n";
+    let m = manager(plugins.path(), state.path(), yaml).await;
+    let inflight = {
+        let m = m.clone();
+        tokio::spawn(async move { m.execute("fault", "sleep 700".into()).await })
+    };
+    while m.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    plugins.add(&rust_plugin("fault"), "fault.so");
+    let report = m.reload(config(plugins.path(), yaml)).await.unwrap();
+    assert_eq!(report.replaced, ["fault"]);
+    assert_eq!(m.execute("fault", "new".into()).await.unwrap(), "new");
+    assert_eq!(inflight.await.unwrap().unwrap(), "woke up");
+    m.shutdown(Duration::from_secs(1)).await;
+}
