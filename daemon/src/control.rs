@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use dynplug_core::config::Config;
 use dynplug_core::error::ConfigError;
 use dynplug_core::{Change, Manager};
+use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
 use crate::api::ApiServer;
@@ -143,19 +144,22 @@ impl Control {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
-        if let Some(conn) = self.conn.get() {
-            if let Ok(iface) = conn
-                .object_server()
-                .interface::<_, ManagerIface>(MANAGER_PATH)
+        if let Some(iface) = self.manager_object().await {
+            let _ = iface
+                .get()
                 .await
-            {
-                let _ = iface
-                    .get()
-                    .await
-                    .state_changed(iface.signal_emitter())
-                    .await;
-            }
+                .state_changed(iface.signal_emitter())
+                .await;
         }
+    }
+
+    /// The served manager object, once attached to the bus.
+    async fn manager_object(&self) -> Option<InterfaceRef<ManagerIface>> {
+        let conn = self.conn.get()?;
+        conn.object_server()
+            .interface::<_, ManagerIface>(MANAGER_PATH)
+            .await
+            .ok()
     }
 
     /// Why the last reload failed (empty after a success).
@@ -271,17 +275,13 @@ impl Control {
             {
                 tracing::warn!(error = %e, "cannot update plugin objects");
             }
-            if let Ok(iface) = conn
-                .object_server()
-                .interface::<_, ManagerIface>(MANAGER_PATH)
-                .await
-            {
-                let _ = iface
-                    .get()
-                    .await
-                    .last_reload_error_changed(iface.signal_emitter())
-                    .await;
-            }
+        }
+        if let Some(iface) = self.manager_object().await {
+            let manager = iface.get().await;
+            let _ = manager
+                .last_reload_error_changed(iface.signal_emitter())
+                .await;
+            let _ = manager.api_address_changed(iface.signal_emitter()).await;
         }
         self.set_state("running").await;
         notify::ready(&self.status_line());

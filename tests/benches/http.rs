@@ -78,21 +78,7 @@ fn main() {
         plugins.path(),
         "log_level: warn\nserver:\n  enabled: true\n  port: 0\n",
     );
-    let mut busctl = bus.command("busctl");
-    busctl.args([
-        "--user",
-        "get-property",
-        "org.dynplug.Manager",
-        "/org/dynplug/Manager",
-        "org.dynplug.Manager",
-        "ApiAddress",
-    ]);
-    let out = busctl.output().expect("busctl");
-    let daemon_addr = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("s ")
-        .trim_matches('"')
-        .to_owned();
+    let daemon_addr = bus.manager_property("ApiAddress");
 
     let mut bare = Command::new(std::env::current_exe().expect("exe"))
         .env("DYNPLUG_BENCH_BARE_HTTP", "1")

@@ -405,17 +405,7 @@ async fn hung_plugin_blocks_nobody_and_sigterm_drains_calls() {
 fn startup_errors_are_clear() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(&config, "server:\n  prot: 1\n").unwrap();
-    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
-    cmd.arg("--address")
-        .arg(bus.address())
-        .arg("--config")
-        .arg(&config)
-        .arg("--plugins-dir")
-        .arg(plugins.path());
-    let (code, _, err) = run(cmd);
+    let (code, err) = bus.run_daemon_once(plugins.path(), "server:\n  prot: 1\n", &[]);
     assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("c.yaml: server: unknown field `prot`"),
@@ -424,17 +414,7 @@ fn startup_errors_are_clear() {
 
     // A second daemon on the same bus refuses to start.
     let _first = Daemon::start(&bus, plugins.path(), "");
-    std::fs::write(&config, "").unwrap();
-    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
-    cmd.arg("--address")
-        .arg(bus.address())
-        .arg("--config")
-        .arg(&config)
-        .arg("--plugins-dir")
-        .arg(plugins.path())
-        .arg("--state-dir")
-        .arg(dir.path());
-    let (code, _, err) = run(cmd);
+    let (code, err) = bus.run_daemon_once(plugins.path(), "", &[]);
     assert_eq!(code, 69, "{err}");
     assert!(err.contains("already owned"), "{err}");
 }

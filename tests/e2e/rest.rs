@@ -14,20 +14,7 @@ struct Api {
 }
 
 fn api_address(bus: &PrivateBus) -> String {
-    let mut cmd = bus.command("busctl");
-    cmd.args([
-        "--user",
-        "get-property",
-        "org.dynplug.Manager",
-        "/org/dynplug/Manager",
-        "org.dynplug.Manager",
-        "ApiAddress",
-    ]);
-    let (_, out, _) = run(cmd);
-    out.trim()
-        .trim_start_matches("s ")
-        .trim_matches('"')
-        .to_owned()
+    bus.manager_property("ApiAddress")
 }
 
 impl Api {
@@ -483,17 +470,11 @@ fn concurrent_executes_survive_reloads() {
 fn non_loopback_without_token_is_refused_at_start() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(&config, "server:\n  enabled: true\n  host: 0.0.0.0\n").unwrap();
-    let mut cmd = bus.command(dynplug_tests::binary("dynplugd"));
-    cmd.arg("--address")
-        .arg(bus.address())
-        .arg("--config")
-        .arg(&config)
-        .arg("--plugins-dir")
-        .arg(plugins.path());
-    let (code, _, err) = run(cmd);
+    let (code, err) = bus.run_daemon_once(
+        plugins.path(),
+        "server:\n  enabled: true\n  host: 0.0.0.0\n",
+        &[],
+    );
     assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("refusing to serve the API on non-loopback 0.0.0.0 without server.token_file"),

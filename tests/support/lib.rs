@@ -195,6 +195,43 @@ impl PrivateBus {
         &self.address
     }
 
+    /// A property of `org.dynplug.Manager` as busctl prints its value (strings unquoted).
+    pub fn manager_property(&self, name: &str) -> String {
+        let mut cmd = self.command("busctl");
+        cmd.args([
+            "--user",
+            "get-property",
+            "org.dynplug.Manager",
+            "/org/dynplug/Manager",
+            "org.dynplug.Manager",
+            name,
+        ]);
+        let (_, out, _) = run(cmd);
+        let value = out.trim();
+        let value = value.split_once(' ').map_or(value, |(_, v)| v);
+        value.trim_matches('"').to_owned()
+    }
+
+    /// Runs `dynplugd` on this bus with the YAML `config` until it exits (for start-up
+    /// failures); returns (exit code, stderr).
+    pub fn run_daemon_once(&self, plugins: &Path, config: &str, extra: &[&str]) -> (i32, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("c.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut cmd = self.command(binary("dynplugd"));
+        cmd.arg("--address")
+            .arg(self.address())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(extra);
+        let (code, _, err) = run(cmd);
+        (code, err)
+    }
+
     /// A command (`busctl`, `gdbus`, `dynplugctl`, ...) pointed at this bus through
     /// `DBUS_SESSION_BUS_ADDRESS`.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
