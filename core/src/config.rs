@@ -146,7 +146,17 @@ pub struct PluginConfig {
     pub max_open_files: Option<u64>,
     /// Crashes within a minute that quarantine the plugin (`isolation: process`); default 5.
     pub crash_limit: Option<u32>,
-    /// Free-form settings handed to the plugin's `configure` hook as JSON.
+    /// A semantic-version requirement the plugin must satisfy (e.g. `">=1.2, <2"`).
+    pub version: Option<String>,
+    /// Extra attempts for calls that fail transiently (a crashed worker; a timeout when
+    /// `idempotent`); plain plugin errors are never retried. Default 0.
+    pub retries: u32,
+    /// Whether a call may safely run twice (allows retrying timeouts).
+    pub idempotent: bool,
+    /// Free-form settings handed to the plugin's `configure` hook as JSON. A value
+    /// written `{secret_file: PATH}` or `{credential: NAME}` is replaced by the file's
+    /// content (NAME is looked up in `$CREDENTIALS_DIRECTORY`); secrets are never logged
+    /// or shown.
     pub settings: Option<serde_yaml::Value>,
 }
 
@@ -155,6 +165,12 @@ impl Config {
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let meta = std::fs::metadata(path)
             .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        crate::trust::check_private_file(
+            path,
+            &meta,
+            crate::trust::TrustPolicy::for_current_process(),
+        )
+        .map_err(|reason| ConfigError::file(path, format!("refusing the file: {reason}")))?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::file(
                 path,
@@ -306,6 +322,15 @@ impl Config {
                     "must be at least 16",
                 ));
             }
+            if let Some(req) = &plugin.version {
+                semver::VersionReq::parse(req).map_err(|e| {
+                    ConfigError::field(
+                        file,
+                        field("version"),
+                        format!("`{req}` is not a version requirement: {e}"),
+                    )
+                })?;
+            }
             if let Some(settings) = &plugin.settings {
                 if !settings.is_mapping() {
                     return Err(ConfigError::field(
@@ -314,13 +339,8 @@ impl Config {
                         "must be a mapping of keys to values",
                     ));
                 }
-                serde_json::to_string(settings).map_err(|e| {
-                    ConfigError::field(
-                        file,
-                        field("settings"),
-                        format!("cannot be passed to the plugin: {e}"),
-                    )
-                })?;
+                resolve_secrets(settings, &format!("plugins.{name}.settings"))
+                    .map_err(|(f, problem)| ConfigError::field(file, f, problem))?;
             }
         }
         Ok(())
@@ -428,9 +448,89 @@ impl Config {
         self.plugins
             .get(name)
             .and_then(|p| p.settings.as_ref())
-            .and_then(|s| serde_json::to_string(s).ok())
+            .and_then(|s| resolve_secrets(s, name).ok())
+            .map(|v| v.to_string())
             .unwrap_or_else(|| "{}".into())
     }
+
+    /// The version requirement of `name`, if pinned.
+    pub fn version_requirement(&self, name: &str) -> Option<String> {
+        self.plugins.get(name).and_then(|p| p.version.clone())
+    }
+}
+
+/// Largest secret read from a file.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret: `secret_file: PATH`, or `credential: NAME` in `$CREDENTIALS_DIRECTORY`.
+fn read_secret(kind: &str, value: &str) -> Result<String, String> {
+    let path = match kind {
+        "secret_file" => PathBuf::from(value),
+        _ => {
+            if value.contains('/') || value.is_empty() || value.starts_with('.') {
+                return Err(format!("credential name `{value}` is not a plain name"));
+            }
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                format!(
+                    "credential `{value}` needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"
+                )
+            })?;
+            PathBuf::from(dir).join(value)
+        }
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+    if meta.len() > MAX_SECRET_BYTES {
+        return Err(format!(
+            "secret {} is larger than {MAX_SECRET_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Converts plugin settings to JSON, replacing `{secret_file: PATH}` and
+/// `{credential: NAME}` by the secret. Errors carry the dotted field path.
+fn resolve_secrets(
+    value: &serde_yaml::Value,
+    at: &str,
+) -> Result<serde_json::Value, (String, String)> {
+    use serde_yaml::Value as Y;
+    Ok(match value {
+        Y::Mapping(map) => {
+            if map.len() == 1 {
+                if let Some((Y::String(kind), Y::String(v))) = map.iter().next() {
+                    if kind == "secret_file" || kind == "credential" {
+                        return read_secret(kind, v)
+                            .map(serde_json::Value::String)
+                            .map_err(|e| (at.to_owned(), e));
+                    }
+                }
+            }
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let key = match k {
+                    Y::String(s) => s.clone(),
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    _ => return Err((at.to_owned(), "keys must be strings".into())),
+                };
+                let child = resolve_secrets(v, &format!("{at}.{key}"))?;
+                out.insert(key, child);
+            }
+            serde_json::Value::Object(out)
+        }
+        Y::Sequence(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| resolve_secrets(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Tagged(t) => resolve_secrets(&t.value, at)?,
+        other => serde_json::to_value(other).map_err(|e| (at.to_owned(), e.to_string()))?,
+    })
 }
 
 #[cfg(test)]
@@ -522,6 +622,53 @@ mod tests {
     fn syntax_error_is_reported_with_position() {
         let e = parse("plugins: [\n").unwrap_err();
         assert!(e.to_string().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_resolved_and_missing_ones_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "hunter2\n").unwrap();
+        let c = parse(&format!(
+            "plugins:\n  x:\n    settings:\n      token:\n        secret_file: {}\n      plain: 1\n",
+            secret.display()
+        ))
+        .unwrap();
+        assert_eq!(c.settings_json("x"), r#"{"plain":1,"token":"hunter2"}"#);
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "Debug shows the reference, not the secret"
+        );
+        let e = parse(
+            "plugins:\n  x:\n    settings:\n      token:\n        secret_file: /nonexistent/s\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.x.settings.token"));
+        let e = parse(
+            "plugins:\n  x:\n    settings:\n      token:\n        credential: ../etc/passwd\n",
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("not a plain name"), "{e}");
+    }
+
+    #[test]
+    fn version_requirements_are_checked() {
+        assert!(parse("plugins:\n  x:\n    version: \">=1.2, <2\"\n").is_ok());
+        let e = parse("plugins:\n  x:\n    version: banana\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("plugins.x.version"));
+    }
+
+    #[test]
+    fn group_writable_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "log_level: info\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = Config::load(&p, &no_env).unwrap_err();
+        assert!(e.problem.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&p, &no_env).is_ok());
     }
 
     #[test]

@@ -77,6 +77,16 @@ pub enum LoadError {
         /// The file that keeps the name.
         other: PathBuf,
     },
+    /// The plugin's version does not satisfy the configured requirement.
+    #[error("plugin `{name}` is version {found}, but the configuration requires {required}")]
+    VersionMismatch {
+        /// The plugin.
+        name: String,
+        /// What the plugin declares.
+        found: String,
+        /// The configured `version:` requirement.
+        required: String,
+    },
     /// The plugin's constructor or `configure` failed.
     #[error("plugin `{name}` failed to initialise: {reason}")]
     Init {

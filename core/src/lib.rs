@@ -16,6 +16,9 @@
 //! - `services`: supervision of service plugins (start, stop, restart with backoff);
 //! - `state`: runtime enable/disable persisted atomically apart from the config;
 //! - `events`: the lifecycle events the daemon publishes;
+//! - `worker`: process isolation (worker processes, protocol, pool);
+//! - `testkit`: load a built plugin through the real ABI in a plugin's own tests;
+//! - `resources`: CPU time and memory of the daemon and its workers;
 //! - `error`: one error enum per layer.
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
@@ -39,11 +42,15 @@ pub mod manager;
 #[cfg(feature = "host")]
 pub mod name;
 #[cfg(feature = "host")]
+pub mod resources;
+#[cfg(feature = "host")]
 mod services;
 #[cfg(feature = "host")]
 mod slot;
 #[cfg(feature = "host")]
 pub mod state;
+#[cfg(feature = "host")]
+pub mod testkit;
 #[cfg(feature = "host")]
 pub mod trust;
 #[cfg(feature = "host")]

@@ -75,6 +75,8 @@ pub struct PluginInfo {
     pub stats: CallStats,
     /// Where it runs.
     pub isolation: Isolation,
+    /// The configured version requirement, if any.
+    pub version_requirement: Option<String>,
     /// Its worker processes, for `isolation: process`.
     pub workers: Option<PoolStatus>,
 }
@@ -302,6 +304,7 @@ impl Manager {
             } else {
                 Isolation::InProcess
             },
+            version_requirement: read(&self.inner.config).version_requirement(slot.name()),
             workers,
         }
     }
@@ -327,6 +330,7 @@ impl Manager {
             max_concurrency: 0,
             stats: CallStats::default(),
             isolation: Isolation::InProcess,
+            version_requirement: None,
             workers: None,
         }
     }
@@ -406,19 +410,44 @@ impl Manager {
         let limits = slot.limits();
         let timeout = limits.timeout;
         let began = Instant::now();
-        let call_slot = Arc::clone(&slot);
-        let outcome = if let Some(pool) = &slot.pool {
-            Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
-        } else {
-            self.execute_in_process(call_slot, limits, input, timeout)
-                .await
+        let (retries, idempotent) = {
+            let config = read(&inner.config);
+            let p = config.plugin(name);
+            (p.retries, p.idempotent)
         };
-        let result = outcome.unwrap_or_else(|_| {
-            Err(ManagerError::Timeout {
-                name: name.to_owned(),
-                timeout,
-            })
-        });
+        let mut attempt = 0;
+        let result = loop {
+            let outcome = if let Some(pool) = &slot.pool {
+                Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
+            } else {
+                self.execute_in_process(Arc::clone(&slot), limits.clone(), input.clone(), timeout)
+                    .await
+            };
+            let result = outcome.unwrap_or_else(|_| {
+                Err(ManagerError::Timeout {
+                    name: name.to_owned(),
+                    timeout,
+                })
+            });
+            // Only failures of the machinery are retried: a crashed or restarting worker,
+            // and a timeout when the plugin says its calls may run twice. A plugin's own
+            // error is an answer, not a fault.
+            let transient = match &result {
+                Err(ManagerError::Call(CallError::Crashed { .. })) => true,
+                Err(ManagerError::Timeout { .. }) => idempotent,
+                _ => false,
+            };
+            if !transient || attempt >= retries || inner.shutting_down.load(Ordering::Acquire) {
+                break result;
+            }
+            attempt += 1;
+            slot.record_retry();
+            if let Err(e) = &result {
+                tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
+            }
+            tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
+                .await;
+        };
         let elapsed = began.elapsed();
         match &result {
             Ok(_) => {
@@ -743,7 +772,9 @@ impl Manager {
                         owners.insert(name.clone(), slot.library.path().to_owned());
                         let wanted = self.pool_config(&config, &name, slot.library.path());
                         let current = slot.pool.as_ref().map(|p| p.config().clone());
-                        if wanted == current {
+                        let same_pin = old_config.version_requirement(&name)
+                            == config.version_requirement(&name);
+                        if wanted == current && same_pin {
                             plugins.insert(name, Arc::clone(slot));
                         } else {
                             // Isolation mode or worker limits changed: a fresh slot on the
@@ -884,7 +915,20 @@ impl Manager {
             }
             Arc::new(pool)
         });
+        let requirement = config.version_requirement(&name);
+        let mismatch = requirement.as_deref().and_then(|req| {
+            let req = semver::VersionReq::parse(req).ok()?;
+            let found = semver::Version::parse(library.version()).ok();
+            (!found.is_some_and(|v| req.matches(&v))).then(|| LoadError::VersionMismatch {
+                name: name.clone(),
+                found: library.version().to_owned(),
+                required: req.to_string(),
+            })
+        });
         let slot = Slot::new(library, enabled, settings, limits, pool);
+        if let Some(e) = mismatch {
+            slot.fail(e);
+        }
         if slot.pool.is_some() && self.inner.worker_program.is_none() {
             slot.fail(LoadError::Init {
                 name,

@@ -20,6 +20,8 @@ pub struct CallStats {
     pub errors: u64,
     /// Calls that hit the timeout.
     pub timeouts: u64,
+    /// Extra attempts made for transient failures (`retries`).
+    pub retries: u64,
     /// Time spent in calls, in microseconds.
     pub total_us: u64,
     /// Duration of the last call, in microseconds.
@@ -152,6 +154,12 @@ impl Slot {
 
     pub(crate) fn stats(&self) -> CallStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn record_retry(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.retries += 1;
+        }
     }
 
     pub(crate) fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {

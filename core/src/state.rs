@@ -64,6 +64,16 @@ impl StateStore {
     /// Reads the state; a missing file is an empty state.
     pub fn load(&self) -> Result<RuntimeState, String> {
         match std::fs::read_to_string(&self.path) {
+            Ok(_) if std::fs::metadata(&self.path).is_ok_and(|m| {
+                crate::trust::check_private_file(&self.path, &m, crate::trust::TrustPolicy::for_current_process())
+                    .is_err()
+            }) =>
+            {
+                Err(format!(
+                    "{}: refusing a state file that is writable by group or others (or not owned by root)",
+                    self.path.display()
+                ))
+            }
             Ok(text) if text.trim().is_empty() => Ok(RuntimeState::default()),
             Ok(text) => {
                 serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))

@@ -139,7 +139,7 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         out.json_value(&Value::Object(map));
         return Ok(());
     }
-    const ORDER: [&str; 24] = [
+    const ORDER: [&str; 25] = [
         "Name",
         "Version",
         "Description",
@@ -164,6 +164,7 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         "WorkerRestarts",
         "WorkerCrashes",
         "Quarantined",
+        "VersionRequirement",
     ];
     let width = ORDER.iter().map(|k| k.len()).max().unwrap_or(0);
     let mut text = String::new();

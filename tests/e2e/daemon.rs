@@ -356,7 +356,7 @@ async fn hung_plugin_blocks_nobody_and_sigterm_drains_calls() {
     let mut d = Daemon::start(
         &bus,
         plugins.path(),
-        "plugins:\n  fault:\n    timeout_ms: 500\n",
+        "plugins:\n  fault:\n    timeout_ms: 1500\n",
     );
     let conn = connect(&bus).await;
     let manager = manager_proxy(&conn).await;

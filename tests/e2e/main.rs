@@ -2,6 +2,7 @@
 
 mod ctl;
 mod daemon;
+mod extras;
 mod isolation;
 mod manager;
 mod rest;

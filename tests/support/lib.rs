@@ -361,6 +361,7 @@ impl Daemon {
         std::fs::write(&config_path, config).expect("write config");
         set_mode(&config_path, 0o644);
         let notify = NotifySocket::new();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
         let child = Command::new(binary("dynplugd"))
             .arg("--address")
             .arg(bus.address())
@@ -373,6 +374,7 @@ impl Daemon {
             .args(["--log-target", "stderr"])
             .args(extra)
             .env("NOTIFY_SOCKET", notify.path())
+            .stderr(log)
             .env_remove("DYNPLUG_CONFIG")
             .spawn()
             .expect("spawn dynplugd");
@@ -384,6 +386,11 @@ impl Daemon {
     /// The daemon's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Everything the daemon logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
     /// The configuration file (rewrite it, then [`Daemon::reload`]).

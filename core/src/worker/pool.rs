@@ -88,6 +88,8 @@ pub struct PoolStatus {
     pub quarantined: Option<String>,
     /// PIDs of live workers.
     pub pids: Vec<u32>,
+    /// CPU time and memory of the live workers, summed.
+    pub usage: crate::resources::Usage,
 }
 
 struct Worker {
@@ -267,6 +269,10 @@ impl WorkerPool {
             crashes: h.total_crashes,
             last_crash: h.last_crash.clone(),
             quarantined: h.quarantined.clone(),
+            usage: pids
+                .iter()
+                .filter_map(|p| crate::resources::of(&p.to_string()))
+                .fold(crate::resources::Usage::default(), |a, b| a + b),
             pids,
         }
     }

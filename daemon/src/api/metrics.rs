@@ -17,6 +17,8 @@ struct Snapshot {
     reloads_ok: u64,
     reloads_failed: u64,
     in_flight: i64,
+    own: dynplug_core::resources::Usage,
+    workers: Vec<(String, dynplug_core::resources::Usage)>,
     plugins: Vec<(String, dynplug_core::CallStats, bool)>,
 }
 
@@ -38,6 +40,44 @@ impl Collector for Snapshot {
             None,
             g.metric_type(),
         )?)?;
+        let c = ConstCounter::new(self.own.cpu_usec as f64 / 1e6);
+        c.encode(encoder.encode_descriptor(
+            "dynplug_process_cpu_seconds",
+            "CPU time used by dynplugd",
+            None,
+            c.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(i64::try_from(self.own.rss_bytes).unwrap_or(i64::MAX));
+        g.encode(encoder.encode_descriptor(
+            "dynplug_process_resident_memory_bytes",
+            "Resident memory of dynplugd",
+            None,
+            g.metric_type(),
+        )?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_worker_cpu_seconds",
+                "CPU time of the live worker processes of an isolated plugin",
+                None,
+                MetricType::Counter,
+            )?;
+            for (plugin, usage) in &self.workers {
+                ConstCounter::new(usage.cpu_usec as f64 / 1e6)
+                    .encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_worker_resident_memory_bytes",
+                "Resident memory of the live worker processes of an isolated plugin",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (plugin, usage) in &self.workers {
+                ConstGauge::new(i64::try_from(usage.rss_bytes).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
         let g = ConstGauge::new(self.in_flight);
         g.encode(encoder.encode_descriptor(
             "dynplug_calls_in_flight",
@@ -59,7 +99,7 @@ impl Collector for Snapshot {
                 ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
             }
         }
-        let counters: [(&str, &str, StatField); 3] = [
+        let counters: [(&str, &str, StatField); 4] = [
             ("dynplug_plugin_calls", "Calls per plugin", |s| s.calls),
             (
                 "dynplug_plugin_errors",
@@ -70,6 +110,11 @@ impl Collector for Snapshot {
                 "dynplug_plugin_timeouts",
                 "Timed-out calls per plugin",
                 |s| s.timeouts,
+            ),
+            (
+                "dynplug_plugin_retries",
+                "Retried attempts per plugin",
+                |s| s.retries,
             ),
         ];
         for (name, help, get) in counters {
@@ -120,16 +165,24 @@ impl Collector for Snapshot {
 /// Renders the metrics in the Prometheus text format.
 pub(super) fn render(control: &Control) -> Result<String, std::fmt::Error> {
     let (reloads_ok, reloads_failed) = control.reload_counts();
+    let plugins: Vec<dynplug_core::PluginInfo> = control
+        .manager
+        .list()
+        .into_iter()
+        .filter(|p| !p.version.is_empty())
+        .collect();
     let snapshot = Snapshot {
         uptime: control.uptime().as_secs_f64(),
         reloads_ok,
         reloads_failed,
         in_flight: i64::try_from(control.manager.in_flight()).unwrap_or(i64::MAX),
-        plugins: control
-            .manager
-            .list()
+        own: dynplug_core::resources::own(),
+        workers: plugins
+            .iter()
+            .filter_map(|p| p.workers.as_ref().map(|w| (p.name.clone(), w.usage)))
+            .collect(),
+        plugins: plugins
             .into_iter()
-            .filter(|p| !p.version.is_empty())
             .map(|p| (p.name, p.stats, p.enabled))
             .collect(),
     };

@@ -52,7 +52,9 @@ impl ManagerIface {
     /// Everything known about one plugin, as a dictionary: Name, Version, Description,
     /// Path, Enabled, Loaded, State, Error, AbiVersion, Service, ServiceState, TimeoutMs,
     /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError, Isolation
-    /// (in-process or process), Workers, WorkerRestarts, WorkerCrashes, Quarantined.
+    /// (in-process or process), Workers, WorkerRestarts, WorkerCrashes, Quarantined,
+    /// VersionRequirement (the configured `version:` pin, empty if none), WorkerCpuUsec,
+    /// WorkerRssBytes (CPU time and memory of the live workers).
     async fn get_plugin(&self, name: &str) -> Result<HashMap<String, OwnedVariant>, DynplugError> {
         Ok(info_dict(&self.control.manager.info(name)?))
     }
@@ -146,6 +148,18 @@ impl ManagerIface {
             .address()
             .map(|a| a.to_string())
             .unwrap_or_default()
+    }
+
+    /// CPU time the daemon has used (user + system), in microseconds.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn cpu_usage_usec(&self) -> u64 {
+        dynplug_core::resources::own().cpu_usec
+    }
+
+    /// The daemon's resident memory, in bytes.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn memory_rss_bytes(&self) -> u64 {
+        dynplug_core::resources::own().rss_bytes
     }
 
     /// Calls being served right now.

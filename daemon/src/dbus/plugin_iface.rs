@@ -38,7 +38,7 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         dynplug_core::config::Isolation::InProcess => "in-process",
         dynplug_core::config::Isolation::Process => "process",
     };
-    let entries: [(&str, OwnedVariant); 24] = [
+    let entries: [(&str, OwnedVariant); 27] = [
         ("Name", owned(p.name.as_str())),
         ("Version", owned(p.version.as_str())),
         ("Description", owned(p.description.as_str())),
@@ -82,6 +82,12 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         ("WorkerRestarts", owned(workers.restarts)),
         ("WorkerCrashes", owned(workers.crashes)),
         ("Quarantined", owned(workers.quarantined.is_some())),
+        ("WorkerCpuUsec", owned(workers.usage.cpu_usec)),
+        ("WorkerRssBytes", owned(workers.usage.rss_bytes)),
+        (
+            "VersionRequirement",
+            owned(p.version_requirement.clone().unwrap_or_default()),
+        ),
     ];
     entries
         .into_iter()

@@ -1,0 +1,127 @@
+//! A test kit for plugin authors: load a *built* plugin library through the real ABI
+//! and check and call it the way dynplugd does (the same table checks, the same
+//! panic-catching shims, the same ownership of buffers).
+//!
+//! ```no_run
+//! // tests/abi.rs of a plugin crate, with
+//! // [dev-dependencies] dynplug-core = { path = "...", features = ["host"] }
+//! use dynplug_core::testkit::TestHost;
+//!
+//! let host = TestHost::load(TestHost::built("my_plugin")).expect("loads like in dynplugd");
+//! assert_eq!(host.name(), "shout");
+//! host.configure(r#"{"loud": true}"#).unwrap();
+//! assert_eq!(host.execute("hi").unwrap(), "HI");
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{CallError, LoadError};
+use crate::library::{Instance, PluginLibrary};
+use crate::trust::TrustPolicy;
+
+/// A plugin loaded as dynplugd would load it, for tests.
+#[derive(Debug)]
+pub struct TestHost {
+    instance: Arc<Instance>,
+}
+
+impl TestHost {
+    /// Loads the library at `path`: ELF and entry-point checks, magic, ABI version, table
+    /// size, metadata (name rules), then creates an instance. File-permission checks are
+    /// relaxed, since build trees are often group-writable.
+    pub fn load(path: impl AsRef<Path>) -> Result<TestHost, LoadError> {
+        let policy = TrustPolicy {
+            required_owner: None,
+            check_modes: false,
+        };
+        let library = Arc::new(PluginLibrary::open(path.as_ref(), policy)?);
+        let instance = Arc::new(library.instantiate()?);
+        Ok(TestHost { instance })
+    }
+
+    /// Where cargo put the library `lib<lib_name>.so` of the crate under test (the
+    /// `[lib] name`, e.g. `dynplug_echo`), next to the running test binary.
+    pub fn built(lib_name: &str) -> PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in <target>/<profile>/deps");
+        dir.join(format!("lib{lib_name}.so"))
+    }
+
+    fn library(&self) -> &PluginLibrary {
+        self.instance.library()
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        self.library().name()
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        self.library().version()
+    }
+
+    /// The plugin's description.
+    pub fn description(&self) -> &str {
+        self.library().description()
+    }
+
+    /// The ABI version the plugin declared.
+    pub fn abi_version(&self) -> u32 {
+        self.library().abi_version()
+    }
+
+    /// Whether the plugin declares a service.
+    pub fn is_service(&self) -> bool {
+        self.library().is_service()
+    }
+
+    /// Hands the plugin its settings (JSON object text), as a reload does.
+    pub fn configure(&self, settings_json: &str) -> Result<(), CallError> {
+        self.instance.configure(settings_json)
+    }
+
+    /// Runs one call.
+    pub fn execute(&self, input: &str) -> Result<String, CallError> {
+        self.instance.execute(input)
+    }
+
+    /// Starts the plugin's service on a thread of its own, as the daemon does.
+    pub fn run_service(&self) -> ServiceRun {
+        let instance = Arc::clone(&self.instance);
+        let thread = std::thread::spawn(move || instance.start());
+        ServiceRun {
+            instance: Arc::clone(&self.instance),
+            thread,
+        }
+    }
+}
+
+/// A service started by [`TestHost::run_service`].
+#[derive(Debug)]
+pub struct ServiceRun {
+    instance: Arc<Instance>,
+    thread: std::thread::JoinHandle<Result<(), CallError>>,
+}
+
+impl ServiceRun {
+    /// Whether `start` has returned already (a service should run until stopped).
+    pub fn has_ended(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Calls `stop` and waits for `start` to return; returns what `start` returned.
+    pub fn stop(self) -> Result<(), CallError> {
+        self.instance.stop()?;
+        self.thread.join().unwrap_or_else(|_| {
+            Err(CallError::Panicked {
+                plugin: self.instance.library().name().to_owned(),
+                message: "the service thread panicked".into(),
+            })
+        })
+    }
+}
