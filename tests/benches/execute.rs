@@ -1,6 +1,7 @@
 //! Cost of an in-process plugin call: the echo plugin called directly as a Rust
 //! function, through the C ABI (`Instance::execute`), and through the manager
-//! (`Manager::execute`: lookup, limits, blocking pool, timeout, statistics).
+//! (`Manager::execute`: lookup, limits, blocking pool, timeout, statistics), and
+//! through the manager to a worker process (`isolation: process`).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -13,7 +14,7 @@ use dynplug_core::library::PluginLibrary;
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::{Manager, Plugin};
 use dynplug_echo::Echo;
-use dynplug_tests::{rust_plugin, PluginDir};
+use dynplug_tests::{binary, rust_plugin, PluginDir};
 
 fn inputs() -> [(&'static str, String); 3] {
     [
@@ -37,8 +38,24 @@ fn bench(c: &mut Criterion) {
     config.plugins_dir = dir.path().to_owned();
     config.max_input_bytes = 4 << 20;
     let (manager, _) = runtime
-        .block_on(Manager::start(config, state.path(), policy))
+        .block_on(Manager::start(config.clone(), state.path(), policy))
         .expect("manager");
+    let isolated_state = tempfile::tempdir().expect("tempdir");
+    let mut isolated_config = Config::parse(
+        "plugins:\n  echo:\n    isolation: process\n    workers: 1\n",
+        Path::new("bench"),
+    )
+    .expect("config");
+    isolated_config.plugins_dir = config.plugins_dir.clone();
+    isolated_config.max_input_bytes = config.max_input_bytes;
+    let (isolated, _) = runtime
+        .block_on(Manager::start_with(
+            isolated_config,
+            isolated_state.path(),
+            policy,
+            Some(binary("dynplugd")),
+        ))
+        .expect("isolated manager");
 
     let mut group = c.benchmark_group("execute");
     group
@@ -51,6 +68,14 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("abi", label), &input, |b, i| {
             b.iter(|| instance.execute(black_box(i)).expect("ok"))
+        });
+        group.bench_with_input(BenchmarkId::new("isolated", label), &input, |b, i| {
+            b.to_async(&runtime).iter(|| async {
+                isolated
+                    .execute("echo", black_box(i.clone()))
+                    .await
+                    .expect("ok")
+            })
         });
         group.bench_with_input(BenchmarkId::new("manager", label), &input, |b, i| {
             b.to_async(&runtime).iter(|| async {
