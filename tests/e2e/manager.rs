@@ -457,3 +457,84 @@ async fn service_plugin_runs_restarts_and_stops() {
         "stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_loading_creates_instances_on_first_call() {
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("echo"), "echo.so");
+    let state = tempfile::tempdir().unwrap();
+    let m = start(plugins.path(), state.path(), "lazy_load: true\n").await;
+    assert_eq!(m.info("echo").unwrap().status, PluginStatus::Pending);
+    assert_eq!(m.execute("echo", "x".into()).await.unwrap(), "x");
+    assert_eq!(m.info("echo").unwrap().status, PluginStatus::Loaded);
+}
+
+/// A plugin author's crate outside the workspace, depending on core by path with
+/// `default-features = false`, builds without the host's runtime and loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outside_rust_plugin_crate_builds_lean_and_loads() {
+    let root = dynplug_tests::workspace_root();
+    let krate = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(krate.path().join("src")).unwrap();
+    std::fs::write(
+        krate.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"shout\"\nversion = \"1.2.3\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\ndynplug-core = {{ path = \"{}\", default-features = false }}\n\n[workspace]\n",
+            root.join("core").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        krate.path().join("src/lib.rs"),
+        r#"use dynplug_core::{register_plugin, Plugin, PluginResult};
+pub struct Shout;
+impl Shout { pub fn new() -> Self { Shout } }
+impl Plugin for Shout {
+    fn name(&self) -> &str { "shout" }
+    fn version(&self) -> &str { env!("CARGO_PKG_VERSION") }
+    fn description(&self) -> &str { "upper-cases" }
+    fn execute(&self, input: &str) -> PluginResult<String> {
+        if input.is_empty() { return Err("nothing to shout".into()); }
+        Ok(input.to_uppercase())
+    }
+}
+register_plugin!(Shout);
+"#,
+    )
+    .unwrap();
+    let target = dynplug_tests::artifact_dir()
+        .parent()
+        .unwrap()
+        .join("outside-plugin");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--offline", "--quiet"])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(krate.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the outside plugin crate builds");
+    let lock = std::fs::read_to_string(krate.path().join("Cargo.lock")).unwrap();
+    for heavy in ["tokio", "zbus", "libloading", "serde"] {
+        assert!(
+            !lock.contains(&format!("name = \"{heavy}\"")),
+            "{heavy} pulled into a plugin:\n{lock}"
+        );
+    }
+    let plugins = PluginDir::new();
+    plugins.add(&target.join("debug/libshout.so"), "shout.so");
+    let state = tempfile::tempdir().unwrap();
+    let m = start(
+        plugins.path(),
+        state.path(),
+        "plugins:\n  shout:\n    version: \"^1.2\"\n",
+    )
+    .await;
+    assert_eq!(m.execute("shout", "hi".into()).await.unwrap(), "HI");
+    assert!(matches!(
+        m.execute("shout", String::new()).await,
+        Err(ManagerError::Call(CallError::Failed { .. }))
+    ));
+    assert_eq!(m.info("shout").unwrap().version, "1.2.3");
+}
