@@ -5,12 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use dynplug_tests::{run, rust_plugin, Daemon, PluginDir, PrivateBus};
 
-fn busctl(bus: &PrivateBus, args: &[&str]) -> String {
-    let mut cmd = bus.command("busctl");
-    cmd.arg("--user").args(args);
-    run(cmd).1
-}
-
 #[test]
 fn a_pinned_version_that_does_not_match_is_refused_with_both_versions() {
     let bus = PrivateBus::start();
@@ -20,37 +14,14 @@ fn a_pinned_version_that_does_not_match_is_refused_with_both_versions() {
         plugins.path(),
         "plugins:\n  echo:\n    version: \">=2, <3\"\n  hash:\n    version: \"^0.1\"\n",
     );
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "GetPlugin",
-            "s",
-            "echo",
-        ],
-    );
+    let out = bus.manager_call("GetPlugin", "s", &["echo"]);
     assert!(
         out.contains("is version 0.1.0, but the configuration requires >=2, <3"),
         "{out}"
     );
     assert!(out.contains(r#""VersionRequirement" s ">=2, <3""#), "{out}");
     assert!(out.contains(r#""AbiVersion" u 1"#), "{out}");
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "Execute",
-            "ss",
-            "hash",
-            "x",
-        ],
-    );
+    let out = bus.manager_call("Execute", "ss", &["hash", "x"]);
     assert!(out.starts_with("s \""), "a satisfied pin loads: {out}");
 }
 
@@ -68,32 +39,9 @@ fn secrets_reach_the_plugin_but_never_logs_dbus_or_http() {
         secret.display()
     );
     let d = Daemon::start(&bus, plugins.path(), &config);
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "Execute",
-            "ss",
-            "json",
-            r#"{"hunter2": 42}"#,
-        ],
-    );
+    let out = bus.manager_call("Execute", "ss", &["json", r#"{"hunter2": 42}"#]);
     assert_eq!(out.trim(), r#"s "42""#);
-    let dbus = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "GetPlugin",
-            "s",
-            "json",
-        ],
-    );
+    let dbus = bus.manager_call("GetPlugin", "s", &["json"]);
     let api = bus.manager_property("ApiAddress");
     let http = run({
         let mut c = std::process::Command::new("curl");
@@ -157,34 +105,14 @@ fn transient_failures_are_retried_and_counted() {
         plugins.path(),
         "server:\n  enabled: true\n  port: 0\nplugins:\n  fault:\n    isolation: process\n    retries: 2\n    workers: 1\n",
     );
-    let out = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "Execute",
-            "ss",
-            "fault",
-            &format!("segv-once {}", marker.display()),
-        ],
+    let out = bus.manager_call(
+        "Execute",
+        "ss",
+        &["fault", &format!("segv-once {}", marker.display())],
     );
     assert_eq!(out.trim(), r#"s "recovered""#, "the crash was retried");
     // Plain plugin errors are not retried.
-    let _ = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "Execute",
-            "ss",
-            "fault",
-            "error",
-        ],
-    );
+    let _ = bus.manager_call("Execute", "ss", &["fault", "error"]);
     let api = bus.manager_property("ApiAddress");
     let metrics = run({
         let mut c = std::process::Command::new("curl");
@@ -219,46 +147,11 @@ fn resource_figures_move_under_load() {
     );
     let big = "x".repeat(100_000);
     for _ in 0..40 {
-        busctl(
-            &bus,
-            &[
-                "call",
-                "org.dynplug.Manager",
-                "/org/dynplug/Manager",
-                "org.dynplug.Manager",
-                "Execute",
-                "ss",
-                "hash",
-                &big,
-            ],
-        );
+        bus.manager_call("Execute", "ss", &["hash", &big]);
     }
     assert!(cpu(&bus) > before, "daemon CPU time grows under load");
-    busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "Execute",
-            "ss",
-            "fault",
-            "hi",
-        ],
-    );
-    let info = busctl(
-        &bus,
-        &[
-            "call",
-            "org.dynplug.Manager",
-            "/org/dynplug/Manager",
-            "org.dynplug.Manager",
-            "GetPlugin",
-            "s",
-            "fault",
-        ],
-    );
+    bus.manager_call("Execute", "ss", &["fault", "hi"]);
+    let info = bus.manager_call("GetPlugin", "s", &["fault"]);
     let rss: u64 = info
         .split("\"WorkerRssBytes\" t ")
         .nth(1)

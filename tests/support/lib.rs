@@ -195,6 +195,25 @@ impl PrivateBus {
         &self.address
     }
 
+    /// Calls a method of `org.dynplug.Manager` with busctl; returns what busctl printed
+    /// (the reply, or the error on stderr appended).
+    pub fn manager_call(&self, method: &str, signature: &str, args: &[&str]) -> String {
+        let mut cmd = self.command("busctl");
+        cmd.args([
+            "--user",
+            "call",
+            "org.dynplug.Manager",
+            "/org/dynplug/Manager",
+            "org.dynplug.Manager",
+            method,
+        ]);
+        if !signature.is_empty() {
+            cmd.arg(signature).args(args);
+        }
+        let (_, out, err) = run(cmd);
+        out + &err
+    }
+
     /// A property of `org.dynplug.Manager` as busctl prints its value (strings unquoted).
     pub fn manager_property(&self, name: &str) -> String {
         let mut cmd = self.command("busctl");
@@ -218,16 +237,8 @@ impl PrivateBus {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("c.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut cmd = self.command(binary("dynplugd"));
-        cmd.arg("--address")
-            .arg(self.address())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--plugins-dir")
-            .arg(plugins)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(extra);
+        let mut cmd = dynplugd_command(self, &config_path, plugins, &dir.path().join("state"));
+        cmd.args(extra);
         let (code, _, err) = run(cmd);
         (code, err)
     }
@@ -362,15 +373,7 @@ impl Daemon {
         set_mode(&config_path, 0o644);
         let notify = NotifySocket::new();
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(binary("dynplugd"))
-            .arg("--address")
-            .arg(bus.address())
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--plugins-dir")
-            .arg(plugins)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
+        let child = dynplugd_command(bus, &config_path, plugins, &dir.path().join("state"))
             .args(["--log-target", "stderr"])
             .args(extra)
             .env("NOTIFY_SOCKET", notify.path())
@@ -434,6 +437,20 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `dynplugd` on `bus` with a config file, a plugins directory and a state directory.
+pub fn dynplugd_command(bus: &PrivateBus, config: &Path, plugins: &Path, state: &Path) -> Command {
+    let mut cmd = bus.command(binary("dynplugd"));
+    cmd.arg("--address")
+        .arg(bus.address())
+        .arg("--config")
+        .arg(config)
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
 }
 
 /// Runs a command to completion and returns (exit code, stdout, stderr).
