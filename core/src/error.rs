@@ -77,6 +77,15 @@ pub enum LoadError {
         /// The file that keeps the name.
         other: PathBuf,
     },
+    /// The file was refused, or crashed, in the probe process; the reason is what the
+    /// probe reported (the same words as an in-process refusal) or how it died.
+    #[error("{reason}")]
+    Probe {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
     /// The plugin's version does not satisfy the configured requirement.
     #[error("plugin `{name}` is version {found}, but the configuration requires {required}")]
     VersionMismatch {

@@ -51,7 +51,11 @@ impl FileIdentity {
 pub struct PluginLibrary {
     path: PathBuf,
     identity: FileIdentity,
-    table: &'static PluginTable,
+    /// The table, for libraries loaded into this process; `None` for plugins that run
+    /// only in worker processes (described by a probe).
+    table: Option<&'static PluginTable>,
+    abi_version: u32,
+    service: bool,
     name: String,
     version: String,
     description: String,
@@ -208,11 +212,45 @@ impl PluginLibrary {
         Ok(PluginLibrary {
             path: path.to_owned(),
             identity,
-            table,
+            table: Some(table),
+            abi_version: table.abi_version,
+            service: table.flags & abi::FLAG_SERVICE != 0 && table.start.is_some(),
             name,
             version,
             description,
         })
+    }
+
+    /// Describes a library that was checked in a probe process (see
+    /// [`crate::worker::probe`]) and will only ever run in worker processes: it is not
+    /// loaded into this process.
+    pub fn described(
+        path: &Path,
+        identity: FileIdentity,
+        hello: crate::worker::protocol::Hello,
+    ) -> PluginLibrary {
+        PluginLibrary {
+            path: path.to_owned(),
+            identity,
+            table: None,
+            abi_version: hello.abi_version,
+            service: hello.service,
+            name: hello.name,
+            version: hello.version,
+            description: hello.description,
+        }
+    }
+
+    /// Whether the library is loaded into this process (false for plugins that only
+    /// run in worker processes).
+    pub fn is_loaded(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The table of a library loaded into this process. Instances only exist for those.
+    fn loaded_table(&self) -> &'static PluginTable {
+        self.table
+            .expect("instances exist only for libraries loaded in this process")
     }
 
     /// The plugin's name from its metadata.
@@ -242,17 +280,21 @@ impl PluginLibrary {
 
     /// The ABI version the plugin declared.
     pub fn abi_version(&self) -> u32 {
-        self.table.abi_version
+        self.abi_version
     }
 
     /// Whether the plugin runs a service.
     pub fn is_service(&self) -> bool {
-        self.table.flags & abi::FLAG_SERVICE != 0 && self.table.start.is_some()
+        self.service
     }
 
     /// Constructs a plugin instance.
     pub fn instantiate(self: &Arc<Self>) -> Result<Instance, LoadError> {
-        let create = self.table.create.expect("checked at open");
+        let table = self.table.ok_or_else(|| LoadError::Init {
+            name: self.name.clone(),
+            reason: "the plugin runs only in worker processes and is not loaded here".into(),
+        })?;
+        let create = table.create.expect("checked at open");
         // SAFETY: `create` takes no arguments; the ABI forbids unwinding out of it.
         let ptr = unsafe { create() };
         let ptr = NonNull::new(ptr).ok_or_else(|| LoadError::Init {
@@ -292,7 +334,11 @@ impl Instance {
         }
         // SAFETY: the plugin filled `buf` with `len` readable bytes.
         let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
-        let free = self.library.table.free_buf.expect("checked at open");
+        let free = self
+            .library
+            .loaded_table()
+            .free_buf
+            .expect("checked at open");
         // SAFETY: the buffer came from this plugin and is released exactly once.
         unsafe { free(buf) };
         bytes
@@ -322,7 +368,11 @@ impl Instance {
 
     /// Calls `execute` with `input`.
     pub fn execute(&self, input: &str) -> Result<String, CallError> {
-        let f = self.library.table.execute.expect("checked at open");
+        let f = self
+            .library
+            .loaded_table()
+            .execute
+            .expect("checked at open");
         let mut out = Buf::EMPTY;
         // SAFETY: the instance is live; input is valid for its length during the call.
         let status = unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) };
@@ -331,7 +381,7 @@ impl Instance {
 
     /// Calls `configure` with settings as JSON text; a plugin without the hook accepts all.
     pub fn configure(&self, settings_json: &str) -> Result<(), CallError> {
-        let Some(f) = self.library.table.configure else {
+        let Some(f) = self.library.loaded_table().configure else {
             return Ok(());
         };
         let mut out = Buf::EMPTY;
@@ -359,18 +409,22 @@ impl Instance {
 
     /// Runs the service; blocks until it ends.
     pub fn start(&self) -> Result<(), CallError> {
-        self.service_call(self.library.table.start)
+        self.service_call(self.library.loaded_table().start)
     }
 
     /// Asks the running service to end.
     pub fn stop(&self) -> Result<(), CallError> {
-        self.service_call(self.library.table.stop)
+        self.service_call(self.library.loaded_table().stop)
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        let destroy = self.library.table.destroy.expect("checked at open");
+        let destroy = self
+            .library
+            .loaded_table()
+            .destroy
+            .expect("checked at open");
         // SAFETY: the pointer came from `create` and is destroyed once; no call can be
         // running, since every caller holds an `Arc` to this instance.
         unsafe { destroy(self.ptr.as_ptr()) };
@@ -392,11 +446,15 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Opens every file in `paths` on a few threads at once; results come back in order.
-pub fn open_all(paths: &[PathBuf], policy: TrustPolicy) -> Vec<Result<PluginLibrary, LoadError>> {
+/// Opens every file in `paths` with `open`, on a few threads at once; results come
+/// back in order.
+pub fn open_all(
+    paths: &[PathBuf],
+    open: impl Fn(&Path) -> Result<PluginLibrary, LoadError> + Sync,
+) -> Vec<Result<PluginLibrary, LoadError>> {
     let open_one = |p: &PathBuf| {
         // A library initialiser that panics must not take the daemon down.
-        std::panic::catch_unwind(|| PluginLibrary::open(p, policy)).unwrap_or_else(|_| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open(p))).unwrap_or_else(|_| {
             Err(LoadError::NotALibrary {
                 path: p.clone(),
                 reason: "panicked while loading".into(),
@@ -407,6 +465,7 @@ pub fn open_all(paths: &[PathBuf], policy: TrustPolicy) -> Vec<Result<PluginLibr
         .map_or(2, |n| n.get())
         .min(paths.len().max(1));
     let chunk = paths.len().div_ceil(workers).max(1);
+    let open_one = &open_one;
     std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .chunks(chunk)

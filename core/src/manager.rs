@@ -732,10 +732,22 @@ impl Manager {
                 )
             })
             .collect();
-        let scanned = tokio::task::spawn_blocking(move || scan(&dir, policy, &known))
-            .await
-            .map_err(|e| ManagerError::InvalidArgument(format!("plugin scan failed: {e}")))?
-            .map_err(|e| ConfigError::field(Path::new("<config>"), "plugins_dir", e.to_string()))?;
+        let probe = self.inner.worker_program.clone().map(|program| Probe {
+            program,
+            isolated: config
+                .plugins
+                .iter()
+                .filter(|(_, p)| p.isolation == Isolation::Process)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        });
+        let scanned =
+            tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
+                .await
+                .map_err(|e| ManagerError::InvalidArgument(format!("plugin scan failed: {e}")))?
+                .map_err(|e| {
+                    ConfigError::field(Path::new("<config>"), "plugins_dir", e.to_string())
+                })?;
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
@@ -779,11 +791,34 @@ impl Manager {
                         } else {
                             // Isolation mode or worker limits changed: a fresh slot on the
                             // same library; calls in flight finish on the old one.
-                            let fresh = self.make_slot(
-                                Arc::clone(&slot.library),
-                                &config,
-                                enabled_of(&name),
-                            );
+                            let mut library = Arc::clone(&slot.library);
+                            if wanted.is_none() && !library.is_loaded() {
+                                // Leaving process isolation: load it here now (it passed
+                                // its probe when it was first seen).
+                                let path = library.path().to_owned();
+                                let opened = tokio::task::spawn_blocking(move || {
+                                    PluginLibrary::open(&path, policy)
+                                })
+                                .await;
+                                match opened {
+                                    Ok(Ok(lib)) => library = Arc::new(lib),
+                                    Ok(Err(e)) => {
+                                        failures.push((library.path().to_owned(), e));
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        failures.push((
+                                            library.path().to_owned(),
+                                            LoadError::NotALibrary {
+                                                path: library.path().to_owned(),
+                                                reason: e.to_string(),
+                                            },
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                            let fresh = self.make_slot(library, &config, enabled_of(&name));
                             report.replaced.push(name.clone());
                             plugins.insert(name, Arc::new(fresh));
                         }
@@ -1034,10 +1069,37 @@ enum Scanned {
 }
 
 /// Scans `dir`, reusing plugins whose file identity is unchanged.
+/// How new files are first looked at: in a probe process, so that code which crashes
+/// while loading only kills the probe; plugins configured `isolation: process` are then
+/// never loaded into the daemon at all.
+struct Probe {
+    program: PathBuf,
+    isolated: BTreeSet<String>,
+}
+
+impl Probe {
+    fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+        let hello = crate::worker::probe(&self.program, path)?;
+        if self.isolated.contains(&hello.name) {
+            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            return Ok(PluginLibrary::described(
+                path,
+                FileIdentity::of(&meta),
+                hello,
+            ));
+        }
+        PluginLibrary::open(path, policy)
+    }
+}
+
 fn scan(
     dir: &Path,
     policy: TrustPolicy,
     known: &BTreeMap<PathBuf, (String, FileIdentity)>,
+    probe: Option<&Probe>,
 ) -> Result<Vec<Scanned>, LoadError> {
     trust::check_dir(dir, policy)?;
     let files = library::scan_dir(dir)?;
@@ -1053,7 +1115,13 @@ fn scan(
             _ => to_open.push(path),
         }
     }
-    for (path, result) in to_open.iter().zip(library::open_all(&to_open, policy)) {
+    for (path, result) in to_open
+        .iter()
+        .zip(library::open_all(&to_open, |p| match probe {
+            Some(probe) => probe.open(p, policy),
+            None => PluginLibrary::open(p, policy),
+        }))
+    {
         out.push(match result {
             Ok(lib) => Scanned::Opened(lib),
             Err(e) => Scanned::Failed(path.clone(), e),

@@ -7,7 +7,15 @@ fn main() {
     // `dynplugd --worker LIBRARY`, channel on fd 3. Nothing else runs in that process.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if raw.len() == 3 && raw[1] == "--worker" {
-        std::process::exit(dynplug_core::worker::serve(std::path::Path::new(&raw[2])));
+        std::process::exit(dynplug_core::worker::serve::serve(std::path::Path::new(
+            &raw[2],
+        )));
+    }
+    // Probe mode: report a new plugin file's metadata, then exit.
+    if raw.len() == 3 && raw[1] == "--probe" {
+        std::process::exit(dynplug_core::worker::serve::probe(std::path::Path::new(
+            &raw[2],
+        )));
     }
     let args = dynplugd::cli::Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -284,3 +284,50 @@ async fn replacing_an_isolated_plugin_keeps_calls_in_flight() {
     assert_eq!(inflight.await.unwrap().unwrap(), "woke up");
     m.shutdown(Duration::from_secs(1)).await;
 }
+
+#[test]
+fn a_library_that_crashes_while_loading_only_kills_its_probe() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("echo"), "echo.so");
+    plugins.add_c(
+        "tests/fixtures/c/variant.c",
+        "crasher.so",
+        &["FIX_CRASH_ENTRY"],
+    );
+    let mut daemon = Daemon::start(&bus, plugins.path(), "");
+    let out = bus.manager_call("GetPlugin", "s", &["crasher.so"]);
+    assert!(
+        out.contains("SIGSEGV") && out.contains("while loading the plugin"),
+        "{out}"
+    );
+    assert_eq!(
+        bus.manager_call("Execute", "ss", &["echo", "alive"]).trim(),
+        r#"s "alive""#
+    );
+    // Reloads keep the verdict without crashing either.
+    daemon.reload();
+    assert_eq!(bus.manager_property("FailedCount"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_isolation_on_and_off_by_reload() {
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("echo"), "echo.so");
+    let state = tempfile::tempdir().unwrap();
+    let isolated = "plugins:\n  echo:\n    isolation: process\n";
+    let m = manager(plugins.path(), state.path(), isolated).await;
+    assert_eq!(m.execute("echo", "a".into()).await.unwrap(), "a");
+    assert!(m.info("echo").unwrap().workers.is_some());
+    let report = m.reload(config(plugins.path(), "")).await.unwrap();
+    assert_eq!(report.replaced, ["echo"]);
+    assert_eq!(m.execute("echo", "b".into()).await.unwrap(), "b");
+    assert!(
+        m.info("echo").unwrap().workers.is_none(),
+        "runs in process now"
+    );
+    m.reload(config(plugins.path(), isolated)).await.unwrap();
+    assert_eq!(m.execute("echo", "c".into()).await.unwrap(), "c");
+    assert!(m.info("echo").unwrap().workers.is_some());
+    m.shutdown(Duration::from_secs(1)).await;
+}

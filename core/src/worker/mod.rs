@@ -2,13 +2,17 @@
 //! segfault, abort or runaway allocation kills only the worker.
 //!
 //! - [`protocol`]: length-prefixed, versioned frames on a private socketpair;
-//! - [`serve`]: the worker process (`dynplugd --worker PATH`);
+//! - [`serve`]: the worker process (`dynplugd --worker PATH`) and the probe
+//!   (`dynplugd --probe PATH`);
+//! - [`probe`]: learning a new file's metadata in a throw-away process;
 //! - [`pool`]: the daemon side: spawning with limits, calls, crash handling, restart
 //!   backoff, quarantine.
 
+mod child;
 pub mod pool;
+pub mod probe;
 pub mod protocol;
 pub mod serve;
 
 pub use pool::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
-pub use serve::serve;
+pub use probe::probe;

@@ -20,8 +20,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::child;
 use super::protocol::{encode, header, Hello, Kind, PROTOCOL_VERSION};
-use super::serve::{RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC, WORKER_FD};
+use super::serve::{RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC};
 use crate::error::CallError;
 
 /// Resource limits applied to each worker process (setrlimit).
@@ -191,7 +192,8 @@ fn signal_name(sig: i32) -> String {
     format!("{name} ({sig})")
 }
 
-fn describe_exit(status: std::process::ExitStatus) -> String {
+/// How a worker or probe process ended, in words.
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (_, Some(sig)) => format!("worker killed by {}", signal_name(sig)),
         (Some(code), None) => format!("worker exited with status {code}"),
@@ -310,15 +312,6 @@ impl WorkerPool {
     async fn spawn(&self) -> Result<Worker, PoolError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| PoolError::Start(e.to_string()))?;
-        let mut cmd = Command::new(&self.config.program);
-        cmd.arg("--worker")
-            .arg(&self.config.library)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true);
         // Large socket buffers: a 1 MiB input or output then crosses in a few system
         // calls instead of dozens of wake-ups of both processes.
         for sock in [ours.as_raw_fd(), theirs.as_raw_fd()] {
@@ -336,58 +329,14 @@ impl WorkerPool {
                 };
             }
         }
-        let fd = theirs.as_raw_fd();
-        let limits = self.config.limits;
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // system calls on plain integers; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fail = |r: libc::c_int| {
-                    if r < 0 {
-                        Err(std::io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                };
-                fail(libc::dup2(fd, WORKER_FD))?;
-                fail(libc::setpgid(0, 0))?;
-                fail(libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ))?;
-                if libc::getppid() != parent {
-                    // The daemon died before PDEATHSIG was armed.
-                    libc::_exit(1);
-                }
-                fail(libc::prctl(
-                    libc::PR_SET_NO_NEW_PRIVS,
-                    1 as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ))?;
-                let set = |res, value: u64| {
-                    let lim = libc::rlimit {
-                        rlim_cur: value as libc::rlim_t,
-                        rlim_max: value as libc::rlim_t,
-                    };
-                    fail(libc::setrlimit(res, &lim))
-                };
-                set(libc::RLIMIT_NOFILE, limits.open_files)?;
-                if let Some(bytes) = limits.address_space {
-                    set(libc::RLIMIT_AS, bytes)?;
-                }
-                if let Some(secs) = limits.cpu_seconds {
-                    set(libc::RLIMIT_CPU, secs)?;
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = Command::from(child::command(
+            &self.config.program,
+            "--worker",
+            &self.config.library,
+            theirs.as_raw_fd(),
+            self.config.limits,
+        ));
+        cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
             PoolError::Start(format!(
                 "cannot start worker {}: {e}",

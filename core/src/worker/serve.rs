@@ -35,9 +35,9 @@ fn result_frame(outcome: Result<String, CallError>) -> Vec<u8> {
     body
 }
 
-/// Runs a worker for the plugin at `path` until the daemon closes the channel.
-/// Returns the process exit code.
-pub fn serve(path: &Path) -> i32 {
+/// Loads the plugin at `path` and greets the daemon with its metadata (or says why it
+/// could not). Returns the channel and the instance, or the exit code to end with.
+fn load_and_greet(path: &Path) -> Result<(UnixStream, Hello, crate::library::Instance), i32> {
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
@@ -48,7 +48,7 @@ pub fn serve(path: &Path) -> i32 {
         Ok(pair) => pair,
         Err(e) => {
             let _ = write_frame(&mut channel, Kind::Failed, e.to_string().as_bytes());
-            return 2;
+            return Err(2);
         }
     };
     let hello = Hello {
@@ -61,8 +61,27 @@ pub fn serve(path: &Path) -> i32 {
     let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
     body.extend_from_slice(&serde_json::to_vec(&hello).unwrap_or_default());
     if write_frame(&mut channel, Kind::Hello, &body).is_err() {
-        return 3;
+        return Err(3);
     }
+    Ok((channel, hello, instance))
+}
+
+/// Probe mode (`dynplugd --probe LIBRARY`): loads the plugin, reports its metadata and
+/// exits, so the daemon learns a new file's name without running its code in process.
+pub fn probe(path: &Path) -> i32 {
+    match load_and_greet(path) {
+        Ok(_) => 0,
+        Err(code) => code,
+    }
+}
+
+/// Runs a worker for the plugin at `path` until the daemon closes the channel.
+/// Returns the process exit code.
+pub fn serve(path: &Path) -> i32 {
+    let (mut channel, hello, instance) = match load_and_greet(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
     loop {
         let (kind, body) = match read_frame(&mut channel) {
             Ok(frame) => frame,
