@@ -41,14 +41,21 @@ impl TestHost {
     }
 
     /// Where cargo put the library `lib<lib_name>.so` of the crate under test (the
-    /// `[lib] name`, e.g. `dynplug_echo`), next to the running test binary.
+    /// `[lib] name`, e.g. `dynplug_echo`): beside the running test binary in
+    /// `<target>/<profile>/deps` (where `cargo test` builds it), else in
+    /// `<target>/<profile>` (where `cargo build` puts it).
     pub fn built(lib_name: &str) -> PathBuf {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let dir = exe
+        let deps = exe
             .parent()
-            .and_then(Path::parent)
             .expect("test binaries live in <target>/<profile>/deps");
-        dir.join(format!("lib{lib_name}.so"))
+        let file = format!("lib{lib_name}.so");
+        let beside = deps.join(&file);
+        if beside.exists() {
+            return beside;
+        }
+        deps.parent()
+            .map_or(beside.clone(), |profile| profile.join(&file))
     }
 
     fn library(&self) -> &PluginLibrary {
