@@ -1,6 +1,7 @@
 //! The real `dynplugd` on a private dbus-daemon, driven by busctl, gdbus and a zbus
 //! client built from the daemon's own interface definition.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dynplug_tests::{run, rust_plugin, send_signal, workspace_root, Daemon, PluginDir, PrivateBus};
@@ -417,4 +418,41 @@ fn startup_errors_are_clear() {
     let (code, err) = bus.run_daemon_once(plugins.path(), "", &[]);
     assert_eq!(code, 69, "{err}");
     assert!(err.contains("already owned"), "{err}");
+}
+
+#[test]
+fn a_python_dbus_client_works() {
+    let python = Path::new("/usr/bin/python3");
+    let has_dbus = std::process::Command::new(python)
+        .args(["-c", "import dbus"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_dbus {
+        eprintln!("skipped: python3-dbus is not installed for /usr/bin/python3");
+        return;
+    }
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let _d = Daemon::start(&bus, plugins.path(), "");
+    let script = r#"
+import dbus, os
+bus = dbus.bus.BusConnection(os.environ["DBUS_SESSION_BUS_ADDRESS"])
+m = dbus.Interface(bus.get_object("org.dynplug.Manager", "/org/dynplug/Manager"), "org.dynplug.Manager")
+print(m.Execute("text", "hello"))
+print(sorted(str(p[0]) for p in m.ListPlugins()))
+props = dbus.Interface(bus.get_object("org.dynplug.Manager", "/org/dynplug/Manager"), "org.freedesktop.DBus.Properties")
+print(props.Get("org.dynplug.Manager", "State"))
+try:
+    m.Execute("nope", "x")
+except dbus.exceptions.DBusException as e:
+    print(e.get_dbus_name())
+"#;
+    let mut cmd = bus.command(python);
+    cmd.args(["-c", script]);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "HELLO\n['echo', 'hash', 'heartbeat', 'json', 'rot13', 'text']\nrunning\norg.dynplug.Error.NotFound\n"
+    );
 }
