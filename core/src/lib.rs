@@ -12,7 +12,8 @@
 //! - `config`: the YAML configuration, defaults, validation, environment overrides;
 //! - `trust` and `library`: file trust checks, `dlopen`, table checks, safe calls;
 //! - `manager`: the registry of plugins and every operation on them (list, info,
-//!   enable/disable, execute with timeouts, reload with a diff, graceful shutdown);
+//!   enable/disable, execute with timeouts and retries, reload with a diff, graceful
+//!   shutdown); `views`: what it reports; `scan` (private): the directory scan;
 //! - `services`: supervision of service plugins (start, stop, restart with backoff);
 //! - `state`: runtime enable/disable persisted atomically apart from the config;
 //! - `events`: the lifecycle events the daemon publishes;
@@ -44,6 +45,8 @@ pub mod name;
 #[cfg(feature = "host")]
 pub mod resources;
 #[cfg(feature = "host")]
+mod scan;
+#[cfg(feature = "host")]
 mod services;
 #[cfg(feature = "host")]
 mod slot;
@@ -53,6 +56,8 @@ pub mod state;
 pub mod testkit;
 #[cfg(feature = "host")]
 pub mod trust;
+#[cfg(feature = "host")]
+pub mod views;
 #[cfg(feature = "host")]
 pub mod worker;
 

@@ -16,135 +16,17 @@ use tokio::sync::{broadcast, Notify};
 use crate::config::{Config, Isolation};
 use crate::error::{CallError, ConfigError, LoadError, ManagerError};
 use crate::events::{Event, ServiceState};
-use crate::library::{self, FileIdentity, PluginLibrary};
+use crate::library::{FileIdentity, PluginLibrary};
+use crate::scan::{scan, Probe, Scanned};
 use crate::services::Services;
 use crate::slot::{CallStats, Limits, Slot};
 use crate::state::{Quarantine, RuntimeState, StateStore};
-use crate::trust::{self, TrustPolicy};
-use crate::worker::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
+use crate::trust::TrustPolicy;
+pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
+use crate::worker::{PoolConfig, PoolError, ResourceLimits, WorkerPool};
 
 /// How long a service gets to stop on disable or shutdown.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Whether an operation changed anything (idempotent operations say which).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// The state changed.
-    Changed,
-    /// It already was in the requested state.
-    Unchanged,
-}
-
-/// Where a plugin stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginStatus {
-    /// Instance created and usable.
-    Loaded,
-    /// Library accepted; instance to be created on first use (lazy loading).
-    Pending,
-    /// Refused or broken; the reason says why.
-    Failed(String),
-}
-
-/// A snapshot of one plugin (or of a file that failed to load).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    /// The plugin's name; for a file that never loaded, its file name.
-    pub name: String,
-    /// Version from the plugin's metadata (empty for failed files).
-    pub version: String,
-    /// Description from the plugin's metadata.
-    pub description: String,
-    /// The library file.
-    pub path: PathBuf,
-    /// Enabled (by config or at run time).
-    pub enabled: bool,
-    /// Load state.
-    pub status: PluginStatus,
-    /// ABI version the plugin declared (0 when unknown).
-    pub abi_version: u32,
-    /// Whether it is a service plugin.
-    pub service: bool,
-    /// Its service's state.
-    pub service_state: ServiceState,
-    /// Call timeout.
-    pub timeout: Duration,
-    /// Concurrent calls allowed.
-    pub max_concurrency: usize,
-    /// Call statistics.
-    pub stats: CallStats,
-    /// Where it runs.
-    pub isolation: Isolation,
-    /// The configured version requirement, if any.
-    pub version_requirement: Option<String>,
-    /// Its worker processes, for `isolation: process`.
-    pub workers: Option<PoolStatus>,
-}
-
-impl PluginInfo {
-    /// Whether the instance exists and is usable.
-    pub fn loaded(&self) -> bool {
-        self.status == PluginStatus::Loaded
-    }
-
-    /// The failure reason, if any.
-    pub fn error(&self) -> Option<&str> {
-        match &self.status {
-            PluginStatus::Failed(reason) => Some(reason),
-            _ => None,
-        }
-    }
-}
-
-/// Counts over all plugins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Plugins accepted by the loader.
-    pub plugins: usize,
-    /// Of those, enabled.
-    pub enabled: usize,
-    /// Plugins or files that failed.
-    pub failed: usize,
-}
-
-/// What a reload did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Plugins that appeared.
-    pub added: Vec<String>,
-    /// Plugins that went away.
-    pub removed: Vec<String>,
-    /// Plugins whose library file was replaced (new calls use the new library).
-    pub replaced: Vec<String>,
-    /// Plugins whose settings were re-applied.
-    pub reconfigured: Vec<String>,
-    /// Plugins whose enabled state changed.
-    pub toggled: Vec<String>,
-    /// Files that failed to load or plugins that failed to configure.
-    pub failed: Vec<String>,
-}
-
-impl std::fmt::Display for ReloadReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = [
-            ("added", &self.added),
-            ("removed", &self.removed),
-            ("replaced", &self.replaced),
-            ("reconfigured", &self.reconfigured),
-            ("toggled", &self.toggled),
-            ("failed", &self.failed),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}: {}", v.join(", ")))
-        .collect();
-        if parts.is_empty() {
-            f.write_str("no changes")
-        } else {
-            f.write_str(&parts.join("; "))
-        }
-    }
-}
 
 #[derive(Default)]
 struct Registry {
@@ -1056,76 +938,4 @@ impl Manager {
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.count.load(Ordering::Acquire)
     }
-}
-
-/// One file found by a scan.
-enum Scanned {
-    /// Already loaded and unchanged: keep the plugin of that name.
-    Kept(String),
-    /// Newly opened.
-    Opened(PluginLibrary),
-    /// Refused.
-    Failed(PathBuf, LoadError),
-}
-
-/// Scans `dir`, reusing plugins whose file identity is unchanged.
-/// How new files are first looked at: in a probe process, so that code which crashes
-/// while loading only kills the probe; plugins configured `isolation: process` are then
-/// never loaded into the daemon at all.
-struct Probe {
-    program: PathBuf,
-    isolated: BTreeSet<String>,
-}
-
-impl Probe {
-    fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
-        let hello = crate::worker::probe(&self.program, path)?;
-        if self.isolated.contains(&hello.name) {
-            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-            return Ok(PluginLibrary::described(
-                path,
-                FileIdentity::of(&meta),
-                hello,
-            ));
-        }
-        PluginLibrary::open(path, policy)
-    }
-}
-
-fn scan(
-    dir: &Path,
-    policy: TrustPolicy,
-    known: &BTreeMap<PathBuf, (String, FileIdentity)>,
-    probe: Option<&Probe>,
-) -> Result<Vec<Scanned>, LoadError> {
-    trust::check_dir(dir, policy)?;
-    let files = library::scan_dir(dir)?;
-    let mut out = Vec::with_capacity(files.len());
-    let mut to_open = Vec::new();
-    for path in files {
-        let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
-        let same = known
-            .get(&path)
-            .is_some_and(|(_, id)| Some(*id) == identity);
-        match known.get(&path) {
-            Some((name, _)) if same => out.push(Scanned::Kept(name.clone())),
-            _ => to_open.push(path),
-        }
-    }
-    for (path, result) in to_open
-        .iter()
-        .zip(library::open_all(&to_open, |p| match probe {
-            Some(probe) => probe.open(p, policy),
-            None => PluginLibrary::open(p, policy),
-        }))
-    {
-        out.push(match result {
-            Ok(lib) => Scanned::Opened(lib),
-            Err(e) => Scanned::Failed(path.clone(), e),
-        });
-    }
-    Ok(out)
 }

@@ -1,0 +1,81 @@
+//! Scanning the plugins directory: which files are new, which are unchanged, and
+//! opening the new ones (through a probe process when the daemon has one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::error::LoadError;
+use crate::library::{self, FileIdentity, PluginLibrary};
+use crate::trust::{self, TrustPolicy};
+
+/// One file found by a scan.
+pub(crate) enum Scanned {
+    /// Already loaded and unchanged: keep the plugin of that name.
+    Kept(String),
+    /// Newly opened.
+    Opened(PluginLibrary),
+    /// Refused.
+    Failed(PathBuf, LoadError),
+}
+
+/// How new files are first looked at: in a probe process, so that code which crashes
+/// while loading only kills the probe; plugins configured `isolation: process` are then
+/// never loaded into the daemon at all.
+pub(crate) struct Probe {
+    pub(crate) program: PathBuf,
+    pub(crate) isolated: BTreeSet<String>,
+}
+
+impl Probe {
+    fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+        let hello = crate::worker::probe(&self.program, path)?;
+        if self.isolated.contains(&hello.name) {
+            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            return Ok(PluginLibrary::described(
+                path,
+                FileIdentity::of(&meta),
+                hello,
+            ));
+        }
+        PluginLibrary::open(path, policy)
+    }
+}
+
+/// Scans `dir`, reusing plugins whose file identity is unchanged.
+pub(crate) fn scan(
+    dir: &Path,
+    policy: TrustPolicy,
+    known: &BTreeMap<PathBuf, (String, FileIdentity)>,
+    probe: Option<&Probe>,
+) -> Result<Vec<Scanned>, LoadError> {
+    trust::check_dir(dir, policy)?;
+    let files = library::scan_dir(dir)?;
+    let mut out = Vec::with_capacity(files.len());
+    let mut to_open = Vec::new();
+    for path in files {
+        let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
+        let same = known
+            .get(&path)
+            .is_some_and(|(_, id)| Some(*id) == identity);
+        match known.get(&path) {
+            Some((name, _)) if same => out.push(Scanned::Kept(name.clone())),
+            _ => to_open.push(path),
+        }
+    }
+    for (path, result) in to_open
+        .iter()
+        .zip(library::open_all(&to_open, |p| match probe {
+            Some(probe) => probe.open(p, policy),
+            None => PluginLibrary::open(p, policy),
+        }))
+    {
+        out.push(match result {
+            Ok(lib) => Scanned::Opened(lib),
+            Err(e) => Scanned::Failed(path.clone(), e),
+        });
+    }
+    Ok(out)
+}
