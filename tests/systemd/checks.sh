@@ -103,6 +103,20 @@ check "stopped" test "$(prop ActiveState)" = inactive
 contains "a busctl call starts the daemon and gets its answer" 'u 6' busctl --system get-property $DEST $OBJ $DEST PluginCount
 check "activated by the call" test "$(prop ActiveState)" = active
 
+echo "# an isolated plugin under the hardened unit"
+install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so
+cp /etc/dynplug/config.yaml /tmp/config.before-isolation
+printf '  fault:\n    isolation: process\n    memory_limit_mb: 256\n' >>/etc/dynplug/config.yaml
+systemctl reload dynplugd
+check "reload with an isolated plugin" waitfor 10 busctl --system get-property $DEST $OBJ/plugins/fault org.dynplug.Plugin Loaded
+contains "the isolated plugin answers" 's "hi"' busctl --system call $DEST $OBJ $DEST Execute ss fault hi
+contains "its worker's crash is reported with the signal" "SIGSEGV" busctl --system call $DEST $OBJ $DEST Execute ss fault segv
+check "the daemon is still active after the crash" test "$(prop ActiveState)" = active
+check "the worker comes back" waitfor 10 sh -c '[ "$(busctl --system call org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager Execute ss fault again)" = "s \"again\"" ]'
+contains "the crash is in the journal with its fields" "DYNPLUG_ERROR=plugin \`fault\` crashed: worker killed by SIGSEGV" journalctl -u dynplugd DYNPLUG_PLUGIN=fault -o verbose --no-pager
+cp /tmp/config.before-isolation /etc/dynplug/config.yaml
+systemctl reload dynplugd
+
 echo "# stop with calls in flight"
 install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so
 systemctl reload dynplugd
