@@ -27,6 +27,10 @@ pub struct Args {
     /// Load plugins from this directory instead of the configured one.
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// Serve the REST API on this port (on server.host, loopback by default), whatever
+    /// `server.enabled` says; 0 picks a free port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
     /// Keep runtime state here instead of the configured one.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

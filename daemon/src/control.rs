@@ -26,6 +26,8 @@ pub struct Overrides {
     pub plugins_dir: Option<PathBuf>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--port`: serve the REST API on this port.
+    pub port: Option<u16>,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -52,6 +54,10 @@ pub fn load_config(
     }
     if let Some(dir) = &overrides.state_dir {
         config.state_dir = Some(dir.clone());
+    }
+    if let Some(port) = overrides.port {
+        config.server.enabled = true;
+        config.server.port = port;
     }
     config.validate(path)?;
     Ok(config)

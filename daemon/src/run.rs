@@ -75,6 +75,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     let overrides = Overrides {
         plugins_dir: args.plugins_dir.clone(),
         state_dir: args.state_dir.clone(),
+        port: args.port,
     };
     let config = load_config(&config_path, required, &overrides)?;
     let log = logging::init(&config.log_level, args.log_target);

@@ -393,6 +393,20 @@ fn rate_limit_answers_429_with_retry_after() {
 }
 
 #[test]
+fn the_port_flag_enables_the_api() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    let _d = Daemon::start_with(
+        &bus,
+        plugins.path(),
+        "server:\n  enabled: false\n",
+        &["--port", "0"],
+    );
+    let address = api_address(&bus);
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+}
+
+#[test]
 fn reload_turns_the_api_on_off_and_rebinds() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::with_examples();
