@@ -247,13 +247,20 @@ fn demo() -> Result<(), String> {
         "\nA private bus is running at\n  {address}\n\nIn another terminal, talk to the daemon with:\n  {ctl} --address '{address}' list\n  {ctl} --address '{address}' execute text 'hello world'\n  echo '{{\"a\": [1, 2]}}' | {ctl} --address '{address}' execute json\n  {ctl} --address '{address}' watch\n  busctl --address='{address}' tree org.dynplug.Manager\n  busctl --address='{address}' call org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager Execute ss hash abc\n\nStarting dynplugd (Ctrl-C stops it and the bus)...\n",
         ctl = ctl.display()
     );
-    let status = Command::new(bin.join("dynplugd"))
+    let daemon = Command::new(bin.join("dynplugd"))
         .arg("--address")
         .arg(&address)
         .arg("--config")
         .arg(&config)
         .args(["--log-target", "stderr"])
-        .status();
+        .spawn();
+    // Ctrl-C reaches the whole process group: dynplugd stops gracefully on it, and this
+    // process must outlive it to take the private bus down afterwards.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: setting a signal to be ignored has no preconditions.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let status = daemon.and_then(|mut child| child.wait());
     let _ = Command::new("kill").arg(&bus_pid).status();
     check(status, "dynplugd")
 }
