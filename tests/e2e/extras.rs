@@ -42,17 +42,7 @@ fn secrets_reach_the_plugin_but_never_logs_dbus_or_http() {
     let out = bus.manager_call("Execute", "ss", &["json", r#"{"hunter2": 42}"#]);
     assert_eq!(out.trim(), r#"s "42""#);
     let dbus = bus.manager_call("GetPlugin", "s", &["json"]);
-    let api = bus.manager_property("ApiAddress");
-    let http = run({
-        let mut c = std::process::Command::new("curl");
-        c.args([
-            "-s",
-            &format!("http://{api}/plugins/json"),
-            &format!("http://{api}/plugins"),
-        ]);
-        c
-    })
-    .1;
+    let http = bus.api_get("/plugins/json") + &bus.api_get("/plugins");
     for (what, text) in [("D-Bus", &dbus), ("HTTP", &http), ("log", &d.log())] {
         assert!(
             !text.contains("hunter2"),
@@ -113,13 +103,7 @@ fn transient_failures_are_retried_and_counted() {
     assert_eq!(out.trim(), r#"s "recovered""#, "the crash was retried");
     // Plain plugin errors are not retried.
     let _ = bus.manager_call("Execute", "ss", &["fault", "error"]);
-    let api = bus.manager_property("ApiAddress");
-    let metrics = run({
-        let mut c = std::process::Command::new("curl");
-        c.args(["-s", &format!("http://{api}/metrics")]);
-        c
-    })
-    .1;
+    let metrics = bus.api_get("/metrics");
     assert!(
         metrics.contains("dynplug_plugin_retries_total{plugin=\"fault\"} 1\n"),
         "{metrics}"
@@ -159,13 +143,7 @@ fn resource_figures_move_under_load() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert!(rss > 0, "a live worker has resident memory: {info}");
-    let api = bus.manager_property("ApiAddress");
-    let metrics = run({
-        let mut c = std::process::Command::new("curl");
-        c.args(["-s", &format!("http://{api}/metrics")]);
-        c
-    })
-    .1;
+    let metrics = bus.api_get("/metrics");
     assert!(
         metrics.contains("dynplug_process_cpu_seconds_total "),
         "{metrics}"

@@ -170,19 +170,10 @@ fn workers_die_with_a_killed_daemon() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let mut daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
-    let mut cmd = bus.command("busctl");
-    cmd.args([
-        "--user",
-        "call",
-        "org.dynplug.Manager",
-        "/org/dynplug/Manager",
-        "org.dynplug.Manager",
-        "Execute",
-        "ss",
-        "fault",
-        "x",
-    ]);
-    assert_eq!(dynplug_tests::run(cmd).0, 0);
+    assert_eq!(
+        bus.manager_call("Execute", "ss", &["fault", "x"]).trim(),
+        r#"s "x""#
+    );
     assert_eq!(workers_under(plugins.path()).len(), 1);
     send_signal(daemon.pid(), libc::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));

@@ -214,6 +214,14 @@ impl PrivateBus {
         out + &err
     }
 
+    /// GETs `path` from the daemon's REST API (at its `ApiAddress`) with curl; the body.
+    pub fn api_get(&self, path: &str) -> String {
+        let address = self.manager_property("ApiAddress");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", &format!("http://{address}{path}")]);
+        run(cmd).1
+    }
+
     /// A property of `org.dynplug.Manager` as busctl prints its value (strings unquoted).
     pub fn manager_property(&self, name: &str) -> String {
         let mut cmd = self.command("busctl");
