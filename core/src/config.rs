@@ -5,6 +5,8 @@
 //! and the problem, with line and column when the YAML parser knows them.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::name::validate_plugin_name;
+use crate::worker::sandbox::{SandboxPolicy, DEFAULT_WORKER_USER};
 
 /// The default configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dynplug/config.yaml";
@@ -21,6 +24,92 @@ pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/dynplug/plugins";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/dynplug";
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+const MIB: usize = 1024 * 1024;
+/// Every configurable number and its range (also in config.yaml and the operations
+/// guide). Values outside are configuration errors naming the key and the range.
+pub mod ranges {
+    use std::ops::RangeInclusive;
+
+    /// Timeouts in milliseconds: 1 ms to a day.
+    pub const TIMEOUT_MS: RangeInclusive<u64> = 1..=86_400_000;
+    /// Input, output and body sizes in bytes: 1 B to 100 MiB.
+    pub const BYTES: RangeInclusive<usize> = 1..=100 * super::MIB;
+    /// Concurrent calls per plugin.
+    pub const CONCURRENCY: RangeInclusive<usize> = 1..=1024;
+    /// Worker processes per plugin.
+    pub const WORKERS: RangeInclusive<usize> = 1..=64;
+    /// Address space per worker, in MiB: 16 MiB to 1 TiB.
+    pub const MEMORY_MB: RangeInclusive<u64> = 16..=1_048_576;
+    /// CPU time per worker, in seconds.
+    pub const CPU_S: RangeInclusive<u64> = 1..=86_400;
+    /// Open files per worker.
+    pub const OPEN_FILES: RangeInclusive<u64> = 8..=65_536;
+    /// Crashes within a minute before quarantine.
+    pub const CRASH_LIMIT: RangeInclusive<u32> = 1..=1000;
+    /// Retries of a failed call.
+    pub const RETRIES: RangeInclusive<u32> = 0..=10;
+    /// Rate-limit figures.
+    pub const RATE: RangeInclusive<u32> = 1..=1_000_000;
+    /// Concurrent REST connections.
+    pub const CONNECTIONS: RangeInclusive<usize> = 1..=4096;
+}
+
+/// Checks that `value` (of `field`) lies in `range`.
+fn in_range<T: PartialOrd + Display>(
+    file: &Path,
+    field: impl Into<String>,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::field(
+        file,
+        field,
+        format!(
+            "{value} is out of range (allowed: {} to {})",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// Deserializes the `plugins:` mapping, refusing a plugin listed twice (a plain map
+/// would keep the last one silently).
+fn unique_plugins<'de, D>(de: D) -> Result<BTreeMap<String, PluginConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Plugins;
+    impl<'de> serde::de::Visitor<'de> for Plugins {
+        type Value = BTreeMap<String, PluginConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping of plugin names to their settings")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "plugin `{name}` is listed twice"
+                    )));
+                }
+                let value = map.next_value::<Option<PluginConfig>>()?;
+                out.insert(name, value.unwrap_or_default());
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_map(Plugins)
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,9 +131,14 @@ pub struct Config {
     pub max_input_bytes: usize,
     /// Calls one plugin may have running at once; more wait (within the timeout).
     pub default_max_concurrency: usize,
+    /// Largest answer accepted from a plugin that sets none, in bytes.
+    pub max_output_bytes: usize,
+    /// The user isolated plugins run as when the daemon runs as root.
+    pub worker_user: String,
     /// The REST API.
     pub server: ServerConfig,
     /// Per-plugin settings, by plugin name.
+    #[serde(deserialize_with = "unique_plugins")]
     pub plugins: BTreeMap<String, PluginConfig>,
 }
 
@@ -59,6 +153,8 @@ impl Default for Config {
             default_timeout_ms: 30_000,
             max_input_bytes: 8 * 1024 * 1024,
             default_max_concurrency: 16,
+            max_output_bytes: 16 * MIB,
+            worker_user: DEFAULT_WORKER_USER.into(),
             server: ServerConfig::default(),
             plugins: BTreeMap::new(),
         }
@@ -84,6 +180,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Time a request may take in all, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Time a client has to send a complete request head, in milliseconds, counted
+    /// from when the connection opens or the previous response was sent: slow and idle
+    /// keep-alive connections are closed after it.
+    pub header_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
     /// Per-client-address rate limit; none unless configured.
     pub rate_limit: Option<RateLimit>,
 }
@@ -108,6 +210,8 @@ impl Default for ServerConfig {
             allow_insecure_bind: false,
             max_body_bytes: 1024 * 1024,
             request_timeout_ms: 60_000,
+            header_timeout_ms: 10_000,
+            max_connections: 256,
             rate_limit: None,
         }
     }
@@ -153,6 +257,11 @@ pub struct PluginConfig {
     pub retries: u32,
     /// Whether a call may safely run twice (allows retrying timeouts).
     pub idempotent: bool,
+    /// Largest answer accepted, in bytes; `None` means the top-level `max_output_bytes`.
+    pub max_output_bytes: Option<usize>,
+    /// The confinement of its workers (`isolation: process`); every layer is on by
+    /// default.
+    pub sandbox: SandboxPolicy,
     /// Free-form settings handed to the plugin's `configure` hook as JSON. A value
     /// written `{secret_file: PATH}` or `{credential: NAME}` is replaced by the file's
     /// content (NAME is looked up in `$CREDENTIALS_DIRECTORY`); secrets are never logged
@@ -265,63 +374,34 @@ impl Config {
                 format!("`{}` is not one of {}", self.log_level, LEVELS.join(", ")),
             ));
         }
-        if self.default_timeout_ms == 0 {
-            return Err(ConfigError::field(
-                file,
-                "default_timeout_ms",
-                "must be greater than 0",
-            ));
-        }
-        if self.max_input_bytes == 0 {
-            return Err(ConfigError::field(
-                file,
-                "max_input_bytes",
-                "must be greater than 0",
-            ));
-        }
-        if self.default_max_concurrency == 0 {
-            return Err(ConfigError::field(
-                file,
-                "default_max_concurrency",
-                "must be greater than 0",
-            ));
+        in_range(
+            file,
+            "default_timeout_ms",
+            self.default_timeout_ms,
+            ranges::TIMEOUT_MS,
+        )?;
+        in_range(file, "max_input_bytes", self.max_input_bytes, ranges::BYTES)?;
+        in_range(
+            file,
+            "max_output_bytes",
+            self.max_output_bytes,
+            ranges::BYTES,
+        )?;
+        in_range(
+            file,
+            "default_max_concurrency",
+            self.default_max_concurrency,
+            ranges::CONCURRENCY,
+        )?;
+        if self.worker_user.is_empty() {
+            return Err(ConfigError::field(file, "worker_user", "must not be empty"));
         }
         self.validate_server(file)?;
         for (name, plugin) in &self.plugins {
-            let field = |f: &str| format!("plugins.{name}.{f}");
             validate_plugin_name(name)
                 .map_err(|e| ConfigError::field(file, format!("plugins.{name}"), e))?;
-            if plugin.timeout_ms == Some(0) {
-                return Err(ConfigError::field(
-                    file,
-                    field("timeout_ms"),
-                    "must be greater than 0",
-                ));
-            }
-            if plugin.max_concurrency == Some(0) {
-                return Err(ConfigError::field(
-                    file,
-                    field("max_concurrency"),
-                    "must be greater than 0",
-                ));
-            }
-            if plugin.workers == Some(0)
-                || plugin.crash_limit == Some(0)
-                || plugin.max_open_files == Some(0)
-            {
-                return Err(ConfigError::field(
-                    file,
-                    field("workers"),
-                    "workers, crash_limit and max_open_files must be greater than 0",
-                ));
-            }
-            if plugin.memory_limit_mb.is_some_and(|m| m < 16) {
-                return Err(ConfigError::field(
-                    file,
-                    field("memory_limit_mb"),
-                    "must be at least 16",
-                ));
-            }
+            plugin.validate_numbers(file, name)?;
+            let field = |f: &str| format!("plugins.{name}.{f}");
             if let Some(req) = &plugin.version {
                 semver::VersionReq::parse(req).map_err(|e| {
                     ConfigError::field(
@@ -369,28 +449,38 @@ impl Config {
                 ),
             ));
         }
-        if server.max_body_bytes == 0 {
-            return Err(ConfigError::field(
-                file,
-                "server.max_body_bytes",
-                "must be greater than 0",
-            ));
-        }
-        if server.request_timeout_ms == 0 {
-            return Err(ConfigError::field(
-                file,
-                "server.request_timeout_ms",
-                "must be greater than 0",
-            ));
-        }
+        in_range(
+            file,
+            "server.max_body_bytes",
+            server.max_body_bytes,
+            ranges::BYTES,
+        )?;
+        in_range(
+            file,
+            "server.request_timeout_ms",
+            server.request_timeout_ms,
+            ranges::TIMEOUT_MS,
+        )?;
+        in_range(
+            file,
+            "server.header_timeout_ms",
+            server.header_timeout_ms,
+            ranges::TIMEOUT_MS,
+        )?;
+        in_range(
+            file,
+            "server.max_connections",
+            server.max_connections,
+            ranges::CONNECTIONS,
+        )?;
         if let Some(limit) = server.rate_limit {
-            if limit.per_second == 0 || limit.burst == 0 {
-                return Err(ConfigError::field(
-                    file,
-                    "server.rate_limit",
-                    "per_second and burst must be greater than 0",
-                ));
-            }
+            in_range(
+                file,
+                "server.rate_limit.per_second",
+                limit.per_second,
+                ranges::RATE,
+            )?;
+            in_range(file, "server.rate_limit.burst", limit.burst, ranges::RATE)?;
         }
         Ok(())
     }
@@ -453,9 +543,59 @@ impl Config {
             .unwrap_or_else(|| "{}".into())
     }
 
+    /// The largest answer accepted from `name`, in bytes.
+    pub fn max_output_bytes(&self, name: &str) -> usize {
+        self.plugins
+            .get(name)
+            .and_then(|p| p.max_output_bytes)
+            .unwrap_or(self.max_output_bytes)
+    }
+
     /// The version requirement of `name`, if pinned.
     pub fn version_requirement(&self, name: &str) -> Option<String> {
         self.plugins.get(name).and_then(|p| p.version.clone())
+    }
+}
+
+impl PluginConfig {
+    /// Checks every number of `plugins.NAME` against its range.
+    fn validate_numbers(&self, file: &Path, name: &str) -> Result<(), ConfigError> {
+        let field = |f: &str| format!("plugins.{name}.{f}");
+        let optional = |f: &str, v: Option<u64>, r: RangeInclusive<u64>| match v {
+            Some(v) => in_range(file, field(f), v, r),
+            None => Ok(()),
+        };
+        let wide = |r: RangeInclusive<usize>| (*r.start() as u64)..=(*r.end() as u64);
+        let narrow = |r: RangeInclusive<u32>| u64::from(*r.start())..=u64::from(*r.end());
+        optional("timeout_ms", self.timeout_ms, ranges::TIMEOUT_MS)?;
+        optional(
+            "max_concurrency",
+            self.max_concurrency.map(|v| v as u64),
+            wide(ranges::CONCURRENCY),
+        )?;
+        optional(
+            "workers",
+            self.workers.map(|v| v as u64),
+            wide(ranges::WORKERS),
+        )?;
+        optional("memory_limit_mb", self.memory_limit_mb, ranges::MEMORY_MB)?;
+        optional("cpu_limit_s", self.cpu_limit_s, ranges::CPU_S)?;
+        optional("max_open_files", self.max_open_files, ranges::OPEN_FILES)?;
+        optional(
+            "crash_limit",
+            self.crash_limit.map(u64::from),
+            narrow(ranges::CRASH_LIMIT),
+        )?;
+        optional(
+            "retries",
+            Some(u64::from(self.retries)),
+            narrow(ranges::RETRIES),
+        )?;
+        optional(
+            "max_output_bytes",
+            self.max_output_bytes.map(|v| v as u64),
+            wide(ranges::BYTES),
+        )
     }
 }
 
@@ -610,12 +750,88 @@ mod tests {
         let e = parse("server:\n  host: localhost\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("server.host"));
         let e = parse("server:\n  rate_limit:\n    per_second: 0\n    burst: 1\n").unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("server.rate_limit"));
+        assert_eq!(e.field.as_deref(), Some("server.rate_limit.per_second"));
         assert!(parse("plugins:\n  echo:\n    isolation: process\n    workers: 3\n").is_ok());
         let e = parse("plugins:\n  echo:\n    isolation: thread\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("plugins.echo.isolation"));
         let e = parse("plugins:\n  echo:\n    workers: 0\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("plugins.echo.workers"));
+    }
+
+    #[test]
+    fn every_number_has_a_range() {
+        let cases = [
+            ("default_timeout_ms: 86400001\n", "default_timeout_ms"),
+            ("max_input_bytes: 0\n", "max_input_bytes"),
+            ("max_output_bytes: 104857601\n", "max_output_bytes"),
+            (
+                "default_max_concurrency: 18446744073709551615\n",
+                "default_max_concurrency",
+            ),
+            ("server:\n  max_connections: 0\n", "server.max_connections"),
+            (
+                "server:\n  header_timeout_ms: 0\n",
+                "server.header_timeout_ms",
+            ),
+            ("server:\n  max_body_bytes: 0\n", "server.max_body_bytes"),
+            (
+                "plugins:\n  x:\n    max_concurrency: 18446744073709551615\n",
+                "plugins.x.max_concurrency",
+            ),
+            (
+                "plugins:\n  x:\n    workers: 18446744073709551615\n",
+                "plugins.x.workers",
+            ),
+            (
+                "plugins:\n  x:\n    memory_limit_mb: 17592186044416\n",
+                "plugins.x.memory_limit_mb",
+            ),
+            (
+                "plugins:\n  x:\n    cpu_limit_s: 0\n",
+                "plugins.x.cpu_limit_s",
+            ),
+            (
+                "plugins:\n  x:\n    max_open_files: 3\n",
+                "plugins.x.max_open_files",
+            ),
+            ("plugins:\n  x:\n    retries: 11\n", "plugins.x.retries"),
+            (
+                "plugins:\n  x:\n    max_output_bytes: 0\n",
+                "plugins.x.max_output_bytes",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let e = parse(yaml).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{yaml}");
+            assert!(e.problem.contains("out of range (allowed: "), "{e}");
+        }
+        assert!(parse("plugins:\n  x:\n    workers: 64\n    memory_limit_mb: 1048576\n").is_ok());
+    }
+
+    #[test]
+    fn a_plugin_listed_twice_is_refused() {
+        let e = parse("plugins:\n  echo:\n    enabled: true\n  echo:\n    enabled: false\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("plugin `echo` is listed twice"),
+            "{e}"
+        );
+        assert!(parse("plugins:\n").unwrap().plugins.is_empty());
+        assert!(parse("plugins:\n  echo:\n")
+            .unwrap()
+            .plugins
+            .contains_key("echo"));
+    }
+
+    #[test]
+    fn sandbox_and_worker_user() {
+        let c = parse("worker_user: nobody\nplugins:\n  x:\n    sandbox:\n      network: true\n")
+            .unwrap();
+        assert_eq!(c.worker_user, "nobody");
+        assert!(c.plugin("x").sandbox.network);
+        assert!(c.plugin("y").sandbox.seccomp);
+        let e = parse("plugins:\n  x:\n    sandbox:\n      seccom: false\n").unwrap_err();
+        assert!(e.to_string().contains("seccom"), "{e}");
     }
 
     #[test]

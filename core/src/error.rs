@@ -68,7 +68,7 @@ pub enum LoadError {
         reason: String,
     },
     /// Another loaded library already uses this plugin name.
-    #[error("{path}: plugin name `{name}` is already used by {other}")]
+    #[error("{path}: name `{name}` is already provided by {other}")]
     DuplicateName {
         /// The file refused.
         path: PathBuf,
@@ -133,6 +133,24 @@ pub enum CallError {
         plugin: String,
         /// How the worker ended (signal or exit status).
         message: String,
+    },
+    /// The answer was larger than the plugin's `max_output_bytes`; it was dropped
+    /// without being buffered.
+    #[error("plugin `{plugin}` answered more than max_output_bytes ({limit} bytes)")]
+    OutputTooLarge {
+        /// Plugin name.
+        plugin: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The worker broke the protocol (a forged, malformed or unexpected frame); it was
+    /// killed.
+    #[error("plugin `{plugin}` worker broke the protocol and was killed: {reason}")]
+    Protocol {
+        /// Plugin name.
+        plugin: String,
+        /// What was wrong.
+        reason: String,
     },
     /// The plugin returned bytes that are not UTF-8.
     #[error("plugin `{plugin}` returned output that is not valid UTF-8")]

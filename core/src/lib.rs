@@ -17,7 +17,8 @@
 //! - `services`: supervision of service plugins (start, stop, restart with backoff);
 //! - `state`: runtime enable/disable persisted atomically apart from the config;
 //! - `events`: the lifecycle events the daemon publishes;
-//! - `worker`: process isolation (worker processes, protocol, pool);
+//! - `worker`: process isolation (worker processes, their sandbox, protocol, pool);
+//! - `fatal`: fatal signals raised by plugin code end the process instead of vanishing;
 //! - `testkit`: load a built plugin through the real ABI in a plugin's own tests;
 //! - `resources`: CPU time and memory of the daemon and its workers;
 //! - `error`: one error enum per layer.
@@ -36,6 +37,8 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "host")]
 pub mod events;
+#[cfg(feature = "host")]
+pub mod fatal;
 #[cfg(feature = "host")]
 pub mod library;
 #[cfg(feature = "host")]

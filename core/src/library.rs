@@ -11,7 +11,7 @@
 use std::ffi::{c_void, CStr};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -94,7 +94,12 @@ impl PluginLibrary {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        // O_NONBLOCK: a FIFO swapped in after the scan's checks must not block the open.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         trust::check_file(path, &meta, policy)?;
         let mut head = [0u8; 4];
@@ -327,13 +332,16 @@ impl Instance {
         &self.library
     }
 
-    /// Takes ownership of the bytes in `buf` (copying them) and frees it with the plugin.
-    fn take(&self, buf: Buf) -> Vec<u8> {
+    /// Takes ownership of the bytes in `buf` (copying them, unless there are more than
+    /// `limit`) and frees it with the plugin.
+    fn take(&self, buf: Buf, limit: usize) -> Option<Vec<u8>> {
         if buf.ptr.is_null() {
-            return Vec::new();
+            return Some(Vec::new());
         }
-        // SAFETY: the plugin filled `buf` with `len` readable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        let bytes = (buf.len <= limit).then(|| {
+            // SAFETY: the plugin filled `buf` with `len` readable bytes.
+            unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec()
+        });
         let free = self
             .library
             .loaded_table()
@@ -345,9 +353,11 @@ impl Instance {
     }
 
     /// Turns a status and buffer into a result.
-    fn finish(&self, status: i32, buf: Buf) -> Result<String, CallError> {
-        let bytes = self.take(buf);
+    fn finish(&self, status: i32, buf: Buf, limit: usize) -> Result<String, CallError> {
         let plugin = self.library.name.clone();
+        let Some(bytes) = self.take(buf, limit) else {
+            return Err(CallError::OutputTooLarge { plugin, limit });
+        };
         match status {
             abi::STATUS_OK => {
                 String::from_utf8(bytes).map_err(|_| CallError::InvalidOutput { plugin })
@@ -368,6 +378,12 @@ impl Instance {
 
     /// Calls `execute` with `input`.
     pub fn execute(&self, input: &str) -> Result<String, CallError> {
+        self.execute_bounded(input, usize::MAX)
+    }
+
+    /// Calls `execute` with `input`; an answer of more than `max_output` bytes is
+    /// freed without being copied and becomes [`CallError::OutputTooLarge`].
+    pub fn execute_bounded(&self, input: &str, max_output: usize) -> Result<String, CallError> {
         let f = self
             .library
             .loaded_table()
@@ -376,7 +392,7 @@ impl Instance {
         let mut out = Buf::EMPTY;
         // SAFETY: the instance is live; input is valid for its length during the call.
         let status = unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) };
-        self.finish(status, out)
+        self.finish(status, out, max_output)
     }
 
     /// Calls `configure` with settings as JSON text; a plugin without the hook accepts all.
@@ -394,7 +410,7 @@ impl Instance {
                 &mut out,
             )
         };
-        self.finish(status, out).map(drop)
+        self.finish(status, out, usize::MAX).map(drop)
     }
 
     fn service_call(&self, f: Option<abi::ServiceFn>) -> Result<(), CallError> {
@@ -404,7 +420,7 @@ impl Instance {
         let mut out = Buf::EMPTY;
         // SAFETY: the instance is live.
         let status = unsafe { f(self.ptr.as_ptr(), &mut out) };
-        self.finish(status, out).map(drop)
+        self.finish(status, out, usize::MAX).map(drop)
     }
 
     /// Runs the service; blocks until it ends.

@@ -23,6 +23,7 @@ use crate::slot::{CallStats, Limits, Slot};
 use crate::state::{Quarantine, RuntimeState, StateStore};
 use crate::trust::TrustPolicy;
 pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
+use crate::worker::sandbox::{Identity, SandboxPolicy, Spec};
 use crate::worker::{PoolConfig, PoolError, ResourceLimits, WorkerPool};
 
 /// How long a service gets to stop on disable or shutdown.
@@ -39,6 +40,9 @@ struct Registry {
 struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    /// Set when the stop timeout has passed: calls still running are answered
+    /// `ShuttingDown` at once instead of vanishing with the process.
+    abandon: tokio::sync::watch::Sender<bool>,
 }
 
 struct InFlightGuard<'a>(&'a InFlight);
@@ -298,37 +302,49 @@ impl Manager {
             (p.retries, p.idempotent)
         };
         let mut attempt = 0;
-        let result = loop {
-            let outcome = if let Some(pool) = &slot.pool {
-                Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
-            } else {
-                self.execute_in_process(Arc::clone(&slot), limits.clone(), input.clone(), timeout)
+        let mut abandoned = inner.in_flight.abandon.subscribe();
+        let calls = async {
+            loop {
+                let outcome = if let Some(pool) = &slot.pool {
+                    Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
+                } else {
+                    self.execute_in_process(
+                        Arc::clone(&slot),
+                        limits.clone(),
+                        input.clone(),
+                        timeout,
+                    )
                     .await
-            };
-            let result = outcome.unwrap_or_else(|_| {
-                Err(ManagerError::Timeout {
-                    name: name.to_owned(),
-                    timeout,
-                })
-            });
-            // Only failures of the machinery are retried: a crashed or restarting worker,
-            // and a timeout when the plugin says its calls may run twice. A plugin's own
-            // error is an answer, not a fault.
-            let transient = match &result {
-                Err(ManagerError::Call(CallError::Crashed { .. })) => true,
-                Err(ManagerError::Timeout { .. }) => idempotent,
-                _ => false,
-            };
-            if !transient || attempt >= retries || inner.shutting_down.load(Ordering::Acquire) {
-                break result;
+                };
+                let result = outcome.unwrap_or_else(|_| {
+                    Err(ManagerError::Timeout {
+                        name: name.to_owned(),
+                        timeout,
+                    })
+                });
+                // Only failures of the machinery are retried: a crashed or restarting worker,
+                // and a timeout when the plugin says its calls may run twice. A plugin's own
+                // error is an answer, not a fault.
+                let transient = match &result {
+                    Err(ManagerError::Call(CallError::Crashed { .. })) => true,
+                    Err(ManagerError::Timeout { .. }) => idempotent,
+                    _ => false,
+                };
+                if !transient || attempt >= retries || inner.shutting_down.load(Ordering::Acquire) {
+                    break result;
+                }
+                attempt += 1;
+                slot.record_retry();
+                if let Err(e) = &result {
+                    tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
+                }
+                tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
+                    .await;
             }
-            attempt += 1;
-            slot.record_retry();
-            if let Err(e) = &result {
-                tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
-            }
-            tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
-                .await;
+        };
+        let result = tokio::select! {
+            result = calls => result,
+            _ = abandoned.wait_for(|a| *a) => Err(ManagerError::ShuttingDown),
         };
         let elapsed = began.elapsed();
         match &result {
@@ -371,6 +387,7 @@ impl Manager {
         timeout: Duration,
     ) -> Result<Result<String, ManagerError>, tokio::time::error::Elapsed> {
         let name = call_slot.name().to_owned();
+        let limits_max_output = limits.max_output;
         tokio::time::timeout(timeout, async move {
             let permit = limits
                 .permits
@@ -385,7 +402,9 @@ impl Manager {
                         name: call_slot.name().to_owned(),
                         reason: e.to_string(),
                     })?;
-                instance.execute(&input).map_err(ManagerError::from)
+                instance
+                    .execute_bounded(&input, limits_max_output)
+                    .map_err(ManagerError::from)
             });
             call.await.map_err(|e| {
                 ManagerError::Call(CallError::Panicked {
@@ -441,6 +460,14 @@ impl Manager {
             PoolError::Quarantined(reason) | PoolError::Start(reason) => {
                 ManagerError::Unavailable { name, reason }
             }
+            PoolError::OutputTooLarge(limit) => ManagerError::Call(CallError::OutputTooLarge {
+                plugin: name,
+                limit,
+            }),
+            PoolError::Protocol(reason) => ManagerError::Call(CallError::Protocol {
+                plugin: name,
+                reason,
+            }),
         })
     }
 
@@ -616,6 +643,7 @@ impl Manager {
             .collect();
         let probe = self.inner.worker_program.clone().map(|program| Probe {
             program,
+            spec: sandbox_spec(&config, SandboxPolicy::default()),
             isolated: config
                 .plugins
                 .iter()
@@ -661,7 +689,18 @@ impl Manager {
         };
         for entry in scanned {
             match entry {
-                Scanned::Kept(name) => {
+                Scanned::Kept(path, name) => {
+                    if let Some(other) = owners.get(&name) {
+                        failures.push((
+                            path.clone(),
+                            LoadError::DuplicateName {
+                                path,
+                                name,
+                                other: other.clone(),
+                            },
+                        ));
+                        continue;
+                    }
                     if let Some(slot) = old.get(&name) {
                         owners.insert(name.clone(), slot.library.path().to_owned());
                         let wanted = self.pool_config(&config, &name, slot.library.path());
@@ -805,11 +844,13 @@ impl Manager {
             name: name.to_owned(),
             workers: p.workers.unwrap_or(2),
             limits: ResourceLimits {
-                address_space: p.memory_limit_mb.map(|mb| mb * 1024 * 1024),
+                address_space: p.memory_limit_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
                 cpu_seconds: p.cpu_limit_s,
                 open_files: p.max_open_files.unwrap_or(64),
             },
             crash_limit: p.crash_limit.unwrap_or(5),
+            max_output: config.max_output_bytes(name),
+            sandbox: sandbox_spec(config, p.sandbox),
         })
     }
 
@@ -817,7 +858,11 @@ impl Manager {
     /// (quarantined again if the state file says so for this very file).
     fn make_slot(&self, library: Arc<PluginLibrary>, config: &Config, enabled: bool) -> Slot {
         let name = library.name().to_owned();
-        let limits = Limits::new(config.timeout(&name), config.max_concurrency(&name));
+        let limits = Limits::new(
+            config.timeout(&name),
+            config.max_concurrency(&name),
+            config.max_output_bytes(&name),
+        );
         let settings = config.settings_json(&name);
         let pool = self.pool_config(config, &name, library.path()).map(|pc| {
             let pool = WorkerPool::new(pc, settings.clone());
@@ -868,9 +913,10 @@ impl Manager {
         {
             let mut limits = write(&slot.limits);
             if limits.max_concurrency != concurrency {
-                *limits = Limits::new(timeout, concurrency);
+                *limits = Limits::new(timeout, concurrency, config.max_output_bytes(name));
             } else {
                 limits.timeout = timeout;
+                limits.max_output = config.max_output_bytes(name);
             }
         }
         let settings = config.settings_json(name);
@@ -908,17 +954,33 @@ impl Manager {
     }
 
     /// Starts a graceful stop: refuses new calls, waits up to `grace` for calls in
-    /// flight, then stops every service. Returns the number of calls still running.
+    /// flight, answers those still running after it with `ShuttingDown`, then stops every
+    /// service. Returns the number of calls answered that way.
     pub async fn shutdown(&self, grace: Duration) -> usize {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
+        let mut abandoned = 0;
         loop {
             let idle = inner.in_flight.idle.notified();
             if inner.in_flight.count.load(Ordering::Acquire) == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                // Past the grace period: answer what is left with ShuttingDown and
+                // give those answers a moment to go out.
+                abandoned = inner.in_flight.count.load(Ordering::Acquire);
+                let _ = inner.in_flight.abandon.send(true);
+                let settled = async {
+                    loop {
+                        let idle = inner.in_flight.idle.notified();
+                        if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        idle.await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), settled).await;
                 break;
             }
         }
@@ -931,11 +993,27 @@ impl Manager {
         for pool in pools {
             pool.stop_idle().await;
         }
-        inner.in_flight.count.load(Ordering::Acquire)
+        abandoned
     }
 
     /// Number of calls in flight.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.count.load(Ordering::Acquire)
+    }
+}
+
+/// The sandbox a worker of this daemon enters with `policy`: the worker user is looked
+/// up now, so a user created later takes effect on the next reload.
+fn sandbox_spec(config: &Config, policy: SandboxPolicy) -> Spec {
+    // SAFETY: geteuid and getpid cannot fail.
+    let (root, pid) = unsafe { (libc::geteuid() == 0, libc::getpid()) };
+    Spec {
+        policy,
+        identity: if root {
+            Identity::lookup(&config.worker_user)
+        } else {
+            Err("the daemon does not run as root".into())
+        },
+        daemon_pid: pid.unsigned_abs(),
     }
 }

@@ -11,7 +11,7 @@ use crate::trust::{self, TrustPolicy};
 /// One file found by a scan.
 pub(crate) enum Scanned {
     /// Already loaded and unchanged: keep the plugin of that name.
-    Kept(String),
+    Kept(PathBuf, String),
     /// Newly opened.
     Opened(PluginLibrary),
     /// Refused.
@@ -23,12 +23,13 @@ pub(crate) enum Scanned {
 /// never loaded into the daemon at all.
 pub(crate) struct Probe {
     pub(crate) program: PathBuf,
+    pub(crate) spec: crate::worker::sandbox::Spec,
     pub(crate) isolated: BTreeSet<String>,
 }
 
 impl Probe {
     fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
-        let hello = crate::worker::probe(&self.program, path)?;
+        let hello = crate::worker::probe(&self.program, path, &self.spec)?;
         if self.isolated.contains(&hello.name) {
             let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
                 path: path.to_owned(),
@@ -44,7 +45,20 @@ impl Probe {
     }
 }
 
-/// Scans `dir`, reusing plugins whose file identity is unchanged.
+impl Scanned {
+    fn path(&self) -> &Path {
+        match self {
+            Scanned::Kept(path, _) | Scanned::Failed(path, _) => path,
+            Scanned::Opened(lib) => lib.path(),
+        }
+    }
+}
+
+/// Scans `dir`, reusing plugins whose file identity is unchanged. Results come in file
+/// name order, so that of two files declaring one name the first always wins, at
+/// start, reload and restart alike. Files that are not regular files (FIFOs, devices,
+/// sockets, directories) or fail the trust checks are refused from `stat` alone,
+/// before anything opens them.
 pub(crate) fn scan(
     dir: &Path,
     policy: TrustPolicy,
@@ -56,12 +70,16 @@ pub(crate) fn scan(
     let mut out = Vec::with_capacity(files.len());
     let mut to_open = Vec::new();
     for path in files {
+        if let Err(e) = trust::check_path(&path, policy) {
+            out.push(Scanned::Failed(path, e));
+            continue;
+        }
         let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
         let same = known
             .get(&path)
             .is_some_and(|(_, id)| Some(*id) == identity);
         match known.get(&path) {
-            Some((name, _)) if same => out.push(Scanned::Kept(name.clone())),
+            Some((name, _)) if same => out.push(Scanned::Kept(path, name.clone())),
             _ => to_open.push(path),
         }
     }
@@ -77,5 +95,6 @@ pub(crate) fn scan(
             Err(e) => Scanned::Failed(path.clone(), e),
         });
     }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
     Ok(out)
 }

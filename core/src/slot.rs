@@ -43,6 +43,8 @@ pub const LATENCY_BOUNDS_US: [u64; 12] = [
 pub(crate) struct Limits {
     pub(crate) timeout: Duration,
     pub(crate) max_concurrency: usize,
+    /// Largest answer accepted, in bytes.
+    pub(crate) max_output: usize,
     /// Permits for concurrent calls. A call keeps its permit until the plugin returns,
     /// even after the caller timed out, so a hung plugin runs out of permits instead
     /// of tying up ever more threads.
@@ -50,10 +52,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(timeout: Duration, max_concurrency: usize) -> Self {
+    pub(crate) fn new(timeout: Duration, max_concurrency: usize, max_output: usize) -> Self {
         Limits {
             timeout,
             max_concurrency,
+            max_output,
             permits: Arc::new(Semaphore::new(max_concurrency)),
         }
     }

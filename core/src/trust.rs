@@ -2,9 +2,10 @@
 //!
 //! Like NetworkManager before it loads a module, the loader refuses a plugin file (or
 //! its directory) that others could have changed: writable by group or others,
-//! setuid/setgid, not a regular file, or, when the daemon runs as root, not owned by
-//! root. Loading such a file would hand code execution in the daemon to whoever can
-//! write it.
+//! setuid/setgid, not a regular file (FIFOs, devices, sockets and directories are
+//! refused from `stat`, without opening them), or owned by anyone but root and the
+//! daemon's own user (root only, when the daemon runs as root). Loading such a file
+//! would hand code execution in the daemon to whoever can write it.
 
 use std::fs::Metadata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,7 +16,8 @@ use crate::error::LoadError;
 /// Who the files must belong to: `Some(uid)` enforces an owner, `None` does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustPolicy {
-    /// Required owner of plugin files and directories.
+    /// The user besides root who may own plugin files and directories (root itself
+    /// when the daemon runs as root).
     pub required_owner: Option<u32>,
     /// Refuse group/other-writable and setuid files (off only in the test kit, for
     /// libraries straight out of a build tree).
@@ -23,12 +25,12 @@ pub struct TrustPolicy {
 }
 
 impl TrustPolicy {
-    /// The policy for this process: root requires root-owned files; others don't.
+    /// The policy for this process: files owned by root or by this process's user.
     pub fn for_current_process() -> Self {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         TrustPolicy {
-            required_owner: (euid == 0).then_some(0),
+            required_owner: Some(euid),
             check_modes: true,
         }
     }
@@ -56,9 +58,9 @@ fn check_meta(path: &Path, meta: &Metadata, policy: TrustPolicy) -> Result<(), L
         )));
     }
     if let Some(owner) = policy.required_owner {
-        if meta.uid() != owner {
+        if meta.uid() != owner && meta.uid() != 0 {
             return Err(refuse(format!(
-                "owned by uid {}, must be owned by uid {owner}",
+                "owned by uid {}, must be owned by root or uid {owner} (the daemon's user)",
                 meta.uid()
             )));
         }
@@ -100,10 +102,33 @@ pub fn check_file(path: &Path, meta: &Metadata, policy: TrustPolicy) -> Result<(
     if !meta.is_file() {
         return Err(LoadError::Untrusted {
             path: path.to_owned(),
-            reason: "not a regular file".into(),
+            reason: format!("not a regular file but {}", kind_of(meta)),
         });
     }
     check_meta(path, meta, policy)
+}
+
+/// Checks the file `path` names (following symlinks) from `stat` alone, without
+/// opening it: a FIFO or device is refused before anything could block on it.
+pub fn check_path(path: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
+    let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    check_file(path, &meta, policy)
+}
+
+fn kind_of(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_socket() => "a socket",
+        _ if t.is_block_device() => "a block device",
+        _ if t.is_char_device() => "a character device",
+        _ => "something else",
+    }
 }
 
 #[cfg(test)]
@@ -115,14 +140,6 @@ mod tests {
         check_modes: true,
         required_owner: None,
     };
-
-    fn check_path(p: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
-        let meta = fs::metadata(p).map_err(|e| LoadError::Io {
-            path: p.to_owned(),
-            reason: e.to_string(),
-        })?;
-        check_file(p, &meta, policy)
-    }
 
     fn file_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
         let p = dir.join(format!("f{mode:o}.so"));
@@ -143,18 +160,51 @@ mod tests {
     }
 
     #[test]
+    fn fifo_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("x.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = check_path(&fifo, ANYONE).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        let e = check_path(d.path(), ANYONE).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+    }
+
+    #[test]
+    fn root_and_own_user_may_own_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = file_with_mode(d.path(), 0o644);
+        let uid = fs::metadata(&p).unwrap().uid();
+        let own = TrustPolicy {
+            check_modes: true,
+            required_owner: Some(uid),
+        };
+        assert!(check_path(&p, own).is_ok());
+        if uid == 0 {
+            // Root's files are trusted by every daemon; a stranger's are not.
+            let stranger = TrustPolicy {
+                check_modes: true,
+                required_owner: Some(4242),
+            };
+            assert!(check_path(&p, stranger).is_ok());
+            std::os::unix::fs::chown(&p, Some(4243), None).unwrap();
+            let e = check_path(&p, stranger).unwrap_err().to_string();
+            assert!(e.contains("owned by uid 4243"), "{e}");
+        }
+    }
+
+    #[test]
     fn owner_and_kind() {
         let d = tempfile::tempdir().unwrap();
         let p = file_with_mode(d.path(), 0o644);
         let uid = fs::metadata(&p).unwrap().uid();
-        let other = TrustPolicy {
+        let root_only = TrustPolicy {
             check_modes: true,
-            required_owner: Some(uid + 1),
+            required_owner: Some(0),
         };
-        assert!(matches!(
-            check_path(&p, other),
-            Err(LoadError::Untrusted { .. })
-        ));
+        assert_eq!(check_path(&p, root_only).is_ok(), uid == 0);
         assert!(matches!(
             check_path(d.path(), ANYONE),
             Err(LoadError::Untrusted { .. })

@@ -76,6 +76,28 @@ impl PluginInfo {
             _ => None,
         }
     }
+
+    /// What the plugin runs under, layer by layer (identity, process_tree, filesystem,
+    /// syscalls, network), as reported by its most recent worker.
+    pub fn sandbox(&self) -> Vec<(String, String)> {
+        let report = self.workers.as_ref().map(|w| w.sandbox.clone());
+        let fixed = |state: &str| {
+            crate::worker::SandboxReport::default()
+                .layers()
+                .iter()
+                .map(|(layer, _)| ((*layer).to_owned(), state.to_owned()))
+                .collect()
+        };
+        match report {
+            None => fixed("none: runs inside the daemon (isolation: in-process)"),
+            Some(None) => fixed("pending: no worker started yet"),
+            Some(Some(report)) => report
+                .layers()
+                .iter()
+                .map(|(layer, state)| ((*layer).to_owned(), (*state).to_owned()))
+                .collect(),
+        }
+    }
 }
 
 /// Counts over all plugins.

@@ -78,6 +78,10 @@ fn to_json(v: &OwnedVariant) -> Value {
     if let Ok(s) = String::try_from(v.clone()) {
         return json!(s);
     }
+    if let Ok(map) = std::collections::HashMap::<String, String>::try_from(v.clone()) {
+        let sorted: std::collections::BTreeMap<String, String> = map.into_iter().collect();
+        return json!(sorted);
+    }
     Value::Null
 }
 
@@ -139,7 +143,7 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         out.json_value(&Value::Object(map));
         return Ok(());
     }
-    const ORDER: [&str; 25] = [
+    const ORDER: [&str; 26] = [
         "Name",
         "Version",
         "Description",
@@ -165,12 +169,20 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         "WorkerCrashes",
         "Quarantined",
         "VersionRequirement",
+        "Sandbox",
     ];
     let width = ORDER.iter().map(|k| k.len()).max().unwrap_or(0);
     let mut text = String::new();
     for key in ORDER.iter().filter(|k| info.contains_key(**k)) {
         let value = match to_json(&info[*key]) {
             Value::String(s) => s,
+            Value::Object(layers) => layers
+                .iter()
+                .map(|(layer, state)| {
+                    let state = state.as_str().unwrap_or_default();
+                    format!("\n{:>width$}  {layer}: {state}", "")
+                })
+                .collect(),
             other => other.to_string(),
         };
         if value.is_empty() && matches!(*key, "Error" | "LastError" | "ServiceState") {

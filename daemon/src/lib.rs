@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod control;
 pub mod dbus;
+pub mod limits;
 pub mod logging;
 pub mod notify;
 pub mod run;

@@ -18,6 +18,11 @@ fn main() {
         )));
     }
     let args = dynplugd::cli::Args::parse();
+    // Nothing of the daemon's own user (isolated plugins included, where they share it)
+    // may ptrace it or read its /proc files; and a SIGSEGV raised by in-process plugin
+    // code ends the daemon instead of being swallowed.
+    dynplug_core::worker::sandbox::make_undumpable();
+    dynplug_core::fatal::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dynplugd")

@@ -87,6 +87,21 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
 
     let state_dir = config.state_dir(&env);
     let server = config.server.clone();
+    // A token file that cannot be read is a configuration error (exit 78), found
+    // before anything starts.
+    if server.enabled {
+        if let Some(path) = &server.token_file {
+            crate::api::Token::load(path)
+                .map_err(|e| ConfigError::field(&config_path, "server.token_file", e))?;
+        }
+    }
+    let open_files = crate::limits::raise_open_files_limit();
+    tracing::debug!(open_files, "descriptor limit");
+    for (layer, support) in dynplug_core::worker::sandbox::host_support(&config.worker_user) {
+        if let Err(why) = support {
+            tracing::warn!(layer, reason = %why, "this host cannot give isolated plugins this sandbox layer");
+        }
+    }
     let (manager, report) = Manager::start_with(
         config,
         &state_dir,

@@ -90,10 +90,14 @@ fn transient_failures_are_retried_and_counted() {
     plugins.add(&rust_plugin("fault"), "fault.so");
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("crashed-once");
+    // The plugin leaves its marker where its sandbox lets it write.
     let d = Daemon::start(
         &bus,
         plugins.path(),
-        "server:\n  enabled: true\n  port: 0\nplugins:\n  fault:\n    isolation: process\n    retries: 2\n    workers: 1\n",
+        &format!(
+            "server:\n  enabled: true\n  port: 0\nplugins:\n  fault:\n    isolation: process\n    retries: 2\n    workers: 1\n    sandbox:\n      write: [{}]\n",
+            marker_dir.path().display()
+        ),
     );
     let out = bus.manager_call(
         "Execute",

@@ -32,7 +32,9 @@ fn plugins() -> PluginDir {
     d
 }
 
-/// PIDs of worker processes serving a library under `dir`.
+/// PIDs of worker processes serving a library under `dir`: each worker is three
+/// processes (the keeper the daemon started, the init of its PID namespace and the
+/// process running the plugin).
 fn workers_under(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
@@ -73,8 +75,8 @@ async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
     assert_eq!(m.execute("fault", "warm".into()).await.unwrap(), "warm");
     assert_eq!(
         workers_under(plugins.path()).len(),
-        1,
-        "one worker started on demand"
+        3,
+        "one worker (keeper, init, plugin) started on demand"
     );
 
     let cases = [
@@ -174,7 +176,7 @@ fn workers_die_with_a_killed_daemon() {
         bus.manager_call("Execute", "ss", &["fault", "x"]).trim(),
         r#"s "x""#
     );
-    assert_eq!(workers_under(plugins.path()).len(), 1);
+    assert_eq!(workers_under(plugins.path()).len(), 3);
     send_signal(daemon.pid(), libc::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));
     wait_no_workers(plugins.path());

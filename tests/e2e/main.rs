@@ -3,6 +3,7 @@
 mod ctl;
 mod daemon;
 mod extras;
+mod hostile;
 mod isolation;
 mod manager;
 mod rest;

@@ -153,7 +153,7 @@ async fn every_bad_file_is_refused_with_its_reason_and_nothing_else_breaks() {
     assert!(failure_of(&m, "traversal.so").contains("plugin name `../../etc`"));
     let err = failure_of(&m, "zz-dup.so");
     assert!(
-        err.contains("`echo` is already used by") && err.contains("echo.so"),
+        err.contains("name `echo` is already provided by") && err.contains("echo.so"),
         "{err}"
     );
     assert!(failure_of(&m, "null.so").contains("returned null"));

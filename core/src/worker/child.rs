@@ -1,5 +1,6 @@
 //! Starting a worker or probe process: the channel on fd 3, its own process group,
-//! death with the daemon, no new privileges, resource limits, a clean environment.
+//! death with the daemon, no new privileges, resource limits, no core dumps, a clean
+//! environment carrying only the sandbox to enter (see [`super::sandbox`]).
 
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
@@ -7,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::pool::ResourceLimits;
+use super::sandbox::{Spec, SPEC_ENV};
 use super::serve::WORKER_FD;
 
 /// A command `program MODE library` (MODE is `--worker` or `--probe`) that, between fork
@@ -17,12 +19,14 @@ pub(crate) fn command(
     library: &Path,
     channel: RawFd,
     limits: ResourceLimits,
+    sandbox: &Spec,
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg(mode)
         .arg(library)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
+        .env(SPEC_ENV, serde_json::to_string(sandbox).unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -67,6 +71,7 @@ pub(crate) fn command(
                 fail(libc::setrlimit(res, &lim))
             };
             set(libc::RLIMIT_NOFILE, limits.open_files)?;
+            set(libc::RLIMIT_CORE, 0)?;
             if let Some(bytes) = limits.address_space {
                 set(libc::RLIMIT_AS, bytes)?;
             }

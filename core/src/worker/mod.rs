@@ -1,6 +1,7 @@
 //! Process isolation: plugins run in worker processes (`isolation: process`), so a
 //! segfault, abort or runaway allocation kills only the worker.
 //!
+//! - [`sandbox`]: the layers a worker confines itself in before it loads a plugin;
 //! - [`protocol`]: length-prefixed, versioned frames on a private socketpair;
 //! - [`serve`]: the worker process (`dynplugd --worker PATH`) and the probe
 //!   (`dynplugd --probe PATH`);
@@ -12,7 +13,9 @@ mod child;
 pub mod pool;
 pub mod probe;
 pub mod protocol;
+pub mod sandbox;
 pub mod serve;
 
 pub use pool::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
 pub use probe::probe;
+pub use sandbox::{SandboxPolicy, SandboxReport};

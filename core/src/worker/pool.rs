@@ -21,8 +21,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::child;
-use super::protocol::{encode, header, Hello, Kind, PROTOCOL_VERSION};
-use super::serve::{RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC};
+use super::protocol::{
+    encode, header, new_call_id, request_body, split_result, Hello, Kind, RESULT_ERROR,
+    RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+};
+use super::sandbox::{SandboxReport, Spec};
 use crate::error::CallError;
 
 /// Resource limits applied to each worker process (setrlimit).
@@ -51,6 +54,10 @@ pub struct PoolConfig {
     pub limits: ResourceLimits,
     /// Crashes within [`CRASH_WINDOW`] that quarantine the plugin.
     pub crash_limit: u32,
+    /// Largest answer accepted, in bytes; a larger one is refused before it is read.
+    pub max_output: usize,
+    /// The sandbox each worker enters.
+    pub sandbox: Spec,
 }
 
 /// The window over which crashes are counted.
@@ -70,6 +77,10 @@ pub enum PoolError {
     Timeout,
     /// The plugin is quarantined after repeated crashes.
     Quarantined(String),
+    /// The answer exceeded the output limit (in bytes); the worker was killed.
+    OutputTooLarge(usize),
+    /// The worker sent a frame it should not have; it was killed.
+    Protocol(String),
     /// A worker could not be started (or the plugin failed to load in it).
     Start(String),
 }
@@ -91,6 +102,8 @@ pub struct PoolStatus {
     pub pids: Vec<u32>,
     /// CPU time and memory of the live workers, summed.
     pub usage: crate::resources::Usage,
+    /// What the most recently started worker runs under.
+    pub sandbox: Option<SandboxReport>,
 }
 
 struct Worker {
@@ -129,33 +142,60 @@ impl Worker {
         self.stream.write_all(&encode(kind, body)).await
     }
 
-    async fn recv(&mut self) -> std::io::Result<(Kind, Vec<u8>)> {
+    /// Reads one frame, refusing (before reading the body) one longer than `limit`.
+    async fn recv(&mut self, limit: usize) -> Result<(Kind, Vec<u8>), Failure> {
         let mut head = [0u8; 5];
         self.stream.read_exact(&mut head).await?;
         let (kind, len) = header(head)?;
+        if len > limit.saturating_add(RESULT_HEAD) {
+            return Err(Failure::TooLarge);
+        }
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body).await?;
         Ok((kind, body))
     }
 
-    /// Sends a request and reads its result frame.
+    /// Whether the worker sent anything nobody asked for (checked after a result).
+    fn has_unasked_bytes(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: a non-blocking peek of one byte into a valid buffer.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
+    }
+
+    /// Sends a request under a fresh call id and reads its result, which must carry the
+    /// same id and be the only thing the worker sent.
     async fn request(
         &mut self,
         kind: Kind,
-        body: &[u8],
+        payload: &[u8],
         plugin: &str,
-    ) -> std::io::Result<Result<String, CallError>> {
-        self.send(kind, body).await?;
-        let (kind, body) = self.recv().await?;
-        if kind != Kind::Result || body.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "unexpected frame",
+        limit: usize,
+    ) -> Result<Result<String, CallError>, Failure> {
+        let call = new_call_id();
+        self.send(kind, &request_body(call, payload)).await?;
+        let (kind, body) = self.recv(limit).await?;
+        let Some((id, status, text)) = split_result(&body).filter(|_| kind == Kind::Result) else {
+            return Err(Failure::Protocol(format!("unexpected {kind:?} frame")));
+        };
+        if id != call {
+            return Err(Failure::Protocol(
+                "a result for another call (forged or stale)".into(),
             ));
         }
-        let text = String::from_utf8_lossy(&body[1..]).into_owned();
+        if self.has_unasked_bytes() {
+            return Err(Failure::Protocol("data after the result".into()));
+        }
+        let text = String::from_utf8_lossy(text).into_owned();
         let plugin = plugin.to_owned();
-        Ok(match body[0] {
+        Ok(match status {
             RESULT_OK => Ok(text),
             RESULT_PANIC => Err(CallError::Panicked {
                 plugin,
@@ -166,11 +206,29 @@ impl Worker {
                 plugin,
                 message: text,
             }),
-            other => Err(CallError::Failed {
-                plugin,
-                message: format!("unknown result status {other}"),
-            }),
+            other => return Err(Failure::Protocol(format!("unknown result status {other}"))),
         })
+    }
+}
+
+/// Why an exchange with a worker broke off.
+#[derive(Debug)]
+enum Failure {
+    /// The channel failed or closed: the worker died (or is dying).
+    Io(std::io::Error),
+    /// The worker sent a frame it should not have.
+    Protocol(String),
+    /// The answer is longer than the limit.
+    TooLarge,
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            Failure::Protocol(e.to_string())
+        } else {
+            Failure::Io(e)
+        }
     }
 }
 
@@ -221,6 +279,7 @@ pub struct WorkerPool {
     slots: Arc<Semaphore>,
     health: Mutex<Health>,
     busy_pids: Mutex<Vec<u32>>,
+    sandbox: Mutex<Option<SandboxReport>>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -247,6 +306,7 @@ impl WorkerPool {
             slots: Arc::new(Semaphore::new(workers)),
             health: Mutex::new(Health::default()),
             busy_pids: Mutex::new(Vec::new()),
+            sandbox: Mutex::new(None),
         }
     }
 
@@ -276,6 +336,7 @@ impl WorkerPool {
                 .filter_map(|p| crate::resources::of(&p.to_string()))
                 .fold(crate::resources::Usage::default(), |a, b| a + b),
             pids,
+            sandbox: lock(&self.sandbox).clone(),
         }
     }
 
@@ -335,6 +396,7 @@ impl WorkerPool {
             &self.config.library,
             theirs.as_raw_fd(),
             self.config.limits,
+            &self.config.sandbox,
         ));
         cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
@@ -367,9 +429,10 @@ impl WorkerPool {
     }
 
     async fn handshake(&self, worker: &mut Worker) -> Result<(), PoolError> {
-        let (kind, body) = match worker.recv().await {
+        const HELLO_LIMIT: usize = 64 * 1024;
+        let (kind, body) = match worker.recv(HELLO_LIMIT).await {
             Ok(frame) => frame,
-            Err(_) => {
+            Err(Failure::Io(_)) => {
                 let mut status = String::from("worker ended during start");
                 if let Ok(Ok(s)) =
                     tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await
@@ -380,38 +443,41 @@ impl WorkerPool {
                     "{status} while loading the plugin"
                 )));
             }
+            Err(_) => return Err(PoolError::Start("worker sent a malformed hello".into())),
         };
-        match kind {
+        let hello = match kind {
             Kind::Failed => {
                 return Err(PoolError::Start(
                     String::from_utf8_lossy(&body).into_owned(),
                 ))
             }
-            Kind::Hello if body.len() >= 4 => {}
+            Kind::Hello => Hello::decode(&body).map_err(PoolError::Start)?,
             _ => return Err(PoolError::Start("worker sent no hello".into())),
-        }
-        let version = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-        if version != PROTOCOL_VERSION {
-            return Err(PoolError::Start(format!(
-                "worker speaks protocol {version}, expected {PROTOCOL_VERSION}"
-            )));
-        }
-        let hello: Hello = serde_json::from_slice(&body[4..])
-            .map_err(|e| PoolError::Start(format!("bad hello: {e}")))?;
+        };
         if hello.name != self.config.name {
             return Err(PoolError::Start(format!(
                 "worker loaded plugin `{}`, expected `{}` (was the file replaced?)",
                 hello.name, self.config.name
             )));
         }
+        *lock(&self.sandbox) = hello.sandbox;
         let settings = lock(&self.settings).clone();
         match worker
-            .request(Kind::Configure, settings.as_bytes(), &self.config.name)
+            .request(
+                Kind::Configure,
+                settings.as_bytes(),
+                &self.config.name,
+                HELLO_LIMIT,
+            )
             .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(PoolError::Start(format!("configure: {e}"))),
-            Err(e) => Err(PoolError::Crashed(format!("worker died in configure: {e}"))),
+            Err(Failure::Io(e)) => {
+                Err(PoolError::Crashed(format!("worker died in configure: {e}")))
+            }
+            Err(Failure::Protocol(why)) => Err(PoolError::Protocol(why)),
+            Err(Failure::TooLarge) => Err(PoolError::OutputTooLarge(HELLO_LIMIT)),
         }
     }
 
@@ -504,7 +570,12 @@ impl WorkerPool {
         }
         let outcome = tokio::time::timeout_at(
             deadline,
-            worker.request(Kind::Execute, input.as_bytes(), &self.config.name),
+            worker.request(
+                Kind::Execute,
+                input.as_bytes(),
+                &self.config.name,
+                self.config.max_output,
+            ),
         )
         .await;
         if let Some(p) = pid {
@@ -520,10 +591,19 @@ impl WorkerPool {
                 lock(&self.idle).push(worker);
                 result.map_err(|e| (PoolError::Call(e), None))
             }
-            Ok(Err(_)) => {
+            Ok(Err(Failure::Io(_))) => {
                 let why = worker.reap().await;
                 let q = self.record_crash(&why);
                 Err((PoolError::Crashed(why), q))
+            }
+            Ok(Err(Failure::Protocol(why))) => {
+                worker.kill().await;
+                tracing::warn!(plugin = %self.config.name, error = %why, "worker broke the protocol and was killed");
+                Err((PoolError::Protocol(why), None))
+            }
+            Ok(Err(Failure::TooLarge)) => {
+                worker.kill().await;
+                Err((PoolError::OutputTooLarge(self.config.max_output), None))
             }
             Err(_) => {
                 worker.kill().await;

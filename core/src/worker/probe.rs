@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use super::child;
 use super::pool::{describe_exit, ResourceLimits};
-use super::protocol::{read_frame, Hello, Kind, PROTOCOL_VERSION};
+use super::protocol::{read_frame, Hello, Kind};
+use super::sandbox::Spec;
 use crate::error::LoadError;
 
 /// How long a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `program --probe library` and returns what the plugin said about itself.
-pub fn probe(program: &Path, library: &Path) -> Result<Hello, LoadError> {
+/// Runs `program --probe library` in the sandbox `spec` describes and returns what the
+/// plugin said about itself.
+pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadError> {
     let fail = |reason: String| LoadError::Probe {
         path: library.to_owned(),
         reason,
@@ -27,28 +29,29 @@ pub fn probe(program: &Path, library: &Path) -> Result<Hello, LoadError> {
         cpu_seconds: Some(PROBE_TIMEOUT.as_secs()),
         open_files: 64,
     };
-    let mut process = child::command(program, "--probe", library, theirs.as_raw_fd(), limits)
-        .spawn()
-        .map_err(|e| fail(format!("cannot start {}: {e}", program.display())))?;
+    let mut process = child::command(
+        program,
+        "--probe",
+        library,
+        theirs.as_raw_fd(),
+        limits,
+        spec,
+    )
+    .spawn()
+    .map_err(|e| fail(format!("cannot start {}: {e}", program.display())))?;
     drop(theirs);
     ours.set_read_timeout(Some(PROBE_TIMEOUT))
         .map_err(|e| fail(e.to_string()))?;
-    let frame = read_frame(&mut ours);
-    if frame.is_err() {
+    let frame = read_frame(&mut ours, 64 * 1024);
+    // A closed channel means the probe is ending: let it end by itself, so its status
+    // names the signal that killed the plugin's process. Anything else ends it now.
+    let ending = matches!(&frame, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof);
+    if frame.is_err() && !ending {
         let _ = process.kill();
     }
-    let status = process.wait().map_err(|e| fail(e.to_string()))?;
+    let status = wait_briefly(&mut process).map_err(|e| fail(e.to_string()))?;
     match frame {
-        Ok((Kind::Hello, body)) if body.len() >= 4 => {
-            let version = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-            if version != PROTOCOL_VERSION {
-                return Err(fail(format!(
-                    "probe speaks protocol {version}, expected {PROTOCOL_VERSION}"
-                )));
-            }
-            serde_json::from_slice(&body[4..])
-                .map_err(|e| fail(format!("bad metadata from the probe: {e}")))
-        }
+        Ok((Kind::Hello, body)) => Hello::decode(&body).map_err(fail),
         // The plugin's own refusal (bad ABI, no entry symbol, ...), passed on verbatim.
         Ok((Kind::Failed, body)) => Err(fail(String::from_utf8_lossy(&body).into_owned())),
         Ok(_) => Err(fail("unexpected answer from the probe".into())),
@@ -56,5 +59,20 @@ pub fn probe(program: &Path, library: &Path) -> Result<Hello, LoadError> {
             "{} while loading the plugin",
             describe_exit(status)
         ))),
+    }
+}
+
+/// Waits for the probe to end, killing it if it takes longer than a second or two.
+fn wait_briefly(process: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(status) = process.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = process.kill();
+            return process.wait();
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

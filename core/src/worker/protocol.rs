@@ -1,16 +1,36 @@
 //! The wire protocol between the daemon and a plugin worker process.
 //!
 //! Frames on a private socketpair: `len: u32 LE` (of what follows), `kind: u8`, body.
-//! The worker opens with [`Kind::Hello`] (protocol version + the plugin's metadata as
-//! JSON), then answers each request with exactly one [`Kind::Result`]. Nothing else
-//! shares the channel, so whatever a plugin prints on stdout or stderr cannot corrupt it.
+//! The worker opens with [`Kind::Hello`] (protocol version + the plugin's metadata and
+//! sandbox report as JSON), then answers each request with exactly one
+//! [`Kind::Result`]. Nothing else shares the channel, so whatever a plugin prints on
+//! stdout or stderr cannot corrupt it.
+//!
+//! Plugin code runs in the worker and can write to the channel itself. So every
+//! request carries a fresh random call id that its result must repeat: a frame the
+//! plugin forged before it saw a request cannot answer it, and the daemon kills a worker
+//! whose frame is unexpected, malformed or carries another id. An answer therefore
+//! reaches only the caller whose request the worker saw.
 
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Bytes before the payload of a request: the call id.
+pub const REQUEST_HEAD: usize = 8;
+/// Bytes before the text of a result: the call id and the status.
+pub const RESULT_HEAD: usize = 9;
+
+/// Result status: success; the text is the output.
+pub const RESULT_OK: u8 = 0;
+/// Result status: the plugin returned an error; the text is its message.
+pub const RESULT_ERROR: u8 = 1;
+/// Result status: the plugin panicked; the text is the panic message.
+pub const RESULT_PANIC: u8 = 2;
+/// Result status: the output was not valid UTF-8.
+pub const RESULT_INVALID_OUTPUT: u8 = 3;
 /// Largest frame accepted either way.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 
@@ -56,6 +76,75 @@ pub struct Hello {
     pub abi_version: u32,
     /// Whether it is a service plugin.
     pub service: bool,
+    /// What the worker runs under (absent when it was started without a sandbox).
+    #[serde(default)]
+    pub sandbox: Option<super::sandbox::SandboxReport>,
+}
+
+impl Hello {
+    /// The body of a [`Kind::Hello`] frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        body.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        body
+    }
+
+    /// Decodes the body of a [`Kind::Hello`] frame, checking the protocol version.
+    pub fn decode(body: &[u8]) -> Result<Hello, String> {
+        let Some((version, json)) = body.split_first_chunk::<4>() else {
+            return Err("short hello".into());
+        };
+        let version = u32::from_le_bytes(*version);
+        if version != PROTOCOL_VERSION {
+            return Err(format!(
+                "worker speaks protocol {version}, expected {PROTOCOL_VERSION}"
+            ));
+        }
+        serde_json::from_slice(json).map_err(|e| format!("bad hello: {e}"))
+    }
+}
+
+/// A fresh, unpredictable call id.
+pub fn new_call_id() -> u64 {
+    let mut id = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+    if n != 8 {
+        // No entropy source: still unique within this process, if predictable.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        return NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    u64::from_ne_bytes(id)
+}
+
+/// The body of a request frame: the call id, then the payload.
+pub fn request_body(call: u64, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(REQUEST_HEAD + payload.len());
+    body.extend_from_slice(&call.to_le_bytes());
+    body.extend_from_slice(payload);
+    body
+}
+
+/// Splits a request body into call id and payload.
+pub fn split_request(body: &[u8]) -> Option<(u64, &[u8])> {
+    let (id, payload) = body.split_first_chunk::<REQUEST_HEAD>()?;
+    Some((u64::from_le_bytes(*id), payload))
+}
+
+/// The body of a result frame.
+pub fn result_body(call: u64, status: u8, text: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(RESULT_HEAD + text.len());
+    body.extend_from_slice(&call.to_le_bytes());
+    body.push(status);
+    body.extend_from_slice(text);
+    body
+}
+
+/// Splits a result body into call id, status and text.
+pub fn split_result(body: &[u8]) -> Option<(u64, u8, &[u8])> {
+    let (id, rest) = body.split_first_chunk::<REQUEST_HEAD>()?;
+    let (status, text) = rest.split_first()?;
+    Some((u64::from_le_bytes(*id), *status, text))
 }
 
 /// Encodes a frame.
@@ -80,11 +169,17 @@ pub fn header(head: [u8; 5]) -> std::io::Result<(Kind, usize)> {
     Ok((kind, len - 1))
 }
 
-/// Reads one frame (blocking).
-pub fn read_frame(r: &mut impl Read) -> std::io::Result<(Kind, Vec<u8>)> {
+/// Reads one frame (blocking), refusing a body longer than `limit` before reading it.
+pub fn read_frame(r: &mut impl Read, limit: usize) -> std::io::Result<(Kind, Vec<u8>)> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head)?;
     let (kind, len) = header(head)?;
+    if len > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes, more than {limit}"),
+        ));
+    }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
     Ok((kind, body))
@@ -101,25 +196,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn call_ids_and_bodies() {
+        assert_ne!(new_call_id(), new_call_id());
+        let body = request_body(7, b"in");
+        assert_eq!(split_request(&body), Some((7, &b"in"[..])));
+        assert_eq!(split_request(b"short"), None);
+        let body = result_body(9, RESULT_PANIC, b"boom");
+        assert_eq!(split_result(&body), Some((9, RESULT_PANIC, &b"boom"[..])));
+        assert_eq!(split_result(&body[..8]), None);
+    }
+
+    #[test]
+    fn hello_round_trip_and_version() {
+        let hello = Hello {
+            name: "x".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            abi_version: 1,
+            service: false,
+            sandbox: None,
+        };
+        assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
+        let mut old = 1u32.to_le_bytes().to_vec();
+        old.extend_from_slice(b"{}");
+        assert!(Hello::decode(&old).unwrap_err().contains("protocol 1"));
+        assert!(Hello::decode(b"ab").is_err());
+    }
+
+    #[test]
     fn round_trip_and_garbage() {
         let bytes = encode(Kind::Execute, b"hello");
-        let (kind, body) = read_frame(&mut &bytes[..]).unwrap();
+        let (kind, body) = read_frame(&mut &bytes[..], MAX_FRAME).unwrap();
         assert_eq!((kind, body.as_slice()), (Kind::Execute, &b"hello"[..]));
         assert!(
-            read_frame(&mut &[0u8, 0, 0, 0, 1][..]).is_err(),
+            read_frame(&mut &[0u8, 0, 0, 0, 1][..], MAX_FRAME).is_err(),
             "zero length"
         );
         assert!(
-            read_frame(&mut &[2u8, 0, 0, 0, 99, 0][..]).is_err(),
+            read_frame(&mut &[2u8, 0, 0, 0, 99, 0][..], MAX_FRAME).is_err(),
             "unknown kind"
         );
         assert!(
-            read_frame(&mut &[255u8, 255, 255, 255, 3][..]).is_err(),
+            read_frame(&mut &[255u8, 255, 255, 255, 3][..], MAX_FRAME).is_err(),
             "too large"
         );
         assert!(
-            read_frame(&mut &[9u8, 0, 0, 0, 3, 1][..]).is_err(),
+            read_frame(&mut &[9u8, 0, 0, 0, 3, 1][..], MAX_FRAME).is_err(),
             "truncated"
+        );
+        assert!(
+            read_frame(&mut &encode(Kind::Execute, b"hello")[..], 3).is_err(),
+            "over the limit"
         );
     }
 }

@@ -7,41 +7,52 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::protocol::{read_frame, write_frame, Hello, Kind, PROTOCOL_VERSION};
+use super::protocol::{
+    read_frame, result_body, split_request, write_frame, Hello, Kind, RESULT_ERROR,
+    RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+};
+use super::sandbox::{self, Spec, SPEC_ENV};
 use crate::error::CallError;
 use crate::library::PluginLibrary;
 use crate::trust::TrustPolicy;
 
-/// Result status bytes (the ABI's statuses, plus one for invalid output).
-pub(crate) const RESULT_OK: u8 = 0;
-pub(crate) const RESULT_ERROR: u8 = 1;
-pub(crate) const RESULT_PANIC: u8 = 2;
-pub(crate) const RESULT_INVALID_OUTPUT: u8 = 3;
-
 /// The file descriptor of the channel in a worker process.
 pub const WORKER_FD: i32 = 3;
 
-fn result_frame(outcome: Result<String, CallError>) -> Vec<u8> {
+fn result_frame(call: u64, outcome: Result<String, CallError>) -> Vec<u8> {
     let (status, text) = match outcome {
         Ok(out) => (RESULT_OK, out),
-        Err(CallError::Failed { message, .. }) => (RESULT_ERROR, message),
         Err(CallError::Panicked { message, .. }) => (RESULT_PANIC, message),
         Err(CallError::InvalidOutput { .. }) => (RESULT_INVALID_OUTPUT, String::new()),
-        Err(CallError::Crashed { message, .. }) => (RESULT_ERROR, message),
+        Err(CallError::Failed { message, .. } | CallError::Crashed { message, .. }) => {
+            (RESULT_ERROR, message)
+        }
+        Err(other) => (RESULT_ERROR, other.to_string()),
     };
-    let mut body = Vec::with_capacity(text.len() + 1);
-    body.push(status);
-    body.extend_from_slice(text.as_bytes());
-    body
+    result_body(call, status, text.as_bytes())
 }
 
-/// Loads the plugin at `path` and greets the daemon with its metadata (or says why it
-/// could not). Returns the channel and the instance, or the exit code to end with.
+/// Confines this process as the daemon asked (the sandbox spec in the environment),
+/// then loads the plugin at `path` and greets the daemon with its metadata and what it
+/// runs under (or says why it could not). Returns the channel and the instance, or the
+/// exit code to end with.
 fn load_and_greet(path: &Path) -> Result<(UnixStream, Hello, crate::library::Instance), i32> {
+    let spec: Option<Spec> = std::env::var(SPEC_ENV)
+        .ok()
+        .and_then(|json| serde_json::from_str(&json).ok());
+    std::env::remove_var(SPEC_ENV);
+    let report = spec.map(|spec| sandbox::confine(&spec, path));
+    crate::fatal::install();
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    let loaded = PluginLibrary::open(path, TrustPolicy::for_current_process())
+    // Inside a user namespace file owners outside it read as an unmapped id: the
+    // daemon checked ownership before it started this process; modes are checked here.
+    let policy = TrustPolicy {
+        required_owner: None,
+        check_modes: true,
+    };
+    let loaded = PluginLibrary::open(path, policy)
         .map(Arc::new)
         .and_then(|lib| lib.instantiate().map(|i| (lib, i)));
     let (library, instance) = match loaded {
@@ -57,10 +68,9 @@ fn load_and_greet(path: &Path) -> Result<(UnixStream, Hello, crate::library::Ins
         description: library.description().to_owned(),
         abi_version: library.abi_version(),
         service: library.is_service(),
+        sandbox: report,
     };
-    let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();
-    body.extend_from_slice(&serde_json::to_vec(&hello).unwrap_or_default());
-    if write_frame(&mut channel, Kind::Hello, &body).is_err() {
+    if write_frame(&mut channel, Kind::Hello, &hello.encode()).is_err() {
         return Err(3);
     }
     Ok((channel, hello, instance))
@@ -83,24 +93,25 @@ pub fn serve(path: &Path) -> i32 {
         Err(code) => return code,
     };
     loop {
-        let (kind, body) = match read_frame(&mut channel) {
+        let (kind, body) = match read_frame(&mut channel, super::protocol::MAX_FRAME) {
             Ok(frame) => frame,
             // The daemon closed the channel: a normal end.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
             Err(_) => return 3,
         };
-        let outcome = match (kind, String::from_utf8(body)) {
+        let Some((call, payload)) = split_request(&body) else {
+            return 3;
+        };
+        let outcome = match (kind, std::str::from_utf8(payload)) {
             (_, Err(_)) => Err(CallError::Failed {
                 plugin: hello.name.clone(),
                 message: "input is not valid UTF-8".into(),
             }),
-            (Kind::Execute, Ok(input)) => instance.execute(&input),
-            (Kind::Configure, Ok(settings)) => {
-                instance.configure(&settings).map(|()| String::new())
-            }
+            (Kind::Execute, Ok(input)) => instance.execute(input),
+            (Kind::Configure, Ok(settings)) => instance.configure(settings).map(|()| String::new()),
             _ => return 3,
         };
-        if write_frame(&mut channel, Kind::Result, &result_frame(outcome)).is_err() {
+        if write_frame(&mut channel, Kind::Result, &result_frame(call, outcome)).is_err() {
             return 3;
         }
         let _ = std::io::stdout().flush();

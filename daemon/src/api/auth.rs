@@ -54,6 +54,14 @@ impl Token {
     }
 }
 
+/// The credentials of an `Authorization: Bearer ...` value. The scheme is matched
+/// without regard to case, as RFC 9110 (11.1) requires.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    let credentials = rest.strip_prefix(b" ")?.trim_ascii_start();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
 /// Requires `Authorization: Bearer <token>` when a token is configured.
 pub(super) async fn require_token(
     State(token): State<Option<Token>>,
@@ -66,7 +74,7 @@ pub(super) async fn require_token(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|v| bearer_credentials(v.as_bytes()));
     match presented {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -81,5 +89,24 @@ pub(super) async fn require_token(
             "the bearer token is not valid",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR  t0k"] {
+            assert_eq!(
+                bearer_credentials(value.as_bytes()),
+                Some(&b"t0k"[..]),
+                "{value}"
+            );
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", ""] {
+            assert_eq!(bearer_credentials(value.as_bytes()), None, "{value}");
+        }
     }
 }

@@ -97,8 +97,11 @@ impl From<ManagerError> for ApiError {
             ManagerError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
             ManagerError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ManagerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ManagerError::Call(CallError::Crashed { .. }) => {
+            ManagerError::Call(CallError::Crashed { .. } | CallError::Protocol { .. }) => {
                 (StatusCode::BAD_GATEWAY, "worker_crashed")
+            }
+            ManagerError::Call(CallError::OutputTooLarge { .. }) => {
+                (StatusCode::BAD_GATEWAY, "output_too_large")
             }
             ManagerError::Call(
                 CallError::Failed { .. }

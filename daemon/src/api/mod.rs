@@ -11,6 +11,7 @@ pub mod envelope;
 mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Rate limit per client address.
     pub rate_limit: Option<dynplug_core::config::RateLimit>,
+    /// Connection cap and request-head deadline.
+    pub connections: serve::ConnectionLimits,
 }
 
 impl Settings {
@@ -52,6 +55,11 @@ impl Settings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             rate_limit: config.rate_limit,
+            connections: serve::ConnectionLimits {
+                max_connections: config.max_connections,
+                header_timeout: Duration::from_millis(config.header_timeout_ms),
+            }
+            .within_descriptor_budget(),
         })
     }
 }
@@ -178,19 +186,9 @@ impl ApiServer {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         self.stop().await;
         let app = router(Arc::clone(control), &settings);
-        let (stop, mut stop_rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            let shutdown = async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "REST API server failed");
-            }
-        });
+        let (stop, stop_rx) = watch::channel(false);
+        let limits = settings.connections;
+        let task = tokio::spawn(serve::serve(listener, app, limits, stop_rx));
         tracing::info!(address = %address, auth = settings.token.is_some(), "REST API listening");
         if let Ok(mut r) = self.running.lock() {
             *r = Some(Running {

@@ -55,6 +55,9 @@ pub struct PluginView {
     pub worker_crashes: Option<u64>,
     /// Whether the plugin is quarantined after repeated crashes.
     pub quarantined: bool,
+    /// What the plugin runs under, by layer (identity, process_tree, filesystem,
+    /// syscalls, network): `enforced: ...`, `off (...)`, `unavailable: <why>`.
+    pub sandbox: std::collections::BTreeMap<String, String>,
 }
 
 impl From<PluginInfo> for PluginView {
@@ -64,6 +67,7 @@ impl From<PluginInfo> for PluginView {
             PluginStatus::Pending => "pending",
             PluginStatus::Failed(_) => "failed",
         };
+        let sandbox = p.sandbox().into_iter().collect();
         PluginView {
             loaded: p.loaded(),
             error: p.error().map(str::to_owned),
@@ -87,6 +91,7 @@ impl From<PluginInfo> for PluginView {
             workers: p.workers.as_ref().map(|w| w.running),
             worker_crashes: p.workers.as_ref().map(|w| w.crashes),
             quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some()),
+            sandbox,
         }
     }
 }

@@ -43,7 +43,9 @@ impl From<ManagerError> for DynplugError {
                 CallError::Failed { .. }
                 | CallError::Panicked { .. }
                 | CallError::InvalidOutput { .. }
-                | CallError::Crashed { .. },
+                | CallError::Crashed { .. }
+                | CallError::Protocol { .. }
+                | CallError::OutputTooLarge { .. },
             ) => DynplugError::ExecutionFailed(message),
             ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
             ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),

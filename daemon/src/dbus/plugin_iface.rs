@@ -38,7 +38,8 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         dynplug_core::config::Isolation::InProcess => "in-process",
         dynplug_core::config::Isolation::Process => "process",
     };
-    let entries: [(&str, OwnedVariant); 27] = [
+    let sandbox: HashMap<String, String> = p.sandbox().into_iter().collect();
+    let entries: [(&str, OwnedVariant); 28] = [
         ("Name", owned(p.name.as_str())),
         ("Version", owned(p.version.as_str())),
         ("Description", owned(p.description.as_str())),
@@ -88,6 +89,7 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
             "VersionRequirement",
             owned(p.version_requirement.clone().unwrap_or_default()),
         ),
+        ("Sandbox", owned(sandbox)),
     ];
     entries
         .into_iter()

@@ -1,0 +1,295 @@
+//! A hostile isolated plugin (tests/fixtures/c/hostile.c) attacks the daemon that runs
+//! it. Every attack must fail, be reported by name where it is a fault, and leave the
+//! daemon serving other callers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dynplug_tests::{rust_plugin, send_signal, set_mode, Daemon, PluginDir, PrivateBus};
+use dynplugd::dbus::ManagerIfaceProxy;
+
+/// The hostile plugin isolated under every sandbox layer, as `nobody`, next to the
+/// in-process echo plugin.
+const CONFIG: &str = "worker_user: nobody\nplugins:\n  hostile:\n    isolation: process\n    workers: 4\n    timeout_ms: 5000\n    crash_limit: 1000\n    max_output_bytes: 4194304\n";
+
+async fn proxy(bus: &PrivateBus) -> ManagerIfaceProxy<'static> {
+    let conn = zbus::connection::Builder::address(bus.address())
+        .build()
+        .await
+        .unwrap();
+    ManagerIfaceProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn plugins() -> PluginDir {
+    let d = PluginDir::new();
+    d.add(&rust_plugin("echo"), "echo.so");
+    d.add_c("tests/fixtures/c/hostile.c", "hostile.so", &[]);
+    d
+}
+
+/// A secret file beside the daemon's own files, as a token file would be.
+fn secret(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    set_mode(&path, 0o600);
+    path
+}
+
+fn state_dir(daemon: &Daemon) -> PathBuf {
+    daemon.config_path().parent().unwrap().join("state")
+}
+
+/// Live processes whose name (comm) is `name`; zombies count as gone.
+fn processes_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let comm = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'));
+            comm.is_some_and(|(comm, rest)| comm == name && !rest.trim_start().starts_with('Z'))
+        })
+        .collect()
+}
+
+fn wait_gone(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_named(name).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} outlived its worker: {:?}",
+            processes_named(name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn attack(m: &ManagerIfaceProxy<'_>, what: &str) -> String {
+    let out = m
+        .execute("hostile", what.into())
+        .await
+        .unwrap_or_else(|e| format!("error {e}"));
+    // The daemon keeps serving others after every attempt.
+    assert_eq!(m.execute("echo", what.into()).await.unwrap(), what);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attack_on_the_daemon_fails_and_it_keeps_serving() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = proxy(&bus).await;
+    let pid = daemon.pid();
+    let config = daemon.config_path();
+    let state = state_dir(&daemon);
+    std::fs::create_dir_all(&state).unwrap();
+    let token = secret(&state);
+    let config_before = std::fs::read(&config).unwrap();
+
+    // The sandbox is reported, layer by layer, and this host gives every layer.
+    assert_eq!(attack(&m, "echo warm").await, "warm");
+    let info = m.get_plugin("hostile").await.unwrap();
+    let sandbox: HashMap<String, String> = info["Sandbox"].clone().try_into().unwrap();
+    for layer in [
+        "identity",
+        "process_tree",
+        "filesystem",
+        "syscalls",
+        "network",
+    ] {
+        let state = &sandbox[layer];
+        assert!(
+            state.starts_with("enforced") || state.starts_with("blocked"),
+            "{layer}: {state}"
+        );
+    }
+    assert!(sandbox["identity"].contains("nobody"), "{sandbox:?}");
+
+    let attacks = [
+        // Signals: the daemon has no PID inside the worker's namespace, and Landlock
+        // scopes signals to the sandbox.
+        (format!("kill {pid}"), "denied"),
+        ("kill 0".to_owned(), "denied"),
+        (format!("ptrace {pid}"), "denied"),
+        // Its files and the daemon's /proc.
+        (format!("read /proc/{pid}/environ"), "denied"),
+        (format!("read {}", token.display()), "denied"),
+        (format!("read {}", config.display()), "denied"),
+        (format!("write {}", config.display()), "denied"),
+        (format!("list {}", state.display()), "denied"),
+        ("read /etc/shadow".to_owned(), "denied"),
+        ("list /proc".to_owned(), "denied"),
+        // System calls.
+        ("socket".to_owned(), "denied EPERM"),
+        ("unshare".to_owned(), "denied EPERM"),
+    ];
+    for (what, expected) in &attacks {
+        let out = attack(&m, what).await;
+        assert!(out.starts_with(expected), "{what}: {out}");
+    }
+    // What the plugin may do, it can: read its own file and the system's libraries.
+    let own = plugins.path().join("hostile.so");
+    assert!(attack(&m, &format!("read {}", own.display()))
+        .await
+        .starts_with("ok"));
+    assert!(attack(&m, "read /usr/lib/os-release")
+        .await
+        .starts_with("ok"));
+
+    assert!(
+        std::fs::read(&config).unwrap() == config_before,
+        "config changed"
+    );
+    assert!(processes_named("dynplugd").contains(&pid), "daemon gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_frames_never_reach_another_caller() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let _daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = proxy(&bus).await;
+    let calls = (0..1000).map(|i| {
+        let m = m.clone();
+        async move {
+            let input = match i % 10 {
+                0 => format!("forge FORGED{i}"),
+                5 => format!("forge-late FORGED{i}"),
+                _ => format!("echo caller{i}"),
+            };
+            (i, input.clone(), m.execute("hostile", input).await)
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let (mut answered, mut failed) = (0, 0);
+    for (i, input, result) in results {
+        match result {
+            Ok(out) => {
+                answered += 1;
+                // An answer is the one this call asked for, never a forged one or
+                // another caller's.
+                let own = input.split_once(' ').unwrap().1;
+                assert_eq!(out, own, "call {i} ({input}) got {out}");
+            }
+            Err(e) => {
+                failed += 1;
+                let text = e.to_string();
+                assert!(
+                    text.contains("broke the protocol") || text.contains("crashed"),
+                    "call {i}: {text}"
+                );
+            }
+        }
+    }
+    assert!(answered >= 700, "{answered} answered, {failed} failed");
+    assert!(
+        failed >= 100,
+        "every immediate forgery fails its call: {failed}"
+    );
+    assert_eq!(m.execute("echo", "fine".into()).await.unwrap(), "fine");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fatal_signals_are_crashes_with_the_signal_named() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let mut daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = proxy(&bus).await;
+    for (sig, name) in [
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGABRT, "SIGABRT"),
+    ] {
+        let err = m
+            .execute("hostile", format!("raise {sig}"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("ExecutionFailed") && err.to_string().contains(name),
+            "{name}: {err}"
+        );
+        assert_eq!(m.execute("echo", name.into()).await.unwrap(), name);
+    }
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+
+    // In process nothing can catch it: the daemon dies by the signal (and systemd
+    // restarts it); it never answers as if the call succeeded.
+    let config = "plugins:\n  hostile:\n    isolation: in-process\n";
+    let mut daemon = Daemon::start(&bus, plugins.path(), config);
+    let m = proxy(&bus).await;
+    let out = m
+        .execute("hostile", format!("raise {}", libc::SIGSEGV))
+        .await;
+    assert!(out.is_err(), "raise(SIGSEGV) answered {out:?}");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_process_a_plugin_starts_outlives_its_worker_or_the_daemon() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let mut daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = proxy(&bus).await;
+    // The worker dies (its call times out and it is killed): its orphan goes with it.
+    assert!(attack(&m, "orphan").await.starts_with("ok"));
+    assert!(!processes_named("dynplug-orphan").is_empty());
+    let err = m
+        .execute("hostile", format!("raise {}", libc::SIGKILL))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+    wait_gone("dynplug-orphan");
+
+    // The daemon is killed outright: workers and orphans go with it.
+    for _ in 0..4 {
+        assert!(attack(&m, "orphan").await.starts_with("ok"));
+    }
+    send_signal(daemon.pid(), libc::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    wait_gone("dynplug-orphan");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_are_bounded_and_so_is_the_daemons_memory() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = proxy(&bus).await;
+    let rss = || dynplug_core::resources::of(&daemon.pid().to_string()).map_or(0, |u| u.rss_bytes);
+    assert_eq!(attack(&m, "echo warm").await, "warm");
+    let before = rss();
+    // Eight concurrent answers at the limit, and eight far over it.
+    let limit = 4 * 1024 * 1024;
+    let calls = (0..16).map(|i| {
+        let m = m.clone();
+        let size = if i % 2 == 0 { limit } else { 130_000_000 };
+        async move { (size, m.execute("hostile", format!("big {size}")).await) }
+    });
+    for (size, result) in futures_util::future::join_all(calls).await {
+        if size == limit {
+            assert_eq!(result.unwrap().len(), limit);
+        } else {
+            let e = result.unwrap_err().to_string();
+            assert!(e.contains("max_output_bytes (4194304 bytes)"), "{e}");
+        }
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "the daemon grew by {} MiB",
+        grown >> 20
+    );
+    assert_eq!(m.execute("echo", "fine".into()).await.unwrap(), "fine");
+}
