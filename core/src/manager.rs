@@ -119,6 +119,7 @@ impl Manager {
         worker_program: Option<PathBuf>,
     ) -> Result<(Manager, ReloadReport), ManagerError> {
         let store = StateStore::new(state_dir);
+        store.remove_stale_temporaries();
         let runtime = store
             .load()
             .map_err(|e| ConfigError::file(store.path(), e))?;
@@ -994,6 +995,11 @@ impl Manager {
             pool.stop_idle().await;
         }
         abandoned
+    }
+
+    /// The directory holding the runtime state.
+    pub fn state_dir(&self) -> &Path {
+        self.inner.store.dir()
     }
 
     /// Number of calls in flight.

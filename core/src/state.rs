@@ -61,6 +61,27 @@ impl StateStore {
         &self.path
     }
 
+    /// The directory holding the state file.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Removes temporary files that an interrupted [`StateStore::save`] (a SIGKILL
+    /// between write and rename) left behind.
+    pub fn remove_stale_temporaries(&self) {
+        let prefix = format!(".{STATE_FILE}.");
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Reads the state; a missing file is an empty state.
     pub fn load(&self) -> Result<RuntimeState, String> {
         match std::fs::read_to_string(&self.path) {
@@ -133,6 +154,20 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn interrupted_saves_leave_nothing_after_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::new(d.path());
+        std::fs::write(d.path().join(".state.yaml.4242.tmp"), "half").unwrap();
+        std::fs::write(d.path().join("unrelated.tmp"), "keep").unwrap();
+        store.remove_stale_temporaries();
+        let left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["unrelated.tmp".to_owned()]);
     }
 
     #[test]

@@ -60,6 +60,14 @@ pub fn load_config(
         config.server.port = port;
     }
     config.validate(path)?;
+    let state_dir = config.state_dir(&env);
+    if state_dir.exists() && !state_dir.is_dir() {
+        return Err(ConfigError::field(
+            path,
+            "state_dir",
+            format!("{} is not a directory", state_dir.display()),
+        ));
+    }
     Ok(config)
 }
 
@@ -228,6 +236,25 @@ impl Control {
             .collect()
     }
 
+    /// Refuses a configuration that moves the state directory: the runtime state was
+    /// read from the running one, and moving it needs a restart.
+    fn same_state_dir(&self, config: Config) -> Result<Config, ConfigError> {
+        let wanted = config.state_dir(&env);
+        let running = self.manager.state_dir();
+        if wanted != running {
+            return Err(ConfigError::field(
+                &self.config_path,
+                "state_dir",
+                format!(
+                    "moving the state directory from {} to {} needs a restart",
+                    running.display(),
+                    wanted.display()
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
     /// Re-reads and applies the configuration (SIGHUP and `Reload()`), telling systemd
     /// RELOADING=1 … READY=1 around it. A refused configuration changes nothing.
     pub async fn reload(self: &Arc<Self>) -> Result<String, DynplugError> {
@@ -235,7 +262,9 @@ impl Control {
         notify::reloading();
         self.set_state("reloading").await;
         tracing::info!(path = %self.config_path.display(), "reloading configuration");
-        let result = match load_config(&self.config_path, self.config_required, &self.overrides) {
+        let loaded = load_config(&self.config_path, self.config_required, &self.overrides)
+            .and_then(|config| self.same_state_dir(config));
+        let result = match loaded {
             Err(e) => {
                 self.manager.reload_refused(&e);
                 Err(DynplugError::Config(e.to_string()))

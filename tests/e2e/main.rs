@@ -5,5 +5,6 @@ mod daemon;
 mod extras;
 mod hostile;
 mod isolation;
+mod limits;
 mod manager;
 mod rest;

@@ -117,6 +117,45 @@ contains "the crash is in the journal with its fields" "DYNPLUG_ERROR=plugin \`f
 cp /tmp/config.before-isolation /etc/dynplug/config.yaml
 systemctl reload dynplugd
 
+echo "# a hostile isolated plugin under the hardened unit"
+check "worker user created by sysusers" getent passwd dynplug-worker
+install -m 0644 /e2e/hostile.so /usr/lib/dynplug/plugins/hostile.so
+printf '  hostile:\n    isolation: process\n    timeout_ms: 5000\n' >>/etc/dynplug/config.yaml
+systemctl reload dynplugd
+check "reload with the hostile plugin" waitfor 10 busctl --system get-property $DEST $OBJ/plugins/hostile org.dynplug.Plugin Loaded
+hostile() { busctl --system call $DEST $OBJ $DEST Execute ss hostile "$*" 2>&1; }
+contains "the hostile plugin answers" 's "hi"' hostile echo hi
+contains "its worker runs as dynplug-worker" "dynplug-worker" ps -o user= -C dynplugd
+info=$(ctl info hostile)
+for layer in identity process_tree filesystem syscalls; do
+    contains "sandbox layer $layer enforced under the unit" "$layer: enforced" echo "$info"
+done
+contains "network blocked under the unit" "network: blocked" echo "$info"
+main=$(prop MainPID)
+contains "cannot kill the daemon" "denied" hostile kill "$main"
+contains "cannot kill its parent" "denied" hostile kill 0
+contains "cannot ptrace the daemon" "denied" hostile ptrace "$main"
+contains "cannot read the daemon's environment" "denied" hostile read "/proc/$main/environ"
+contains "cannot read config.yaml" "denied" hostile read /etc/dynplug/config.yaml
+contains "cannot write config.yaml" "denied" hostile write /etc/dynplug/config.yaml
+contains "cannot list the state directory" "denied" hostile list /var/lib/dynplug
+contains "cannot open a network socket" "denied EPERM" hostile socket
+contains "cannot make namespaces" "denied EPERM" hostile unshare
+contains "a raised SIGSEGV is a crash with the signal named" "SIGSEGV" hostile raise 11
+contains "its orphan is started" "ok forked" hostile orphan
+check "the orphan runs" waitfor 5 pgrep -x dynplug-orphan
+contains "its worker is killed" "SIGKILL" hostile raise 9
+check "the orphan dies with its worker" waitfor 10 sh -c '! pgrep -x dynplug-orphan'
+contains "a hanging call times out" "did not answer" hostile hang
+check "the timed-out worker is killed by the daemon" waitfor 10 sh -c '! pgrep -x dynplug-hang'
+contains "an answer over max_output_bytes is refused" "max_output_bytes" hostile big 20000000
+check "the daemon is still active" test "$(prop ActiveState)" = active
+check "the daemon is the same process" test "$(prop MainPID)" = "$main"
+contains "others keep answering" 's "ok"' busctl --system call $DEST $OBJ $DEST Execute ss echo ok
+cp /tmp/config.before-isolation /etc/dynplug/config.yaml
+rm /usr/lib/dynplug/plugins/hostile.so
+systemctl reload dynplugd
+
 echo "# stop with calls in flight"
 install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so
 systemctl reload dynplugd

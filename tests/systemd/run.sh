@@ -35,6 +35,8 @@ fi
 
 echo "== building the package"
 (cd "$root" && cargo xtask dist && cargo deb -p dynplugd --no-strip && cargo build --release -p dynplug-fixture-fault)
+# The hostile plugin the checks turn loose on the packaged daemon.
+${CC:-cc} -shared -fPIC -O2 -I "$root/core/include" -o "$work/hostile.so" "$root/tests/fixtures/c/hostile.c"
 deb=$(ls -t "$root"/target/debian/dynplugd_*.deb | head -1)
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents.txt"
 for f in ./usr/bin/dynplugd ./usr/bin/dynplugctl ./usr/lib/systemd/system/dynplugd.service \
@@ -82,6 +84,7 @@ set +e
             --bind-ro="$3/tests/systemd/checks.sh":/e2e/checks.sh \
             --bind-ro="$3/tests/systemd/dynplug-e2e.service":/etc/systemd/system/dynplug-e2e.service \
             --bind-ro="$3/target/release/libdynplug_fault.so":/e2e/fault.so \
+            --bind-ro="$3/target/systemd-e2e/hostile.so":/e2e/hostile.so \
             --bind="$4":/e2e/results \
             -b systemd.wants=dynplug-e2e.service systemd.firstboot=no' \
         sh "$rootfs" "$deb" "$root" "$results"

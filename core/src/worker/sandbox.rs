@@ -608,10 +608,8 @@ fn seccomp_filters(network: bool) -> Result<Vec<seccompiler::BpfProgram>, seccom
     };
     use std::collections::BTreeMap;
     let arch = std::env::consts::ARCH.try_into()?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED_SYSCALLS
-        .iter()
-        .map(|&nr| (nr, Vec::new()))
-        .collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED_SYSCALLS.iter().map(|&nr| (nr, Vec::new())).collect();
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|&flag| {

@@ -54,3 +54,34 @@ impl From<ManagerError> for DynplugError {
         }
     }
 }
+
+/// The largest answer sent over D-Bus: a system bus refuses (and disconnects the sender
+/// of) messages over 32 MiB by default, so larger answers become a named error instead.
+pub(crate) const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024 - 64 * 1024;
+
+/// `output` if it fits in a D-Bus reply, else `ExecutionFailed` naming the limit.
+pub(crate) fn fit_for_bus(plugin: &str, output: String) -> Result<String, DynplugError> {
+    if output.len() <= MAX_REPLY_BYTES {
+        return Ok(output);
+    }
+    Err(DynplugError::ExecutionFailed(format!(
+        "plugin `{plugin}` answered {} bytes, more than a D-Bus reply may carry ({MAX_REPLY_BYTES}); \
+         lower its max_output_bytes or call it over the REST API",
+        output.len()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_answers_are_a_named_error() {
+        assert_eq!(fit_for_bus("x", "ok".into()).unwrap(), "ok");
+        let big = "x".repeat(MAX_REPLY_BYTES + 1);
+        match fit_for_bus("x", big) {
+            Err(DynplugError::ExecutionFailed(m)) => assert!(m.contains("D-Bus reply"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -61,7 +61,8 @@ impl ManagerIface {
 
     /// Runs plugin `name` on `input` and returns its output.
     async fn execute(&self, name: &str, input: String) -> Result<String, DynplugError> {
-        Ok(self.control.manager.execute(name, input).await?)
+        let output = self.control.manager.execute(name, input).await?;
+        super::errors::fit_for_bus(name, output)
     }
 
     /// Enables a plugin (persisted across restarts). Returns false if it already was.

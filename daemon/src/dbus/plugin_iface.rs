@@ -104,7 +104,8 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
 impl PluginIface {
     /// Runs this plugin on `input`.
     async fn execute(&self, input: String) -> Result<String, DynplugError> {
-        Ok(self.manager.execute(&self.name, input).await?)
+        let output = self.manager.execute(&self.name, input).await?;
+        super::errors::fit_for_bus(&self.name, output)
     }
 
     /// The plugin's name.
