@@ -79,6 +79,7 @@ set +e
     exec timeout 900 unshare -m --propagation private sh -c '
         mount -t tmpfs tmpfs /run/systemd &&
         exec systemd-nspawn --quiet --register=no --keep-unit --private-network --console=passive \
+            --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
             -D "$1" --volatile=overlay \
             --bind-ro="$2":/e2e/dynplugd.deb \
             --bind-ro="$3/tests/systemd/checks.sh":/e2e/checks.sh \
