@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use super::child;
 use super::protocol::{
-    encode, header, new_call_id, request_body, split_result, Hello, Kind, RESULT_ERROR,
-    RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    header, new_call_id, request_head, split_result, Hello, Kind, RESULT_ERROR, RESULT_HEAD,
+    RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{SandboxReport, Spec};
 use crate::error::CallError;
@@ -65,6 +65,8 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests up to this size are sent in one write.
+const COPY_BELOW: usize = 64 * 1024;
 
 /// Why an isolated call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +140,6 @@ impl Worker {
         }
     }
 
-    async fn send(&mut self, kind: Kind, body: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(&encode(kind, body)).await
-    }
-
     /// Reads one frame, refusing (before reading the body) one longer than `limit`.
     async fn recv(&mut self, limit: usize) -> Result<(Kind, Vec<u8>), Failure> {
         let mut head = [0u8; 5];
@@ -180,11 +178,21 @@ impl Worker {
         limit: usize,
     ) -> Result<Result<String, CallError>, Failure> {
         let call = new_call_id();
-        self.send(kind, &request_body(call, payload)).await?;
-        let (kind, body) = self.recv(limit).await?;
+        // One write for a small request (one wake-up of the worker); a large payload is
+        // written as it is after the header, without being copied.
+        let mut head = request_head(kind, call, payload.len());
+        if payload.len() <= COPY_BELOW {
+            head.extend_from_slice(payload);
+            self.stream.write_all(&head).await?;
+        } else {
+            self.stream.write_all(&head).await?;
+            self.stream.write_all(payload).await?;
+        }
+        let (kind, mut body) = self.recv(limit).await?;
         let Some((id, status, text)) = split_result(&body).filter(|_| kind == Kind::Result) else {
             return Err(Failure::Protocol(format!("unexpected {kind:?} frame")));
         };
+        let valid = std::str::from_utf8(text).is_ok();
         if id != call {
             return Err(Failure::Protocol(
                 "a result for another call (forged or stale)".into(),
@@ -193,7 +201,13 @@ impl Worker {
         if self.has_unasked_bytes() {
             return Err(Failure::Protocol("data after the result".into()));
         }
-        let text = String::from_utf8_lossy(text).into_owned();
+        // Reuse the frame's buffer for the text: a large answer is held once, not twice.
+        body.drain(..RESULT_HEAD);
+        let text = if valid {
+            String::from_utf8(body).unwrap_or_default()
+        } else {
+            String::from_utf8_lossy(&body).into_owned()
+        };
         let plugin = plugin.to_owned();
         Ok(match status {
             RESULT_OK => Ok(text),

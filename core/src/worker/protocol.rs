@@ -117,12 +117,15 @@ pub fn new_call_id() -> u64 {
     u64::from_ne_bytes(id)
 }
 
-/// The body of a request frame: the call id, then the payload.
-pub fn request_body(call: u64, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(REQUEST_HEAD + payload.len());
-    body.extend_from_slice(&call.to_le_bytes());
-    body.extend_from_slice(payload);
-    body
+/// The start of a request frame whose payload of `payload_len` bytes follows: frame
+/// header and call id (so a large payload can be written without being copied).
+pub fn request_head(kind: Kind, call: u64, payload_len: usize) -> Vec<u8> {
+    let len = u32::try_from(1 + REQUEST_HEAD + payload_len).unwrap_or(u32::MAX);
+    let mut head = Vec::with_capacity(5 + REQUEST_HEAD);
+    head.extend_from_slice(&len.to_le_bytes());
+    head.push(kind as u8);
+    head.extend_from_slice(&call.to_le_bytes());
+    head
 }
 
 /// Splits a request body into call id and payload.
@@ -198,7 +201,10 @@ mod tests {
     #[test]
     fn call_ids_and_bodies() {
         assert_ne!(new_call_id(), new_call_id());
-        let body = request_body(7, b"in");
+        let mut frame = request_head(Kind::Execute, 7, 2);
+        frame.extend_from_slice(b"in");
+        let (kind, body) = read_frame(&mut &frame[..], MAX_FRAME).unwrap();
+        assert_eq!(kind, Kind::Execute);
         assert_eq!(split_request(&body), Some((7, &b"in"[..])));
         assert_eq!(split_request(b"short"), None);
         let body = result_body(9, RESULT_PANIC, b"boom");
