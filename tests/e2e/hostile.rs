@@ -293,3 +293,117 @@ async fn answers_are_bounded_and_so_is_the_daemons_memory() {
     );
     assert_eq!(m.execute("echo", "fine".into()).await.unwrap(), "fine");
 }
+
+/// Runs `cmd` as `nobody` (setpriv), with the bus address of `bus`.
+fn as_nobody(bus_address: &str, program: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(program)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus_address);
+    cmd
+}
+
+#[test]
+fn an_ordinary_users_daemon_confines_workers_in_a_user_namespace() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // A bus, a daemon and a client, all as `nobody`.
+    let out = as_nobody("", Path::new("dbus-daemon"))
+        .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let address = lines.next().expect("bus address").to_owned();
+    let bus_pid: i32 = lines.next().expect("bus pid").trim().parse().unwrap();
+    let plugins = plugins();
+    // A plugin file owned by another ordinary user is refused.
+    let stranger = plugins.path().join("stranger.so");
+    std::fs::copy(plugins.path().join("echo.so"), &stranger).unwrap();
+    std::os::unix::fs::chown(&stranger, Some(4321), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), None).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "plugins:\n  hostile:\n    isolation: process\n    timeout_ms: 5000\n",
+    )
+    .unwrap();
+    let mut daemon = as_nobody(&address, &dynplug_tests::binary("dynplugd"))
+        .args(["--address", &address, "--log-target", "stderr", "--config"])
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(plugins.path())
+        .arg("--state-dir")
+        .arg(&state)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = as_nobody(&address, Path::new("gdbus"))
+        .args([
+            "wait",
+            "--session",
+            "--timeout",
+            "30",
+            "org.dynplug.Manager",
+        ])
+        .status()
+        .unwrap();
+    assert!(waited.success(), "the daemon did not take its name");
+    let call = |method: &str, args: &[&str]| {
+        let mut cmd = as_nobody(&address, Path::new("busctl"));
+        cmd.args([
+            "--user",
+            "call",
+            "org.dynplug.Manager",
+            "/org/dynplug/Manager",
+            "org.dynplug.Manager",
+            method,
+        ])
+        .args(args);
+        let (_, out, err) = dynplug_tests::run(cmd);
+        out + &err
+    };
+    let refused = call("GetPlugin", &["s", "stranger.so"]);
+    assert!(
+        refused.contains("owned by uid 4321, must be owned by root or uid 65534"),
+        "{refused}"
+    );
+    assert!(call("Execute", &["ss", "hostile", "echo hi"]).contains("\"hi\""));
+    let info = call("GetPlugin", &["s", "hostile"]);
+    assert!(
+        info.contains("enforced: user namespace (uid 65534"),
+        "{info}"
+    );
+    for layer in [
+        "\"process_tree\" \"enforced",
+        "\"filesystem\" \"enforced",
+        "\"syscalls\" \"enforced",
+    ] {
+        assert!(info.contains(layer), "{layer}: {info}");
+    }
+    // The same attacks fail without a change of user.
+    let pid = daemon.id().to_string();
+    for attack in [
+        format!("kill {pid}"),
+        format!("ptrace {pid}"),
+        format!("read /proc/{pid}/environ"),
+        format!("write {}", config.display()),
+        format!("list {}", state.display()),
+    ] {
+        let out = call("Execute", &["ss", "hostile", &attack]);
+        assert!(out.contains("denied"), "{attack}: {out}");
+    }
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    send_signal(daemon.id(), libc::SIGTERM);
+    assert!(daemon.wait().unwrap().success());
+    // SAFETY: killing the bus this test started.
+    unsafe { libc::kill(bus_pid, libc::SIGTERM) };
+}
