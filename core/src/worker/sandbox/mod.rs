@@ -1,7 +1,7 @@
 //! Confinement of worker and probe processes, in layers.
 //!
 //! A plugin with `isolation: process` is treated as hostile. Its worker is started by
-//! the daemon as `dynplugd --worker LIBRARY` (see [`super::child`]) and, before any
+//! the daemon as `dynplugd --worker LIBRARY` (see `worker::child`) and, before any
 //! plugin code is loaded, confines itself here:
 //!
 //! 1. **Identity.** A daemon running as root switches the worker to an unprivileged
@@ -21,8 +21,8 @@
 //!    mounts, namespaces, BPF, keyrings, modules, reboot, io_uring and, unless
 //!    `sandbox.network` is set, every socket family but `AF_UNIX`.
 //!
-//! The layers live in [`process`] (identity and namespaces), [`filesystem`] (Landlock)
-//! and [`syscalls`] (seccomp); [`host_support`] says what this host can give.
+//! The layers live in `process` (identity and namespaces), `filesystem` (Landlock)
+//! and `syscalls` (seccomp); [`host_support`] says what this host can give.
 //!
 //! Each layer can be relaxed per plugin; what a worker actually runs under is reported
 //! back in its hello ([`SandboxReport`]) and shown by `GetPlugin`, REST and
