@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use dynplugd::dbus::{DynplugError, ManagerIfaceProxy, BUS_NAME};
+use dynplug_dbus::{DynplugError, ManagerProxy, BUS_NAME};
 use futures_util::StreamExt;
 use zbus::fdo::NameOwnerChangedStream;
 
@@ -184,7 +184,7 @@ impl IntoCtlError for DynplugError {
 /// A connection to dynplugd.
 pub(crate) struct Client {
     /// The manager proxy (properties are read fresh, never from a cache).
-    pub(crate) manager: ManagerIfaceProxy<'static>,
+    pub(crate) manager: ManagerProxy<'static>,
     bus: Bus,
     owner_lost: tokio::sync::Mutex<NameOwnerChangedStream>,
 }
@@ -209,7 +209,7 @@ impl Client {
             .receive_name_owner_changed_with_args(&[(0, BUS_NAME)])
             .await
             .map_err(|e| classify(e, &bus))?;
-        let manager = ManagerIfaceProxy::builder(&conn)
+        let manager = ManagerProxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await

@@ -1,37 +1,34 @@
 //! One function per command. Each talks to the daemon only through [`Client`].
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dynplug_dbus::{PluginDetails, PluginRow};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use zbus::OwnedVariant;
 
 use crate::client::{Client, CtlError, Kind};
 use crate::output::{print_stdout, Colour, Output};
 
-type Row = (String, String, String, bool, bool, String);
-
-fn row_json(r: &Row) -> Value {
-    json!({"name": r.0, "version": r.1, "description": r.2, "enabled": r.3, "loaded": r.4, "path": r.5})
+fn row_json(r: &PluginRow) -> Value {
+    json!({"name": r.name, "version": r.version, "description": r.description, "enabled": r.enabled, "loaded": r.loaded, "path": r.path})
 }
 
 /// `list`.
 pub(crate) async fn list(client: &Client, out: Output) -> Result<(), CtlError> {
-    let rows: Vec<Row> = client.call(client.manager.list_plugins()).await?;
+    let rows = client.call(client.manager.list_plugins()).await?;
     if out.json {
         out.json_value(&Value::Array(rows.iter().map(row_json).collect()));
         return Ok(());
     }
     let mut table = Vec::with_capacity(rows.len());
     for r in &rows {
-        let (state, colour) = if r.4 {
+        let (state, colour) = if r.loaded {
             ("loaded".to_owned(), Colour::Green)
         } else {
-            let info = client.call(client.manager.get_plugin(&r.0)).await?;
-            let state = string_of(&info, "State");
+            let info = client.call(client.manager.get_plugin(&r.name)).await?;
+            let state = info.state.unwrap_or_default();
             let colour = if state == "failed" {
                 Colour::Red
             } else {
@@ -39,17 +36,17 @@ pub(crate) async fn list(client: &Client, out: Output) -> Result<(), CtlError> {
             };
             (state, colour)
         };
-        let enabled = if r.3 {
+        let enabled = if r.enabled {
             ("yes", Colour::None)
         } else {
             ("no", Colour::Yellow)
         };
         table.push(vec![
-            (r.0.clone(), Colour::None),
-            (r.1.clone(), Colour::None),
+            (r.name.clone(), Colour::None),
+            (r.version.clone(), Colour::None),
             (enabled.0.to_owned(), enabled.1),
             (state, colour),
-            (r.2.clone(), Colour::None),
+            (r.description.clone(), Colour::None),
         ]);
     }
     out.table(
@@ -59,30 +56,40 @@ pub(crate) async fn list(client: &Client, out: Output) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn string_of(info: &HashMap<String, OwnedVariant>, key: &str) -> String {
-    info.get(key)
-        .and_then(|v| String::try_from(v.clone()).ok())
-        .unwrap_or_default()
-}
-
-fn to_json(v: &OwnedVariant) -> Value {
-    if let Ok(b) = bool::try_from(v.clone()) {
-        return json!(b);
-    }
-    if let Ok(n) = u64::try_from(v.clone()) {
-        return json!(n);
-    }
-    if let Ok(n) = u32::try_from(v.clone()) {
-        return json!(n);
-    }
-    if let Ok(s) = String::try_from(v.clone()) {
-        return json!(s);
-    }
-    if let Ok(map) = std::collections::HashMap::<String, String>::try_from(v.clone()) {
-        let sorted: std::collections::BTreeMap<String, String> = map.into_iter().collect();
-        return json!(sorted);
-    }
-    Value::Null
+/// The details in display order, as (D-Bus key, value); keys the daemon did not send
+/// are left out.
+fn detail_fields(d: &PluginDetails) -> Vec<(&'static str, Value)> {
+    let fields = [
+        ("Name", json!(d.name)),
+        ("Version", json!(d.version)),
+        ("Description", json!(d.description)),
+        ("Path", json!(d.path)),
+        ("Enabled", json!(d.enabled)),
+        ("Loaded", json!(d.loaded)),
+        ("State", json!(d.state)),
+        ("Error", json!(d.error)),
+        ("AbiVersion", json!(d.abi_version)),
+        ("Service", json!(d.service)),
+        ("ServiceState", json!(d.service_state)),
+        ("TimeoutMs", json!(d.timeout_ms)),
+        ("MaxConcurrency", json!(d.max_concurrency)),
+        ("Calls", json!(d.calls)),
+        ("Errors", json!(d.errors)),
+        ("Timeouts", json!(d.timeouts)),
+        ("TotalUs", json!(d.total_us)),
+        ("LastUs", json!(d.last_us)),
+        ("LastError", json!(d.last_error)),
+        ("Isolation", json!(d.isolation)),
+        ("Workers", json!(d.workers)),
+        ("WorkerRestarts", json!(d.worker_restarts)),
+        ("WorkerCrashes", json!(d.worker_crashes)),
+        ("Quarantined", json!(d.quarantined)),
+        ("WorkerCpuUsec", json!(d.worker_cpu_usec)),
+        ("WorkerRssBytes", json!(d.worker_rss_bytes)),
+        ("VersionRequirement", json!(d.version_requirement)),
+        ("Sandbox", json!(d.sandbox)),
+    ];
+    fields.into_iter().filter(|(_, v)| !v.is_null()).collect()
 }
 
 /// `PascalCase` to `snake_case`, for JSON keys.
@@ -108,7 +115,7 @@ async fn suggestions(client: &Client, name: &str) -> Vec<String> {
     };
     let mut scored: Vec<(f64, String)> = rows
         .into_iter()
-        .map(|r| (strsim::jaro_winkler(name, &r.0), r.0))
+        .map(|r| (strsim::jaro_winkler(name, &r.name), r.name))
         .filter(|(score, _)| *score > 0.7)
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -133,48 +140,17 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
         Ok(info) => info,
         Err(e) => return Err(with_suggestions(client, name, e).await),
     };
-    let mut keys: Vec<&String> = info.keys().collect();
-    keys.sort();
+    let fields = detail_fields(&info);
     if out.json {
-        let map: serde_json::Map<String, Value> = keys
-            .iter()
-            .map(|k| (snake(k), to_json(&info[*k])))
-            .collect();
+        let map: serde_json::Map<String, Value> =
+            fields.into_iter().map(|(k, v)| (snake(k), v)).collect();
         out.json_value(&Value::Object(map));
         return Ok(());
     }
-    const ORDER: [&str; 26] = [
-        "Name",
-        "Version",
-        "Description",
-        "Path",
-        "Enabled",
-        "Loaded",
-        "State",
-        "Error",
-        "AbiVersion",
-        "Service",
-        "ServiceState",
-        "TimeoutMs",
-        "MaxConcurrency",
-        "Calls",
-        "Errors",
-        "Timeouts",
-        "TotalUs",
-        "LastUs",
-        "LastError",
-        "Isolation",
-        "Workers",
-        "WorkerRestarts",
-        "WorkerCrashes",
-        "Quarantined",
-        "VersionRequirement",
-        "Sandbox",
-    ];
-    let width = ORDER.iter().map(|k| k.len()).max().unwrap_or(0);
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut text = String::new();
-    for key in ORDER.iter().filter(|k| info.contains_key(**k)) {
-        let value = match to_json(&info[*key]) {
+    for (key, value) in fields {
+        let value = match value {
             Value::String(s) => s,
             Value::Object(layers) => layers
                 .iter()
@@ -185,10 +161,10 @@ pub(crate) async fn info(client: &Client, out: Output, name: &str) -> Result<(),
                 .collect(),
             other => other.to_string(),
         };
-        if value.is_empty() && matches!(*key, "Error" | "LastError" | "ServiceState") {
+        if value.is_empty() && matches!(key, "Error" | "LastError" | "ServiceState") {
             continue;
         }
-        let colour = match (*key, value.as_str()) {
+        let colour = match (key, value.as_str()) {
             ("State", "loaded") => Colour::Green,
             ("State", "failed") | ("Error", _) | ("LastError", _) => Colour::Red,
             _ => Colour::None,
@@ -208,28 +184,25 @@ pub(crate) async fn toggle(
     on: bool,
 ) -> Result<(), CtlError> {
     let names = if all {
-        let rows: Vec<Row> = client.call(client.manager.list_plugins()).await?;
+        let rows = client.call(client.manager.list_plugins()).await?;
         rows.into_iter()
-            .filter(|r| !r.1.is_empty())
-            .map(|r| r.0)
+            .filter(|r| !r.version.is_empty())
+            .map(|r| r.name)
             .collect()
     } else {
         names
     };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = if on {
-        client
-            .call(client.manager.enable_plugins(names.clone()))
-            .await?
+        client.call(client.manager.enable_plugins(&refs)).await?
     } else {
-        client
-            .call(client.manager.disable_plugins(names.clone()))
-            .await?
+        client.call(client.manager.disable_plugins(&refs)).await?
     };
     let verb = if on { "enabled" } else { "disabled" };
     let mut first_error: Option<CtlError> = None;
     let mut json_rows = Vec::new();
     let mut text = String::new();
-    for (name, ok, message) in results {
+    for dynplug_dbus::BulkResult { name, ok, message } in results {
         if out.json {
             json_rows.push(json!({"name": name, "ok": ok, "changed": ok && message == "changed", "error": (!ok).then_some(&message)}));
         } else if ok && message == "changed" {
@@ -307,7 +280,7 @@ pub(crate) async fn execute(
     input: String,
 ) -> Result<(), CtlError> {
     let began = Instant::now();
-    let result = client.call(client.manager.execute(name, input)).await;
+    let result = client.call(client.manager.execute(name, &input)).await;
     let output = match result {
         Ok(o) => o,
         Err(e) => return Err(with_suggestions(client, name, e).await),

@@ -40,6 +40,9 @@ pub struct Args {
     /// Seconds in-flight calls get to finish on SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_timeout: u64,
+    /// Print the man page (roff) and exit (used to build the package).
+    #[arg(long, hide = true)]
+    pub man_page: bool,
 }
 
 /// Which bus to connect to.

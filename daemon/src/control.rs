@@ -283,7 +283,7 @@ impl Control {
                             ))),
                         }
                     }
-                    Err(e) => Err(DynplugError::from(e)),
+                    Err(e) => Err(crate::dbus::errors::dbus_error(e)),
                 }
             }
         };

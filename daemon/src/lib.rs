@@ -3,8 +3,8 @@
 //! - [`cli`]: the command line;
 //! - [`run`]: the daemon's life (start, serve, reload on SIGHUP, graceful stop);
 //! - [`control`]: shared state used by every handler (reload, lifecycle state);
-//! - [`dbus`]: `org.dynplug.Manager` and the per-plugin objects; the generated
-//!   client proxies (`ManagerIfaceProxy`, `PluginIfaceProxy`) used by `dynplugctl`;
+//! - [`dbus`]: `org.dynplug.Manager` and the per-plugin objects, serving the contract
+//!   of `dynplug-dbus` (whose proxies `dynplugctl` uses);
 //! - [`api`]: the optional REST API (axum);
 //! - [`notify`]: the systemd notify protocol; [`logging`]: journald or stderr.
 

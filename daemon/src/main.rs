@@ -18,6 +18,20 @@ fn main() {
         )));
     }
     let args = dynplugd::cli::Args::parse();
+    if args.man_page {
+        let command = <dynplugd::cli::Args as clap::CommandFactory>::command();
+        let mut page = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(command)
+            .section("8")
+            .render(&mut page)
+        {
+            eprintln!("dynplugd: cannot render the man page: {e}");
+            std::process::exit(1);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&page);
+        return;
+    }
     // Nothing of the daemon's own user (isolated plugins included, where they share it)
     // may ptrace it or read its /proc files; and a SIGSEGV raised by in-process plugin
     // code ends the daemon instead of being swallowed.

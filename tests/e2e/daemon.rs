@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dynplug_dbus::{ManagerProxy, PluginProxy};
 use dynplug_tests::{run, rust_plugin, send_signal, workspace_root, Daemon, PluginDir, PrivateBus};
-use dynplugd::dbus::{ManagerIfaceProxy, PluginIfaceProxy};
 use futures_util::StreamExt;
 
 const DEST: &str = "org.dynplug.Manager";
@@ -43,8 +43,8 @@ async fn connect(bus: &PrivateBus) -> zbus::Connection {
 
 /// A manager proxy that reads properties fresh on every access (no cache lagging
 /// behind PropertiesChanged signals).
-async fn manager_proxy(conn: &zbus::Connection) -> ManagerIfaceProxy<'static> {
-    ManagerIfaceProxy::builder(conn)
+async fn manager_proxy(conn: &zbus::Connection) -> ManagerProxy<'static> {
+    ManagerProxy::builder(conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
@@ -191,6 +191,85 @@ fn served_interfaces_match_the_checked_in_xml() {
     );
 }
 
+/// The contract crate's proxies against the real server: every method and property of
+/// `org.dynplug.Manager` and `org.dynplug.Plugin` answers with the types the contract
+/// declares, and every named error decodes as `DynplugError`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_contract_proxies_match_the_server() {
+    use dynplug_dbus::{plugin_path, DynplugError};
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let _d = Daemon::start(&bus, plugins.path(), "");
+    let conn = connect(&bus).await;
+    let m = manager_proxy(&conn).await;
+
+    let rows = m.list_plugins().await.unwrap();
+    let hash = rows.iter().find(|r| r.name == "hash").expect("hash listed");
+    assert!(hash.enabled && hash.loaded && hash.path.ends_with("hash.so"));
+    let details = m.get_plugin("hash").await.unwrap();
+    assert_eq!(details.name.as_deref(), Some("hash"));
+    assert_eq!(details.state.as_deref(), Some("loaded"));
+    assert_eq!(details.isolation.as_deref(), Some("in-process"));
+    assert_eq!(details.abi_version, Some(1));
+    assert!(details.sandbox.is_some_and(|s| s.len() == 5));
+    assert_eq!(m.execute("echo", "contract").await.unwrap(), "contract");
+    assert!(m.disable_plugin("echo").await.unwrap());
+    assert!(!m.disable_plugin("echo").await.unwrap());
+    assert!(matches!(
+        m.execute("echo", "x").await,
+        Err(DynplugError::Disabled(_))
+    ));
+    assert!(m.enable_plugin("echo").await.unwrap());
+    let bulk = m.disable_plugins(&["json", "nope"]).await.unwrap();
+    assert_eq!(
+        (bulk[0].name.as_str(), bulk[0].ok, bulk[0].message.as_str()),
+        ("json", true, "changed")
+    );
+    assert!(!bulk[1].ok && bulk[1].message.contains("no plugin named"));
+    assert!(m.enable_plugins(&["json"]).await.unwrap()[0].ok);
+    assert!(matches!(
+        m.get_plugin("nope").await,
+        Err(DynplugError::NotFound(_))
+    ));
+    assert!(m.reload().await.unwrap().contains("no changes"));
+
+    assert_eq!(m.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(m.state().await.unwrap(), "running");
+    assert_eq!(m.plugin_count().await.unwrap(), 6);
+    assert_eq!(m.enabled_count().await.unwrap(), 6);
+    assert_eq!(m.failed_count().await.unwrap(), 0);
+    assert_eq!(m.last_reload_error().await.unwrap(), "");
+    assert!(m.config_path().await.unwrap().ends_with("config.yaml"));
+    assert!(m.start_time_usec().await.unwrap() > 0);
+    assert_eq!(m.api_address().await.unwrap(), "");
+    assert!(m.cpu_usage_usec().await.is_ok());
+    assert!(m.memory_rss_bytes().await.unwrap() > 0);
+    assert_eq!(m.calls_in_flight().await.unwrap(), 0);
+
+    let p = PluginProxy::builder(&conn)
+        .path(plugin_path("hash"))
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        p.execute("abc").await.unwrap(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(p.name().await.unwrap(), "hash");
+    assert!(!p.version().await.unwrap().is_empty());
+    assert!(!p.description().await.unwrap().is_empty());
+    assert!(p.path().await.unwrap().ends_with("hash.so"));
+    assert!(p.enabled().await.unwrap() && p.loaded().await.unwrap());
+    assert_eq!(p.error().await.unwrap(), "");
+    assert_eq!(p.service_state().await.unwrap(), "");
+    assert_eq!(p.calls().await.unwrap(), 1);
+    assert_eq!(p.errors().await.unwrap(), 0);
+    assert_eq!(p.timeouts().await.unwrap(), 0);
+    assert_eq!(p.last_error().await.unwrap(), "");
+    assert!(p.last_duration_usec().await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_and_property_changes_reach_clients() {
     let bus = PrivateBus::start();
@@ -198,7 +277,7 @@ async fn signals_and_property_changes_reach_clients() {
     let mut d = Daemon::start(&bus, plugins.path(), "");
     let conn = connect(&bus).await;
     let manager = manager_proxy(&conn).await;
-    let plugin = PluginIfaceProxy::builder(&conn)
+    let plugin = PluginProxy::builder(&conn)
         .path("/org/dynplug/Manager/plugins/hash")
         .build()
         .await
@@ -302,7 +381,7 @@ async fn bad_config_on_reload_keeps_the_old_one() {
         let error = manager.last_reload_error().await.unwrap();
         assert!(error.contains("config.yaml"), "{bad:?}: {error}");
         assert_eq!(
-            manager.execute("text", "abc".into()).await.unwrap(),
+            manager.execute("text", "abc").await.unwrap(),
             "cba",
             "old settings stay"
         );
@@ -321,7 +400,7 @@ async fn bad_config_on_reload_keeps_the_old_one() {
     .unwrap();
     d.reload();
     assert_eq!(manager.last_reload_error().await.unwrap(), "");
-    assert_eq!(manager.execute("text", "abc".into()).await.unwrap(), "ABC");
+    assert_eq!(manager.execute("text", "abc").await.unwrap(), "ABC");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,7 +416,7 @@ async fn reload_storm_under_load_loses_no_call() {
             let manager = manager_proxy(&conn).await;
             for i in 0..100 {
                 let input = format!("{w}-{i}");
-                assert_eq!(manager.execute("echo", input.clone()).await.unwrap(), input);
+                assert_eq!(manager.execute("echo", &input).await.unwrap(), input);
             }
         }));
     }
@@ -365,18 +444,18 @@ async fn hung_plugin_blocks_nobody_and_sigterm_drains_calls() {
     let began = Instant::now();
     let hung = {
         let manager = manager.clone();
-        tokio::spawn(async move { manager.execute("fault", "sleep 10000".into()).await })
+        tokio::spawn(async move { manager.execute("fault", "sleep 10000").await })
     };
     for i in 0..20 {
         assert_eq!(
-            manager.execute("echo", i.to_string()).await.unwrap(),
+            manager.execute("echo", &i.to_string()).await.unwrap(),
             i.to_string()
         );
     }
     let err = hung.await.unwrap().unwrap_err();
     assert!(format!("{err:?}").contains("Timeout"), "{err:?}");
     assert!(began.elapsed() < Duration::from_secs(5));
-    let err = manager.execute("fault", "panic".into()).await.unwrap_err();
+    let err = manager.execute("fault", "panic").await.unwrap_err();
     assert!(
         format!("{err:?}").contains("ExecutionFailed")
             && err.to_string().contains("requested panic"),
@@ -388,7 +467,7 @@ async fn hung_plugin_blocks_nobody_and_sigterm_drains_calls() {
     for _ in 0..4 {
         let manager = manager.clone();
         in_flight.push(tokio::spawn(async move {
-            manager.execute("fault", "sleep 300".into()).await
+            manager.execute("fault", "sleep 300").await
         }));
     }
     while manager.calls_in_flight().await.unwrap() < 4 {

@@ -2,23 +2,22 @@
 //! it. Every attack must fail, be reported by name where it is a fault, and leave the
 //! daemon serving other callers.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dynplug_dbus::ManagerProxy;
 use dynplug_tests::{rust_plugin, send_signal, set_mode, Daemon, PluginDir, PrivateBus};
-use dynplugd::dbus::ManagerIfaceProxy;
 
 /// The hostile plugin isolated under every sandbox layer, as `nobody`, next to the
 /// in-process echo plugin.
 const CONFIG: &str = "worker_user: nobody\nplugins:\n  hostile:\n    isolation: process\n    workers: 4\n    timeout_ms: 5000\n    crash_limit: 1000\n    max_output_bytes: 4194304\n";
 
-async fn proxy(bus: &PrivateBus) -> ManagerIfaceProxy<'static> {
+async fn proxy(bus: &PrivateBus) -> ManagerProxy<'static> {
     let conn = zbus::connection::Builder::address(bus.address())
         .build()
         .await
         .unwrap();
-    ManagerIfaceProxy::builder(&conn)
+    ManagerProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
@@ -69,13 +68,13 @@ fn wait_gone(name: &str) {
     }
 }
 
-async fn attack(m: &ManagerIfaceProxy<'_>, what: &str) -> String {
+async fn attack(m: &ManagerProxy<'_>, what: &str) -> String {
     let out = m
-        .execute("hostile", what.into())
+        .execute("hostile", what)
         .await
         .unwrap_or_else(|e| format!("error {e}"));
     // The daemon keeps serving others after every attempt.
-    assert_eq!(m.execute("echo", what.into()).await.unwrap(), what);
+    assert_eq!(m.execute("echo", what).await.unwrap(), what);
     out
 }
 
@@ -95,7 +94,7 @@ async fn every_attack_on_the_daemon_fails_and_it_keeps_serving() {
     // The sandbox is reported, layer by layer, and this host gives every layer.
     assert_eq!(attack(&m, "echo warm").await, "warm");
     let info = m.get_plugin("hostile").await.unwrap();
-    let sandbox: HashMap<String, String> = info["Sandbox"].clone().try_into().unwrap();
+    let sandbox = info.sandbox.expect("Sandbox is reported");
     for layer in [
         "identity",
         "process_tree",
@@ -163,7 +162,7 @@ async fn forged_frames_never_reach_another_caller() {
                 5 => format!("forge-late FORGED{i}"),
                 _ => format!("echo caller{i}"),
             };
-            (i, input.clone(), m.execute("hostile", input).await)
+            (i, input.clone(), m.execute("hostile", &input).await)
         }
     });
     let results = futures_util::future::join_all(calls).await;
@@ -192,7 +191,7 @@ async fn forged_frames_never_reach_another_caller() {
         failed >= 100,
         "every immediate forgery fails its call: {failed}"
     );
-    assert_eq!(m.execute("echo", "fine".into()).await.unwrap(), "fine");
+    assert_eq!(m.execute("echo", "fine").await.unwrap(), "fine");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,14 +208,14 @@ async fn fatal_signals_are_crashes_with_the_signal_named() {
         (libc::SIGABRT, "SIGABRT"),
     ] {
         let err = m
-            .execute("hostile", format!("raise {sig}"))
+            .execute("hostile", &format!("raise {sig}"))
             .await
             .unwrap_err();
         assert!(
             format!("{err:?}").contains("ExecutionFailed") && err.to_string().contains(name),
             "{name}: {err}"
         );
-        assert_eq!(m.execute("echo", name.into()).await.unwrap(), name);
+        assert_eq!(m.execute("echo", name).await.unwrap(), name);
     }
     assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
 
@@ -226,7 +225,7 @@ async fn fatal_signals_are_crashes_with_the_signal_named() {
     let mut daemon = Daemon::start(&bus, plugins.path(), config);
     let m = proxy(&bus).await;
     let out = m
-        .execute("hostile", format!("raise {}", libc::SIGSEGV))
+        .execute("hostile", &format!("raise {}", libc::SIGSEGV))
         .await;
     assert!(out.is_err(), "raise(SIGSEGV) answered {out:?}");
     assert_eq!(
@@ -246,7 +245,7 @@ async fn no_process_a_plugin_starts_outlives_its_worker_or_the_daemon() {
     assert!(attack(&m, "orphan").await.starts_with("ok"));
     assert!(!processes_named("dynplug-orphan").is_empty());
     let err = m
-        .execute("hostile", format!("raise {}", libc::SIGKILL))
+        .execute("hostile", &format!("raise {}", libc::SIGKILL))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("SIGKILL"), "{err}");
@@ -275,7 +274,7 @@ async fn answers_are_bounded_and_so_is_the_daemons_memory() {
     let calls = (0..16).map(|i| {
         let m = m.clone();
         let size = if i % 2 == 0 { limit } else { 130_000_000 };
-        async move { (size, m.execute("hostile", format!("big {size}")).await) }
+        async move { (size, m.execute("hostile", &format!("big {size}")).await) }
     });
     for (size, result) in futures_util::future::join_all(calls).await {
         if size == limit {
@@ -291,7 +290,7 @@ async fn answers_are_bounded_and_so_is_the_daemons_memory() {
         "the daemon grew by {} MiB",
         grown >> 20
     );
-    assert_eq!(m.execute("echo", "fine".into()).await.unwrap(), "fine");
+    assert_eq!(m.execute("echo", "fine").await.unwrap(), "fine");
 }
 
 /// Runs `cmd` as `nobody` (setpriv), with the bus address of `bus`.

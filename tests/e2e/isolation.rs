@@ -9,17 +9,17 @@ use dynplug_core::config::Config;
 use dynplug_core::error::{CallError, ManagerError};
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
+use dynplug_dbus::ManagerProxy;
 use dynplug_tests::{binary, rust_plugin, send_signal, Daemon, PluginDir, PrivateBus};
-use dynplugd::dbus::ManagerIfaceProxy;
 
 const ISOLATED: &str = "plugins:\n  fault:\n    isolation: process\n    workers: 2\n    timeout_ms: 1500\n    memory_limit_mb: 256\n    crash_limit: 100\n";
 
-async fn proxy(bus: &PrivateBus) -> ManagerIfaceProxy<'static> {
+async fn proxy(bus: &PrivateBus) -> ManagerProxy<'static> {
     let conn = zbus::connection::Builder::address(bus.address())
         .build()
         .await
         .unwrap();
-    ManagerIfaceProxy::builder(&conn)
+    ManagerProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
@@ -72,7 +72,7 @@ async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
     let plugins = plugins();
     let mut daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
     let m = proxy(&bus).await;
-    assert_eq!(m.execute("fault", "warm".into()).await.unwrap(), "warm");
+    assert_eq!(m.execute("fault", "warm").await.unwrap(), "warm");
     assert_eq!(
         workers_under(plugins.path()).len(),
         3,
@@ -88,17 +88,17 @@ async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
         ("loop", "Timeout", "did not answer within 1500ms"),
     ];
     for (input, kind, text) in cases {
-        let err = m.execute("fault", input.into()).await.unwrap_err();
+        let err = m.execute("fault", input).await.unwrap_err();
         let debug = format!("{err:?}");
         assert!(
             debug.contains(kind) && err.to_string().contains(text),
             "{input}: {err:?}"
         );
         // The daemon and the other plugins are fine, and the plugin comes back.
-        assert_eq!(m.execute("echo", input.into()).await.unwrap(), input);
+        assert_eq!(m.execute("echo", input).await.unwrap(), input);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match m.execute("fault", "again".into()).await {
+            match m.execute("fault", "again").await {
                 Ok(out) => {
                     assert_eq!(out, "again");
                     break;
@@ -111,16 +111,13 @@ async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
         }
     }
     assert_eq!(
-        m.execute("fault", "garbage".into()).await.unwrap(),
+        m.execute("fault", "garbage").await.unwrap(),
         "still answering"
     );
     let info = m.get_plugin("fault").await.unwrap();
-    let crashes = u64::try_from(info["WorkerCrashes"].clone()).unwrap();
+    let crashes = info.worker_crashes.unwrap();
     assert_eq!(crashes, 5, "segv, abort, exit, alloc, close");
-    assert_eq!(
-        String::try_from(info["Isolation"].clone()).unwrap(),
-        "process"
-    );
+    assert_eq!(info.isolation.unwrap(), "process");
 
     assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
     wait_no_workers(plugins.path());
@@ -138,8 +135,8 @@ async fn healthy_plugins_lose_no_call_while_an_isolated_one_crashes() {
         healthy.push(tokio::spawn(async move {
             for i in 0..50 {
                 let input = format!("{w}-{i}");
-                assert_eq!(m.execute("echo", input.clone()).await.unwrap(), input);
-                assert_eq!(m.execute("text", "x".into()).await.unwrap(), "X");
+                assert_eq!(m.execute("echo", &input).await.unwrap(), input);
+                assert_eq!(m.execute("text", "x").await.unwrap(), "X");
             }
         }));
     }
@@ -149,7 +146,7 @@ async fn healthy_plugins_lose_no_call_while_an_isolated_one_crashes() {
     ] {
         let m = m.clone();
         faults.push(tokio::spawn(async move {
-            (mode, m.execute("fault", mode.into()).await)
+            (mode, m.execute("fault", mode).await)
         }));
     }
     for h in healthy {

@@ -205,13 +205,14 @@ fn dist() -> Result<(), String> {
         .output()
         .map_err(|e| format!("dynplugctl man: {e}"))?;
     std::fs::write(dist.join("man/dynplugctl.1"), out.stdout).map_err(|e| e.to_string())?;
-    let mut page = Vec::new();
-    let command = <dynplugd::cli::Args as clap::CommandFactory>::command();
-    clap_mangen::Man::new(command)
-        .section("8")
-        .render(&mut page)
-        .map_err(|e| e.to_string())?;
-    std::fs::write(dist.join("man/dynplugd.8"), page).map_err(|e| e.to_string())?;
+    let out = Command::new(target_dir().join("release/dynplugd"))
+        .arg("--man-page")
+        .output()
+        .map_err(|e| format!("dynplugd --man-page: {e}"))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err("dynplugd --man-page failed".into());
+    }
+    std::fs::write(dist.join("man/dynplugd.8"), out.stdout).map_err(|e| e.to_string())?;
     println!("staged in {}; now: cargo deb -p dynplugd", dist.display());
     Ok(())
 }

@@ -1,57 +1,41 @@
-//! The named D-Bus errors of `org.dynplug.Error.*`, mapped once from core errors.
+//! Core errors mapped once to the named D-Bus errors of `org.dynplug.Error.*` (defined in
+//! the contract crate, `dynplug_dbus::DynplugError`).
 
 use dynplug_core::error::{CallError, ManagerError};
+use dynplug_dbus::DynplugError;
 
-/// Errors returned by `org.dynplug.Manager` and `org.dynplug.Plugin` methods.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "org.dynplug.Error")]
-pub enum DynplugError {
-    /// A transport-level zbus error.
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    /// No plugin of that name.
-    NotFound(String),
-    /// The plugin is disabled.
-    Disabled(String),
-    /// The plugin failed to load or initialise.
-    Unavailable(String),
-    /// The plugin returned an error, panicked or produced invalid output.
-    ExecutionFailed(String),
-    /// The call ran out of time.
-    Timeout(String),
-    /// The caller may not do this.
-    AccessDenied(String),
-    /// The request is malformed (bad name, input too large, ...).
-    InvalidArgument(String),
-    /// The configuration was rejected.
-    Config(String),
-    /// The daemon is stopping.
-    ShuttingDown(String),
-    /// Anything else (e.g. runtime state could not be saved).
-    Failed(String),
+/// `?` for core results inside interface methods.
+pub(crate) trait OrDbus<T> {
+    /// The result with its error mapped by [`dbus_error`].
+    fn or_dbus(self) -> Result<T, DynplugError>;
 }
 
-impl From<ManagerError> for DynplugError {
-    fn from(e: ManagerError) -> Self {
-        let message = e.to_string();
-        match e {
-            ManagerError::NotFound(_) => DynplugError::NotFound(message),
-            ManagerError::Disabled(_) => DynplugError::Disabled(message),
-            ManagerError::Unavailable { .. } => DynplugError::Unavailable(message),
-            ManagerError::Timeout { .. } => DynplugError::Timeout(message),
-            ManagerError::Call(
-                CallError::Failed { .. }
-                | CallError::Panicked { .. }
-                | CallError::InvalidOutput { .. }
-                | CallError::Crashed { .. }
-                | CallError::Protocol { .. }
-                | CallError::OutputTooLarge { .. },
-            ) => DynplugError::ExecutionFailed(message),
-            ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
-            ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),
-            ManagerError::Config(_) => DynplugError::Config(message),
-            _ => DynplugError::Failed(message),
-        }
+impl<T> OrDbus<T> for Result<T, ManagerError> {
+    fn or_dbus(self) -> Result<T, DynplugError> {
+        self.map_err(dbus_error)
+    }
+}
+
+/// Maps a core error to its D-Bus error, once, for every method.
+pub(crate) fn dbus_error(e: ManagerError) -> DynplugError {
+    let message = e.to_string();
+    match e {
+        ManagerError::NotFound(_) => DynplugError::NotFound(message),
+        ManagerError::Disabled(_) => DynplugError::Disabled(message),
+        ManagerError::Unavailable { .. } => DynplugError::Unavailable(message),
+        ManagerError::Timeout { .. } => DynplugError::Timeout(message),
+        ManagerError::Call(
+            CallError::Failed { .. }
+            | CallError::Panicked { .. }
+            | CallError::InvalidOutput { .. }
+            | CallError::Crashed { .. }
+            | CallError::Protocol { .. }
+            | CallError::OutputTooLarge { .. },
+        ) => DynplugError::ExecutionFailed(message),
+        ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
+        ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),
+        ManagerError::Config(_) => DynplugError::Config(message),
+        _ => DynplugError::Failed(message),
     }
 }
 

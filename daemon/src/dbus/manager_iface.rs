@@ -1,50 +1,48 @@
 //! `org.dynplug.Manager` at `/org/dynplug/Manager`: thin shims over [`Control`] and the
 //! core manager. The client proxy (`ManagerProxy`) is generated from this definition.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use dynplug_dbus::{BulkResult, DynplugError, PluginDetails, PluginRow};
 use zbus::interface;
 use zbus::object_server::SignalEmitter;
-use zbus::OwnedVariant;
 
-use super::errors::DynplugError;
-use super::plugin_iface::info_dict;
+use super::errors::OrDbus;
+use super::plugin_iface::details;
 use crate::control::Control;
+
+/// One [`BulkResult`] per (name, ok, message).
+fn bulk(results: Vec<(String, bool, String)>) -> Bulk {
+    results
+        .into_iter()
+        .map(|(name, ok, message)| BulkResult { name, ok, message })
+        .collect()
+}
 
 /// The manager object.
 pub struct ManagerIface {
     pub(crate) control: Arc<Control>,
 }
 
-type Bulk = Vec<(String, bool, String)>;
+type Bulk = Vec<BulkResult>;
 
-#[interface(
-    name = "org.dynplug.Manager",
-    proxy(
-        default_service = "org.dynplug.Manager",
-        default_path = "/org/dynplug/Manager",
-        visibility = "pub"
-    )
-)]
+/// The server side of `org.dynplug.Manager`; clients use `dynplug_dbus::ManagerProxy`.
+#[interface(name = "org.dynplug.Manager")]
 impl ManagerIface {
     /// Lists every plugin as (name, version, description, enabled, loaded, path). Files
     /// that failed to load are listed under their file name, not enabled, not loaded.
-    async fn list_plugins(&self) -> Vec<(String, String, String, bool, bool, String)> {
+    async fn list_plugins(&self) -> Vec<PluginRow> {
         self.control
             .manager
             .list()
             .into_iter()
-            .map(|p| {
-                let loaded = p.loaded();
-                (
-                    p.name,
-                    p.version,
-                    p.description,
-                    p.enabled,
-                    loaded,
-                    p.path.display().to_string(),
-                )
+            .map(|p| PluginRow {
+                loaded: p.loaded(),
+                path: p.path.display().to_string(),
+                name: p.name,
+                version: p.version,
+                description: p.description,
+                enabled: p.enabled,
             })
             .collect()
     }
@@ -55,35 +53,35 @@ impl ManagerIface {
     /// (in-process or process), Workers, WorkerRestarts, WorkerCrashes, Quarantined,
     /// VersionRequirement (the configured `version:` pin, empty if none), WorkerCpuUsec,
     /// WorkerRssBytes (CPU time and memory of the live workers).
-    async fn get_plugin(&self, name: &str) -> Result<HashMap<String, OwnedVariant>, DynplugError> {
-        Ok(info_dict(&self.control.manager.info(name)?))
+    async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {
+        Ok(details(&self.control.manager.info(name).or_dbus()?))
     }
 
     /// Runs plugin `name` on `input` and returns its output.
     async fn execute(&self, name: &str, input: String) -> Result<String, DynplugError> {
-        let output = self.control.manager.execute(name, input).await?;
+        let output = self.control.manager.execute(name, input).await.or_dbus()?;
         super::errors::fit_for_bus(name, output)
     }
 
     /// Enables a plugin (persisted across restarts). Returns false if it already was.
     async fn enable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
-        Ok(self.control.manager.enable(name).await? == dynplug_core::Change::Changed)
+        Ok(self.control.manager.enable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Disables a plugin (persisted across restarts). Returns false if it already was.
     async fn disable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
-        Ok(self.control.manager.disable(name).await? == dynplug_core::Change::Changed)
+        Ok(self.control.manager.disable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Enables several plugins; one (name, ok, message) per name, in order. The message
     /// is "changed", "unchanged" or the error.
     async fn enable_plugins(&self, names: Vec<String>) -> Bulk {
-        self.control.set_many(&names, true).await
+        bulk(self.control.set_many(&names, true).await)
     }
 
     /// Disables several plugins; one (name, ok, message) per name, in order.
     async fn disable_plugins(&self, names: Vec<String>) -> Bulk {
-        self.control.set_many(&names, false).await
+        bulk(self.control.set_many(&names, false).await)
     }
 
     /// Re-reads the configuration file and applies what changed. Fails with

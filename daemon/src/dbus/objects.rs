@@ -10,8 +10,8 @@ use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
 use super::manager_iface::ManagerIface;
-use super::paths::{plugin_path, MANAGER_PATH};
 use super::plugin_iface::PluginIface;
+use dynplug_dbus::{plugin_path, MANAGER_PATH};
 
 /// Adds objects for new plugins and removes those of plugins that went away. The
 /// ObjectManager at the manager path announces both (InterfacesAdded/Removed).

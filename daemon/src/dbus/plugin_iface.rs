@@ -1,12 +1,10 @@
 //! `org.dynplug.Plugin`: one object per plugin under `/org/dynplug/Manager/plugins/`.
 
-use std::collections::HashMap;
-
 use dynplug_core::{Manager, PluginInfo};
+use dynplug_dbus::{DynplugError, PluginDetails};
 use zbus::interface;
-use zbus::{OwnedVariant, Variant};
 
-use super::errors::DynplugError;
+use super::errors::OrDbus;
 
 /// The object of one plugin.
 pub struct PluginIface {
@@ -22,12 +20,8 @@ impl PluginIface {
     }
 }
 
-fn owned<'a>(v: impl Into<Variant<'a>>) -> OwnedVariant {
-    OwnedVariant::try_from(v.into()).expect("plain values have no file descriptors")
-}
-
-/// A plugin's details as a D-Bus dictionary (see `GetPlugin`).
-pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
+/// A plugin's details as `GetPlugin` returns them.
+pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
     let state = match &p.status {
         dynplug_core::PluginStatus::Loaded => "loaded",
         dynplug_core::PluginStatus::Pending => "pending",
@@ -38,73 +32,48 @@ pub(crate) fn info_dict(p: &PluginInfo) -> HashMap<String, OwnedVariant> {
         dynplug_core::config::Isolation::InProcess => "in-process",
         dynplug_core::config::Isolation::Process => "process",
     };
-    let sandbox: HashMap<String, String> = p.sandbox().into_iter().collect();
-    let entries: [(&str, OwnedVariant); 28] = [
-        ("Name", owned(p.name.as_str())),
-        ("Version", owned(p.version.as_str())),
-        ("Description", owned(p.description.as_str())),
-        ("Path", owned(p.path.display().to_string())),
-        ("Enabled", owned(p.enabled)),
-        ("Loaded", owned(p.loaded())),
-        ("State", owned(state)),
-        ("Error", owned(p.error().unwrap_or_default())),
-        ("AbiVersion", owned(p.abi_version)),
-        ("Service", owned(p.service)),
-        (
-            "ServiceState",
-            owned(if p.service {
-                p.service_state.to_string()
-            } else {
-                String::new()
-            }),
-        ),
-        (
-            "TimeoutMs",
-            owned(u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX)),
-        ),
-        (
-            "MaxConcurrency",
-            owned(u32::try_from(p.max_concurrency).unwrap_or(u32::MAX)),
-        ),
-        ("Calls", owned(p.stats.calls)),
-        ("Errors", owned(p.stats.errors)),
-        ("Timeouts", owned(p.stats.timeouts)),
-        ("TotalUs", owned(p.stats.total_us)),
-        ("LastUs", owned(p.stats.last_us)),
-        (
-            "LastError",
-            owned(p.stats.last_error.clone().unwrap_or_default()),
-        ),
-        ("Isolation", owned(isolation)),
-        (
-            "Workers",
-            owned(u32::try_from(workers.running).unwrap_or(u32::MAX)),
-        ),
-        ("WorkerRestarts", owned(workers.restarts)),
-        ("WorkerCrashes", owned(workers.crashes)),
-        ("Quarantined", owned(workers.quarantined.is_some())),
-        ("WorkerCpuUsec", owned(workers.usage.cpu_usec)),
-        ("WorkerRssBytes", owned(workers.usage.rss_bytes)),
-        (
-            "VersionRequirement",
-            owned(p.version_requirement.clone().unwrap_or_default()),
-        ),
-        ("Sandbox", owned(sandbox)),
-    ];
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    PluginDetails {
+        name: Some(p.name.clone()),
+        version: Some(p.version.clone()),
+        description: Some(p.description.clone()),
+        path: Some(p.path.display().to_string()),
+        enabled: Some(p.enabled),
+        loaded: Some(p.loaded()),
+        state: Some(state.to_owned()),
+        error: Some(p.error().unwrap_or_default().to_owned()),
+        abi_version: Some(p.abi_version),
+        service: Some(p.service),
+        service_state: Some(if p.service {
+            p.service_state.to_string()
+        } else {
+            String::new()
+        }),
+        timeout_ms: Some(u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX)),
+        max_concurrency: Some(u32::try_from(p.max_concurrency).unwrap_or(u32::MAX)),
+        calls: Some(p.stats.calls),
+        errors: Some(p.stats.errors),
+        timeouts: Some(p.stats.timeouts),
+        total_us: Some(p.stats.total_us),
+        last_us: Some(p.stats.last_us),
+        last_error: Some(p.stats.last_error.clone().unwrap_or_default()),
+        isolation: Some(isolation.to_owned()),
+        workers: Some(u32::try_from(workers.running).unwrap_or(u32::MAX)),
+        worker_restarts: Some(workers.restarts),
+        worker_crashes: Some(workers.crashes),
+        quarantined: Some(workers.quarantined.is_some()),
+        worker_cpu_usec: Some(workers.usage.cpu_usec),
+        worker_rss_bytes: Some(workers.usage.rss_bytes),
+        version_requirement: Some(p.version_requirement.clone().unwrap_or_default()),
+        sandbox: Some(p.sandbox().into_iter().collect()),
+    }
 }
 
-#[interface(
-    name = "org.dynplug.Plugin",
-    proxy(default_service = "org.dynplug.Manager", visibility = "pub")
-)]
+/// The server side of `org.dynplug.Plugin`; clients use `dynplug_dbus::PluginProxy`.
+#[interface(name = "org.dynplug.Plugin")]
 impl PluginIface {
     /// Runs this plugin on `input`.
     async fn execute(&self, input: String) -> Result<String, DynplugError> {
-        let output = self.manager.execute(&self.name, input).await?;
+        let output = self.manager.execute(&self.name, input).await.or_dbus()?;
         super::errors::fit_for_bus(&self.name, output)
     }
 
