@@ -201,6 +201,12 @@ pub enum ManagerError {
     /// The runtime state could not be saved.
     #[error("cannot save runtime state: {0}")]
     State(String),
+    /// The plugins directory cannot be scanned (missing, not a directory, untrusted).
+    #[error("plugins_dir: {0}")]
+    PluginsDir(LoadError),
+    /// A failure inside the daemon (a task that panicked), not the caller's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A configuration problem, naming the file, the field and what is wrong.

@@ -655,10 +655,8 @@ impl Manager {
         let scanned =
             tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
                 .await
-                .map_err(|e| ManagerError::InvalidArgument(format!("plugin scan failed: {e}")))?
-                .map_err(|e| {
-                    ConfigError::field(Path::new("<config>"), "plugins_dir", e.to_string())
-                })?;
+                .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
+                .map_err(ManagerError::PluginsDir)?;
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();

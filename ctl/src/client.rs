@@ -100,7 +100,8 @@ impl CtlError {
         self
     }
 
-    fn unavailable(message: impl Into<String>, bus: &Bus) -> Self {
+    /// The daemon (or the bus) is not there: exit 5, with a hint for this bus.
+    pub(crate) fn unavailable(message: impl Into<String>, bus: &Bus) -> Self {
         let hint = match bus {
             Bus::System => "is dynplugd running? try: systemctl status dynplugd",
             Bus::Session => "is dynplugd running on the session bus (dynplugd --session)?",
@@ -136,9 +137,14 @@ pub(crate) fn classify(e: zbus::Error, bus: &Bus) -> CtlError {
         zbus::Error::InputOutput(io) => {
             CtlError::unavailable(format!("cannot reach the bus: {io}"), bus)
         }
-        zbus::Error::Address(a) => {
+        e @ zbus::Error::Connection(..) => {
+            CtlError::unavailable(format!("cannot reach the bus: {e}"), bus)
+        }
+        zbus::Error::Address(a) if matches!(bus, Bus::Address(_)) => {
             CtlError::new(Kind::InvalidArgument, format!("bad bus address: {a}"))
         }
+        // No address for the session or system bus: there is no bus to reach.
+        zbus::Error::Address(a) => CtlError::unavailable(format!("no bus to connect to: {a}"), bus),
         zbus::Error::MethodError(name, detail, _) => {
             CtlError::new(Kind::Failure, detail.unwrap_or_else(|| name.to_string()))
         }

@@ -15,42 +15,81 @@ fn row_json(r: &PluginRow) -> Value {
     json!({"name": r.name, "version": r.version, "description": r.description, "enabled": r.enabled, "loaded": r.loaded, "path": r.path})
 }
 
-/// `list`.
+/// `list`. Files that failed to load are listed with the reason.
 pub(crate) async fn list(client: &Client, out: Output) -> Result<(), CtlError> {
     let rows = client.call(client.manager.list_plugins()).await?;
+    // Why each row that is not loaded is not (one GetPlugin each; loaded rows need none).
+    let mut reasons = Vec::with_capacity(rows.len());
+    for r in &rows {
+        reasons.push(if r.loaded {
+            None
+        } else {
+            Some(client.call(client.manager.get_plugin(&r.name)).await?)
+        });
+    }
     if out.json {
-        out.json_value(&Value::Array(rows.iter().map(row_json).collect()));
+        let rows = rows
+            .iter()
+            .zip(&reasons)
+            .map(|(r, d)| {
+                let mut row = row_json(r);
+                let error = d
+                    .as_ref()
+                    .and_then(|d| d.error.clone())
+                    .filter(|e| !e.is_empty());
+                row["error"] = json!(error);
+                row
+            })
+            .collect();
+        out.json_value(&Value::Array(rows));
         return Ok(());
     }
     let mut table = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let (state, colour) = if r.loaded {
-            ("loaded".to_owned(), Colour::Green)
-        } else {
-            let info = client.call(client.manager.get_plugin(&r.name)).await?;
-            let state = info.state.unwrap_or_default();
-            let colour = if state == "failed" {
-                Colour::Red
-            } else {
-                Colour::Yellow
-            };
-            (state, colour)
+    for (r, details) in rows.iter().zip(reasons) {
+        let (state, colour, note) = match details {
+            None => ("loaded".to_owned(), Colour::Green, r.description.clone()),
+            Some(d) => {
+                let state = d.state.unwrap_or_default();
+                let colour = if state == "failed" {
+                    Colour::Red
+                } else {
+                    Colour::Yellow
+                };
+                let error = d.error.unwrap_or_default();
+                let note = if error.is_empty() {
+                    r.description.clone()
+                } else {
+                    error
+                };
+                (state, colour, note)
+            }
         };
         let enabled = if r.enabled {
             ("yes", Colour::None)
         } else {
             ("no", Colour::Yellow)
         };
+        let note_colour = if state == "failed" {
+            Colour::Red
+        } else {
+            Colour::None
+        };
         table.push(vec![
             (r.name.clone(), Colour::None),
             (r.version.clone(), Colour::None),
             (enabled.0.to_owned(), enabled.1),
             (state, colour),
-            (r.description.clone(), Colour::None),
+            (note, note_colour),
         ]);
     }
     out.table(
-        &["NAME", "VERSION", "ENABLED", "STATE", "DESCRIPTION"],
+        &[
+            "NAME",
+            "VERSION",
+            "ENABLED",
+            "STATE",
+            "DESCRIPTION / REASON",
+        ],
         &table,
     );
     Ok(())
@@ -370,7 +409,8 @@ pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CtlError>
     Ok(())
 }
 
-/// `watch`: prints events until interrupted or the daemon goes away for good.
+/// `watch`: prints events until interrupted (exit 0) or until the daemon or the bus goes
+/// away (exit 5, like any call to a daemon that is not there).
 pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlError> {
     let m = client.manager.clone();
     let bus = client.bus().clone();
@@ -409,9 +449,16 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
                     if *a.success() { format!("configuration reloaded: {}", a.message()) }
                     else { format!("{} {}", out.paint("reload refused:", Colour::Red), a.message()) });
             },
-            Some(c) = client.owner_changes().next() => if let Ok(a) = c.args() {
-                let up = a.new_owner().is_some();
-                emit("daemon", json!({"running": up}), if up { "dynplugd started".into() } else { "dynplugd stopped".into() });
+            change = client.owner_changes().next() => match change {
+                Some(c) => if let Ok(a) = c.args() {
+                    let up = a.new_owner().is_some();
+                    emit("daemon", json!({"running": up}), if up { "dynplugd started".into() } else { "dynplugd stopped".into() });
+                    if !up {
+                        return Err(CtlError::unavailable("dynplugd stopped", &bus));
+                    }
+                },
+                // The connection is gone: the bus itself went away.
+                None => return Err(CtlError::unavailable("the bus went away", &bus)),
             },
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }

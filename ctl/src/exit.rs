@@ -5,6 +5,8 @@
 pub(crate) const OK: i32 = 0;
 /// Any failure not listed below (e.g. a plugin's own error).
 pub(crate) const FAILURE: i32 = 1;
+/// A bad command line (clap's own code, kept with `--json`).
+pub(crate) const USAGE: i32 = 2;
 /// No plugin of that name.
 pub(crate) const NOT_FOUND: i32 = 3;
 /// The caller is not allowed (D-Bus policy).

@@ -43,8 +43,40 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
     }
 }
 
+/// Parses the command line. With `--json`, a usage error is a JSON error document on
+/// stdout (exit 2) like every other error; help and version print as usual.
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let json = std::env::args_os().skip(1).any(|a| a == "--json");
+            let informational =
+                matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if !json || informational {
+                e.exit();
+            }
+            // clap's text without its usage block, on one line.
+            let text = e.render().to_string();
+            let message = text
+                .trim_start_matches("error: ")
+                .split("\n\n")
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Output::new(true).error(
+                &CtlError::new(client::Kind::InvalidArgument, message)
+                    .hint("see `dynplugctl --help`"),
+            );
+            std::process::exit(exit::USAGE);
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -61,8 +61,13 @@ pub fn init(level: &str, target: LogTarget) -> LogHandle {
         None
     };
     let stderr = journald.is_none().then(|| {
+        // Colour only on a terminal, and never with NO_COLOR set: escapes in a log
+        // file or a pipe are noise.
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .with_target(false)
     });
     let _ = tracing_subscriber::registry()

@@ -44,7 +44,8 @@ impl DaemonError {
     /// (EX_UNAVAILABLE) when the bus is unusable, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DaemonError::Config(_) | DaemonError::Manager(ManagerError::Config(_)) => 78,
+            DaemonError::Config(_)
+            | DaemonError::Manager(ManagerError::Config(_) | ManagerError::PluginsDir(_)) => 78,
             DaemonError::Bus(_) | DaemonError::NameTaken(_) => 69,
             _ => 1,
         }
@@ -70,7 +71,9 @@ async fn connect(bus: &Bus, manager_iface: ManagerIface) -> zbus::Result<zbus::C
 /// gracefully. SIGHUP reloads the configuration.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let env = |k: &str| std::env::var(k).ok();
+    // Absolute, so ConfigPath and log lines name the file whatever the working directory.
     let config_path = args.config_path(&env);
+    let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
     let required = args.config.is_some() || env("DYNPLUG_CONFIG").is_some();
     let overrides = Overrides {
         plugins_dir: args.plugins_dir.clone(),

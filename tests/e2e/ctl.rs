@@ -349,3 +349,116 @@ fn completions_and_man_page() {
         &out[..200.min(out.len())]
     );
 }
+
+#[test]
+fn watch_ends_with_exit_5_when_the_daemon_stops() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let mut daemon = Daemon::start(&bus, plugins.path(), "");
+    let ctl = Ctl { bus: &bus };
+    let mut watch = ctl
+        .command(&["--json", "watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    // The watcher is subscribed once it prints its first event.
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let first = lines.next().map(|l| l.unwrap());
+        let _ = first_tx.send(first.clone());
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        (first, rest)
+    });
+    let mut first = None;
+    for _ in 0..100 {
+        ctl.run(&["disable", "json"]);
+        ctl.run(&["enable", "json"]);
+        if let Ok(line) = first_rx.recv_timeout(Duration::from_millis(100)) {
+            first = line;
+            break;
+        }
+    }
+    assert!(first.is_some(), "watch printed an event");
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "watch exits 5 when the daemon goes");
+    let (_, rest) = reader.join().unwrap();
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("\"error\""),
+        "the last line is the error: {rest:?}"
+    );
+}
+
+#[test]
+fn no_reachable_bus_is_exit_5_with_a_hint() {
+    let empty = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--address", "unix:path=/nonexistent/bus", "list"],
+        vec!["--session", "list"],
+    ] {
+        let mut cmd = Command::new(binary("dynplugctl"));
+        cmd.args(&args)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("XDG_RUNTIME_DIR", empty.path());
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 5, "{args:?}: {err}");
+        assert!(err.contains("is dynplugd running"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn list_shows_why_a_file_was_refused() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("echo"), "echo.so");
+    let junk = plugins.path().join("junk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    dynplug_tests::set_mode(&junk, 0o644);
+    let _daemon = Daemon::start(&bus, plugins.path(), "");
+    let ctl = Ctl { bus: &bus };
+    let (code, out, _) = ctl.run(&["list"]);
+    assert_eq!(code, 0);
+    let junk_line = out
+        .lines()
+        .find(|l| l.contains("junk.so"))
+        .unwrap_or_default();
+    assert!(
+        junk_line.contains("failed") && junk_line.contains("no ELF header"),
+        "{out}"
+    );
+    let (code, rows) = ctl.json(&["list"]);
+    assert_eq!(code, 0);
+    let rows = rows.as_array().unwrap();
+    let junk = rows.iter().find(|r| r["name"] == "junk.so").unwrap();
+    assert!(
+        junk["error"].as_str().unwrap().contains("no ELF header"),
+        "{junk}"
+    );
+    let echo = rows.iter().find(|r| r["name"] == "echo").unwrap();
+    assert!(echo["error"].is_null());
+}
+
+#[test]
+fn usage_errors_with_json_are_json_documents() {
+    for args in [vec!["--json", "frobnicate"], vec!["--json", "execute"]] {
+        let (code, out, _) = run({
+            let mut cmd = Command::new(binary("dynplugctl"));
+            cmd.args(&args);
+            cmd
+        });
+        assert_eq!(code, 2, "{args:?}");
+        let doc: Value = serde_json::from_str(&out).expect("one JSON document");
+        assert_eq!(doc["error"]["kind"], "invalid_argument", "{out}");
+        assert!(!doc["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Without --json, clap's own text on stderr, nothing on stdout.
+    let (code, out, err) = run({
+        let mut cmd = Command::new(binary("dynplugctl"));
+        cmd.arg("frobnicate");
+        cmd
+    });
+    assert_eq!((code, out.is_empty()), (2, true));
+    assert!(err.contains("frobnicate"));
+}

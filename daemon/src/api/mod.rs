@@ -95,12 +95,18 @@ pub fn router(control: Arc<Control>, settings: &Settings) -> Router {
             .use_headers()
             .finish()
         {
-            let limiter = config.limiter().clone();
-            // Forget idle clients now and then, or the table grows with every address seen.
+            // Forget idle clients now and then, or the table grows with every address
+            // seen. The task holds the limiter weakly, so it ends with the router it
+            // belongs to (one per API rebind) instead of outliving it.
+            let limiter = std::sync::Arc::downgrade(config.limiter());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(60));
+                tick.tick().await;
                 loop {
                     tick.tick().await;
+                    let Some(limiter) = limiter.upgrade() else {
+                        break;
+                    };
                     limiter.retain_recent();
                 }
             });

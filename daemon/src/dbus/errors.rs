@@ -34,7 +34,7 @@ pub(crate) fn dbus_error(e: ManagerError) -> DynplugError {
         ) => DynplugError::ExecutionFailed(message),
         ManagerError::InvalidArgument(_) => DynplugError::InvalidArgument(message),
         ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),
-        ManagerError::Config(_) => DynplugError::Config(message),
+        ManagerError::Config(_) | ManagerError::PluginsDir(_) => DynplugError::Config(message),
         _ => DynplugError::Failed(message),
     }
 }
