@@ -325,8 +325,13 @@ pub(crate) async fn execute(
         Err(e) => return Err(with_suggestions(client, name, e).await),
     };
     if out.json {
-        let ms = began.elapsed().as_secs_f64() * 1000.0;
-        out.json_value(&json!({"plugin": name, "output": output, "duration_ms": ms}));
+        let elapsed = began.elapsed();
+        out.json_value(&json!({
+            "plugin": name,
+            "output": output,
+            "duration_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "duration_us": u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        }));
     } else {
         print_stdout(&output);
         if !output.ends_with('\n') && std::io::IsTerminal::is_terminal(&std::io::stdout()) {

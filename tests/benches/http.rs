@@ -20,7 +20,7 @@ fn serve_bare() {
             .route(
                 "/plugins/{name}/execute",
                 post(|Json(body): Json<Value>| async move {
-                    Json(json!({"success": true, "data": {"plugin": "echo", "output": body["input"], "duration_ms": 0.0}, "error": null}))
+                    Json(json!({"success": true, "data": {"plugin": "echo", "output": body["input"], "duration_ms": 0, "duration_us": 0}, "error": null}))
                 }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

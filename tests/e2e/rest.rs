@@ -68,11 +68,10 @@ fn json_body(input: &str) -> String {
 fn assert_envelope_error(value: &Value, code: &str) {
     assert_eq!(value["success"], false, "{value}");
     assert_eq!(value["data"], Value::Null, "{value}");
-    assert_eq!(value["error"]["code"], code, "{value}");
+    // The original design's ApiResponse: `error` is a string; `code` sits beside it.
+    assert_eq!(value["code"], code, "{value}");
     assert!(
-        value["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
+        value["error"].as_str().is_some_and(|m| !m.is_empty()),
         "{value}"
     );
 }
@@ -104,7 +103,9 @@ fn routes_and_status_codes() {
         (v["data"]["plugin"].as_str(), v["data"]["output"].as_str()),
         (Some("text"), Some("HELLO"))
     );
-    assert!(v["data"]["duration_ms"].as_f64().unwrap() >= 0.0);
+    // Whole milliseconds, as the original design's ExecutionResult has them.
+    assert!(v["data"]["duration_ms"].is_u64(), "{v}");
+    assert!(v["data"]["duration_us"].is_u64(), "{v}");
     let (status, v) = api.curl(
         "POST",
         "/plugins/hash/execute",
@@ -175,10 +176,7 @@ fn routes_and_status_codes() {
     );
     assert_eq!(status, 500);
     assert_envelope_error(&v, "execution_failed");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("requested failure"));
+    assert!(v["error"].as_str().unwrap().contains("requested failure"));
     let (status, v) = api.curl(
         "POST",
         "/plugins/fault/execute",
@@ -494,4 +492,61 @@ fn non_loopback_without_token_is_refused_at_start() {
         err.contains("refusing to serve the API on non-loopback 0.0.0.0 without server.token_file"),
         "{err}"
     );
+}
+
+/// The original design's response types, as a client written from it has them.
+#[derive(Debug, serde::Deserialize)]
+struct ApiResponse<T> {
+    success: bool,
+    data: Option<T>,
+    error: Option<String>,
+}
+
+/// The original design's result of an execute.
+#[derive(Debug, serde::Deserialize)]
+struct ExecutionResult {
+    plugin: String,
+    output: String,
+    duration_ms: u64,
+}
+
+#[test]
+fn the_original_designs_response_types_read_every_answer() {
+    let api = Api::start("");
+    let typed = |method: &str, path: &str, args: &[&str]| {
+        let (status, body, _) = api.curl_raw(method, path, args);
+        (status, body)
+    };
+    let (status, body) = typed(
+        "POST",
+        "/plugins/text/execute",
+        &["-H", "content-type: text/plain", "--data-binary", "hi"],
+    );
+    assert_eq!(status, 200);
+    let r: ApiResponse<ExecutionResult> = serde_json::from_str(&body).unwrap();
+    let data = r.data.unwrap();
+    assert!(r.success && r.error.is_none());
+    assert_eq!((data.plugin.as_str(), data.output.as_str()), ("text", "HI"));
+    assert!(data.duration_ms < 60_000);
+    for (method, path) in [
+        ("GET", "/plugins/nope"),
+        ("POST", "/plugins/nope/execute"),
+        ("GET", "/no/such/route"),
+        ("DELETE", "/plugins"),
+    ] {
+        let (status, body) = typed(method, path, &["-H", "content-type: text/plain", "-d", "x"]);
+        assert!(status >= 400, "{method} {path}: {status}");
+        let r: ApiResponse<serde_json::Value> =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"));
+        assert!(!r.success && r.data.is_none(), "{body}");
+        assert!(r.error.is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    for path in ["/plugins", "/plugins/echo", "/health"] {
+        let (_, body) = typed("GET", path, &[]);
+        let r: ApiResponse<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert!(
+            r.success && r.data.is_some() && r.error.is_none(),
+            "{path}: {body}"
+        );
+    }
 }

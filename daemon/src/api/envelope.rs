@@ -1,5 +1,7 @@
-//! The JSON envelope `{"success", "data", "error"}` used by every response, and the one
-//! mapping from core errors to HTTP statuses.
+//! The JSON envelope `{"success", "data", "error"}` used by every response (the
+//! original design's `ApiResponse`: `error` is a string or null; failures add a stable
+//! machine-readable `code` beside it), and the one mapping from core errors to HTTP
+//! statuses.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,17 +17,23 @@ pub struct Envelope<T> {
     pub success: bool,
     /// The result (null on failure).
     pub data: Option<T>,
-    /// What went wrong (null on success).
-    pub error: Option<ErrorBody>,
+    /// Null: a successful response has no error (failures are [`ErrorEnvelope`]).
+    pub error: Option<String>,
 }
 
-/// The `error` member of a failed response.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code (e.g. `not_found`, `disabled`, `timeout`).
+/// The body of every failed response: `data` is always null, `error` says what went
+/// wrong and `code` names it for programs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always false.
+    pub success: bool,
+    /// Always null.
+    pub data: Option<()>,
+    /// What went wrong, for people.
+    pub error: String,
+    /// What went wrong, for programs: a stable code such as `not_found`, `disabled`,
+    /// `timeout`.
     pub code: String,
-    /// A human-readable message.
-    pub message: String,
 }
 
 impl<T: Serialize> IntoResponse for Envelope<T> {
@@ -125,13 +133,11 @@ impl From<ManagerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Envelope::<()> {
+        let body = ErrorEnvelope {
             success: false,
             data: None,
-            error: Some(ErrorBody {
-                code: self.code.to_owned(),
-                message: self.message,
-            }),
+            error: self.message,
+            code: self.code.to_owned(),
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

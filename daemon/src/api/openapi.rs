@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::envelope::{Envelope, ErrorBody};
+use super::envelope::ErrorEnvelope;
 use super::routes;
 
 struct BearerAuth;
@@ -20,9 +20,9 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "dynplugd REST API", description = "Plugins loaded by dynplugd, over HTTP. Every response is an envelope {success, data, error}."),
+    info(title = "dynplugd REST API", description = "Plugins loaded by dynplugd, over HTTP. Every response is an envelope {success, data, error}; failures add a machine-readable code."),
     paths(routes::list, routes::info, routes::execute, routes::enable, routes::disable, routes::health, routes::metrics, routes::openapi),
-    components(schemas(ErrorBody, Envelope<String>, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health)),
+    components(schemas(ErrorEnvelope, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health)),
     modifiers(&BearerAuth),
     tags((name = "plugins", description = "List, inspect, run, enable and disable plugins"),
          (name = "daemon", description = "Health, metrics and this document"))

@@ -11,7 +11,7 @@ use dynplug_core::{Change, PluginInfo, PluginStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::envelope::{ok, ApiError, Envelope};
+use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope};
 use crate::control::Control;
 
 /// One plugin, as the API shows it.
@@ -111,8 +111,10 @@ pub struct ExecuteResponse {
     pub plugin: String,
     /// Its output.
     pub output: String,
-    /// Time the call took, in milliseconds (fractional).
-    pub duration_ms: f64,
+    /// Time the call took, in whole milliseconds.
+    pub duration_ms: u64,
+    /// The same, in microseconds.
+    pub duration_us: u64,
 }
 
 /// Result of enable/disable.
@@ -160,7 +162,7 @@ pub async fn list(State(control): State<Arc<Control>>) -> Envelope<Vec<PluginVie
     params(("name" = String, Path, description = "plugin name")),
     responses(
         (status = 200, description = "the plugin", body = Envelope<PluginView>),
-        (status = 404, description = "no such plugin", body = Envelope<String>)))]
+        (status = 404, description = "no such plugin", body = ErrorEnvelope)))]
 pub async fn info(
     State(control): State<Arc<Control>>,
     Path(name): Path<String>,
@@ -206,17 +208,17 @@ fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
     request_body(content = ExecuteRequest, description = "or a text/plain body holding the input"),
     responses(
         (status = 200, description = "the output", body = Envelope<ExecuteResponse>),
-        (status = 400, description = "malformed body", body = Envelope<String>),
-        (status = 401, description = "token required", body = Envelope<String>),
-        (status = 403, description = "token invalid", body = Envelope<String>),
-        (status = 404, description = "no such plugin", body = Envelope<String>),
-        (status = 409, description = "plugin disabled", body = Envelope<String>),
-        (status = 413, description = "body or input too large", body = Envelope<String>),
-        (status = 415, description = "unsupported content type", body = Envelope<String>),
-        (status = 429, description = "rate limited", body = Envelope<String>),
-        (status = 500, description = "the plugin failed", body = Envelope<String>),
-        (status = 503, description = "plugin unusable or daemon stopping", body = Envelope<String>),
-        (status = 504, description = "the plugin timed out", body = Envelope<String>)),
+        (status = 400, description = "malformed body", body = ErrorEnvelope),
+        (status = 401, description = "token required", body = ErrorEnvelope),
+        (status = 403, description = "token invalid", body = ErrorEnvelope),
+        (status = 404, description = "no such plugin", body = ErrorEnvelope),
+        (status = 409, description = "plugin disabled", body = ErrorEnvelope),
+        (status = 413, description = "body or input too large", body = ErrorEnvelope),
+        (status = 415, description = "unsupported content type", body = ErrorEnvelope),
+        (status = 429, description = "rate limited", body = ErrorEnvelope),
+        (status = 500, description = "the plugin failed", body = ErrorEnvelope),
+        (status = 503, description = "plugin unusable or daemon stopping", body = ErrorEnvelope),
+        (status = 504, description = "the plugin timed out", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn execute(
     State(control): State<Arc<Control>>,
@@ -227,10 +229,12 @@ pub async fn execute(
     let input = parse_input(&headers, body)?;
     let began = Instant::now();
     let output = control.manager.execute(&name, input).await?;
+    let elapsed = began.elapsed();
     Ok(ok(ExecuteResponse {
         plugin: name,
         output,
-        duration_ms: began.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     }))
 }
 
@@ -256,10 +260,10 @@ async fn toggle(
     params(("name" = String, Path, description = "plugin name")),
     responses(
         (status = 200, description = "enabled", body = Envelope<ToggleResponse>),
-        (status = 401, description = "token required", body = Envelope<String>),
-        (status = 403, description = "token invalid", body = Envelope<String>),
-        (status = 404, description = "no such plugin", body = Envelope<String>),
-        (status = 503, description = "plugin unusable", body = Envelope<String>)),
+        (status = 401, description = "token required", body = ErrorEnvelope),
+        (status = 403, description = "token invalid", body = ErrorEnvelope),
+        (status = 404, description = "no such plugin", body = ErrorEnvelope),
+        (status = 503, description = "plugin unusable", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn enable(
     State(control): State<Arc<Control>>,
@@ -273,9 +277,9 @@ pub async fn enable(
     params(("name" = String, Path, description = "plugin name")),
     responses(
         (status = 200, description = "disabled", body = Envelope<ToggleResponse>),
-        (status = 401, description = "token required", body = Envelope<String>),
-        (status = 403, description = "token invalid", body = Envelope<String>),
-        (status = 404, description = "no such plugin", body = Envelope<String>)),
+        (status = 401, description = "token required", body = ErrorEnvelope),
+        (status = 403, description = "token invalid", body = ErrorEnvelope),
+        (status = 404, description = "no such plugin", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn disable(
     State(control): State<Arc<Control>>,
