@@ -2,7 +2,8 @@
 //!
 //! - [`cli`]: the command line;
 //! - [`run`]: the daemon's life (start, serve, reload on SIGHUP, graceful stop);
-//! - [`control`]: shared state used by every handler (reload, lifecycle state);
+//! - [`state`]: the shared state below the front ends (manager, lifecycle, reload);
+//!   it knows nothing of D-Bus or HTTP, which follow its events;
 //! - [`dbus`]: `org.dynplug.Manager` and the per-plugin objects, serving the contract
 //!   of `dynplug-dbus` (whose proxies `dynplugctl` uses);
 //! - [`api`]: the optional REST API (axum);
@@ -10,9 +11,9 @@
 
 pub mod api;
 pub mod cli;
-pub mod control;
 pub mod dbus;
 pub mod limits;
 pub mod logging;
 pub mod notify;
 pub mod run;
+pub mod state;

@@ -10,11 +10,13 @@ use dynplug_core::Manager;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
+use crate::api::ApiServer;
 use crate::cli::{Args, Bus};
-use crate::control::{load_config, Control, Overrides};
-use crate::dbus::{objects, ManagerIface, BUS_NAME, MANAGER_PATH};
+use crate::dbus::objects::{self, Published};
+use crate::dbus::{ManagerIface, BUS_NAME, MANAGER_PATH};
 use crate::logging;
 use crate::notify;
+use crate::state::{load_config, Lifecycle, Overrides, Shared};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     )
     .await?;
     tracing::info!(summary = %report, "plugins loaded");
-    let control = Arc::new(Control::new(
+    let shared = Arc::new(Shared::new(
         manager.clone(),
         config_path,
         required,
@@ -121,21 +123,30 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
         log,
     ));
 
-    // The API listens before READY=1, as systemd's readiness promises.
-    control
-        .api
-        .apply(&control, &server)
-        .await
-        .map_err(DaemonError::Api)?;
+    // The REST server follows the settings each reload hands it; it listens before
+    // READY=1, as systemd's readiness promises.
+    let api = Arc::new(ApiServer::default());
+    let (api_requests, api_inbox) = tokio::sync::mpsc::channel(4);
+    shared.connect_api(api_requests);
+    tokio::spawn(crate::api::follow(
+        Arc::clone(&api),
+        Arc::clone(&shared),
+        api_inbox,
+    ));
+    shared.apply_api(&server).await.map_err(DaemonError::Api)?;
     let conn = connect(
         &args.bus(),
         ManagerIface {
-            control: Arc::clone(&control),
+            shared: Arc::clone(&shared),
         },
     )
     .await?;
-    control.attach(conn.clone()).await?;
+    let published = Published::attach(conn.clone(), &manager).await?;
     tokio::spawn(objects::forward(conn.clone(), manager.subscribe()));
+    tokio::spawn(objects::follow_state(
+        Arc::clone(&published),
+        Arc::clone(&shared),
+    ));
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
@@ -149,9 +160,9 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     ) {
         return Err(DaemonError::NameTaken(BUS_NAME));
     }
-    control.set_state("running").await;
-    notify::ready(&control.status_line());
-    tracing::info!(name = BUS_NAME, status = %control.status_line(), "ready");
+    shared.set_lifecycle(Lifecycle::Running);
+    notify::ready(&shared.status_line());
+    tracing::info!(name = BUS_NAME, status = %shared.status_line(), "ready");
 
     if let Some(interval) = notify::watchdog_interval() {
         // Pinged from a task on the same runtime: if the runtime wedges, pings stop
@@ -169,10 +180,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                let control = Arc::clone(&control);
+                let shared = Arc::clone(&shared);
                 // Reload in its own task so signals keep being received meanwhile;
-                // reloads are serialised inside `Control::reload`.
-                tokio::spawn(async move { let _ = control.reload().await; });
+                // reloads are serialised inside `Shared::reload`.
+                tokio::spawn(async move { let _ = shared.reload().await; });
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -181,7 +192,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     }
 
     notify::stopping();
-    control.set_state("stopping").await;
+    shared.set_lifecycle(Lifecycle::Stopping);
     tracing::info!(in_flight = manager.in_flight(), "stopping");
     let left = manager
         .shutdown(Duration::from_secs(args.stop_timeout))
@@ -189,10 +200,10 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     if left > 0 {
         tracing::warn!(calls = left, "calls still running at exit were abandoned");
     }
-    control.api.stop().await;
+    api.stop().await;
     // Removing the objects waits for method calls still being dispatched (they hold the
     // interface's read lock until their reply is sent), so no answer is lost at exit.
-    let drained = tokio::time::timeout(Duration::from_secs(2), control.detach()).await;
+    let drained = tokio::time::timeout(Duration::from_secs(2), published.detach()).await;
     if drained.is_err() {
         tracing::warn!("some D-Bus calls were still running at exit");
     }

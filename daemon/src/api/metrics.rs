@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::control::Control;
+use crate::state::Shared;
 
 #[derive(Debug)]
 struct Snapshot {
@@ -163,7 +163,7 @@ impl Collector for Snapshot {
 }
 
 /// Renders the metrics in the Prometheus text format.
-pub(super) fn render(control: &Control) -> Result<String, std::fmt::Error> {
+pub(super) fn render(control: &Shared) -> Result<String, std::fmt::Error> {
     let (reloads_ok, reloads_failed) = control.reload_counts();
     let plugins: Vec<dynplug_core::PluginInfo> = control
         .manager

@@ -30,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use auth::Token;
 
-use crate::control::Control;
+use crate::state::{ApiRequest, Shared};
 
 /// Everything the router needs besides the daemon state.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl Settings {
 }
 
 /// The application.
-pub fn router(control: Arc<Control>, settings: &Settings) -> Router {
+pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
     let guarded = Router::new()
         .route("/plugins/{name}/execute", post(routes::execute))
         .route("/plugins/{name}/enable", put(routes::enable))
@@ -81,7 +81,7 @@ pub fn router(control: Arc<Control>, settings: &Settings) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .merge(guarded)
-        .with_state(control)
+        .with_state(shared)
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -159,7 +159,7 @@ impl ApiServer {
     /// Returns a description of what changed, if anything.
     pub async fn apply(
         &self,
-        control: &Arc<Control>,
+        shared: &Arc<Shared>,
         config: &ServerConfig,
     ) -> Result<Option<String>, String> {
         let unchanged = self
@@ -191,7 +191,7 @@ impl ApiServer {
             .map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         self.stop().await;
-        let app = router(Arc::clone(control), &settings);
+        let app = router(Arc::clone(shared), &settings);
         let (stop, stop_rx) = watch::channel(false);
         let limits = settings.connections;
         let task = tokio::spawn(serve::serve(listener, app, limits, stop_rx));
@@ -221,5 +221,19 @@ impl ApiServer {
                 task.abort();
             }
         }
+    }
+}
+
+/// The REST side of reloads: applies the `server:` settings of each request (re-binding
+/// when they changed), records where the API listens, and answers.
+pub async fn follow(
+    server: Arc<ApiServer>,
+    shared: Arc<Shared>,
+    mut requests: tokio::sync::mpsc::Receiver<ApiRequest>,
+) {
+    while let Some(ApiRequest { config, reply }) = requests.recv().await {
+        let result = server.apply(&shared, &config).await;
+        shared.set_api_address(server.address());
+        let _ = reply.send(result);
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope};
-use crate::control::Control;
+use crate::state::{Lifecycle, Shared};
 
 /// One plugin, as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,7 +148,7 @@ pub struct Health {
 /// Lists every plugin (and every file that failed to load).
 #[utoipa::path(get, path = "/plugins", tag = "plugins",
     responses((status = 200, description = "all plugins", body = Envelope<Vec<PluginView>>)))]
-pub async fn list(State(control): State<Arc<Control>>) -> Envelope<Vec<PluginView>> {
+pub async fn list(State(control): State<Arc<Shared>>) -> Envelope<Vec<PluginView>> {
     ok(control
         .manager
         .list()
@@ -164,7 +164,7 @@ pub async fn list(State(control): State<Arc<Control>>) -> Envelope<Vec<PluginVie
         (status = 200, description = "the plugin", body = Envelope<PluginView>),
         (status = 404, description = "no such plugin", body = ErrorEnvelope)))]
 pub async fn info(
-    State(control): State<Arc<Control>>,
+    State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Envelope<PluginView>, ApiError> {
     Ok(ok(control.manager.info(&name)?.into()))
@@ -221,7 +221,7 @@ fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
         (status = 504, description = "the plugin timed out", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn execute(
-    State(control): State<Arc<Control>>,
+    State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -239,7 +239,7 @@ pub async fn execute(
 }
 
 async fn toggle(
-    control: &Control,
+    control: &Shared,
     name: String,
     on: bool,
 ) -> Result<Envelope<ToggleResponse>, ApiError> {
@@ -266,7 +266,7 @@ async fn toggle(
         (status = 503, description = "plugin unusable", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn enable(
-    State(control): State<Arc<Control>>,
+    State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Envelope<ToggleResponse>, ApiError> {
     toggle(&control, name, true).await
@@ -282,7 +282,7 @@ pub async fn enable(
         (status = 404, description = "no such plugin", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn disable(
-    State(control): State<Arc<Control>>,
+    State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> Result<Envelope<ToggleResponse>, ApiError> {
     toggle(&control, name, false).await
@@ -293,15 +293,17 @@ pub async fn disable(
     responses(
         (status = 200, description = "serving", body = Envelope<Health>),
         (status = 503, description = "stopping", body = Envelope<Health>)))]
-pub async fn health(State(control): State<Arc<Control>>) -> impl IntoResponse {
+pub async fn health(State(control): State<Arc<Shared>>) -> impl IntoResponse {
     let s = control.manager.summary();
-    let state = control.state();
-    let status = match (state, s.failed) {
-        ("stopping", _) => "stopping",
-        (_, 0) => "ok",
+    let lifecycle = control.lifecycle();
+    let state = lifecycle.as_str();
+    let stopping = lifecycle == Lifecycle::Stopping;
+    let status = match (stopping, s.failed) {
+        (true, _) => "stopping",
+        (false, 0) => "ok",
         _ => "degraded",
     };
-    let code = if state == "stopping" {
+    let code = if stopping {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -320,7 +322,7 @@ pub async fn health(State(control): State<Arc<Control>>) -> impl IntoResponse {
 /// Prometheus metrics (text format 0.0.4).
 #[utoipa::path(get, path = "/metrics", tag = "daemon",
     responses((status = 200, description = "metrics", content_type = "text/plain; version=0.0.4", body = String)))]
-pub async fn metrics(State(control): State<Arc<Control>>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(State(control): State<Arc<Shared>>) -> Result<impl IntoResponse, ApiError> {
     let text = super::metrics::render(&control).map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,5 +1,5 @@
-//! `org.dynplug.Manager` at `/org/dynplug/Manager`: thin shims over [`Control`] and the
-//! core manager. The client proxy (`ManagerProxy`) is generated from this definition.
+//! `org.dynplug.Manager` at `/org/dynplug/Manager`: thin shims over [`Shared`] and the
+//! core manager, serving the contract of `dynplug_dbus` (whose `ManagerProxy` clients use).
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use zbus::object_server::SignalEmitter;
 
 use super::errors::OrDbus;
 use super::plugin_iface::details;
-use crate::control::Control;
+use crate::state::{ReloadError, Shared};
 
 /// One [`BulkResult`] per (name, ok, message).
 fn bulk(results: Vec<(String, bool, String)>) -> Bulk {
@@ -21,7 +21,7 @@ fn bulk(results: Vec<(String, bool, String)>) -> Bulk {
 
 /// The manager object.
 pub struct ManagerIface {
-    pub(crate) control: Arc<Control>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 type Bulk = Vec<BulkResult>;
@@ -32,7 +32,7 @@ impl ManagerIface {
     /// Lists every plugin as (name, version, description, enabled, loaded, path). Files
     /// that failed to load are listed under their file name, not enabled, not loaded.
     async fn list_plugins(&self) -> Vec<PluginRow> {
-        self.control
+        self.shared
             .manager
             .list()
             .into_iter()
@@ -54,41 +54,44 @@ impl ManagerIface {
     /// VersionRequirement (the configured `version:` pin, empty if none), WorkerCpuUsec,
     /// WorkerRssBytes (CPU time and memory of the live workers).
     async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {
-        Ok(details(&self.control.manager.info(name).or_dbus()?))
+        Ok(details(&self.shared.manager.info(name).or_dbus()?))
     }
 
     /// Runs plugin `name` on `input` and returns its output.
     async fn execute(&self, name: &str, input: String) -> Result<String, DynplugError> {
-        let output = self.control.manager.execute(name, input).await.or_dbus()?;
+        let output = self.shared.manager.execute(name, input).await.or_dbus()?;
         super::errors::fit_for_bus(name, output)
     }
 
     /// Enables a plugin (persisted across restarts). Returns false if it already was.
     async fn enable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
-        Ok(self.control.manager.enable(name).await.or_dbus()? == dynplug_core::Change::Changed)
+        Ok(self.shared.manager.enable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Disables a plugin (persisted across restarts). Returns false if it already was.
     async fn disable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
-        Ok(self.control.manager.disable(name).await.or_dbus()? == dynplug_core::Change::Changed)
+        Ok(self.shared.manager.disable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Enables several plugins; one (name, ok, message) per name, in order. The message
     /// is "changed", "unchanged" or the error.
     async fn enable_plugins(&self, names: Vec<String>) -> Bulk {
-        bulk(self.control.set_many(&names, true).await)
+        bulk(self.shared.set_many(&names, true).await)
     }
 
     /// Disables several plugins; one (name, ok, message) per name, in order.
     async fn disable_plugins(&self, names: Vec<String>) -> Bulk {
-        bulk(self.control.set_many(&names, false).await)
+        bulk(self.shared.set_many(&names, false).await)
     }
 
     /// Re-reads the configuration file and applies what changed. Fails with
     /// org.dynplug.Error.Config, leaving the old configuration in force, if the new one
     /// is invalid. Returns a summary of the changes.
     async fn reload(&self) -> Result<String, DynplugError> {
-        self.control.reload().await
+        self.shared.reload().await.map_err(|e| match e {
+            ReloadError::Config(m) | ReloadError::Partial(m) => DynplugError::Config(m),
+            ReloadError::Failed(m) => DynplugError::Failed(m),
+        })
     }
 
     /// The daemon's version.
@@ -100,51 +103,50 @@ impl ManagerIface {
     /// starting, running, reloading or stopping.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.control.state().to_owned()
+        self.shared.lifecycle().as_str().to_owned()
     }
 
     /// Number of plugins loaded (failed files not counted).
     #[zbus(property)]
     fn plugin_count(&self) -> u32 {
-        u32::try_from(self.control.manager.summary().plugins).unwrap_or(u32::MAX)
+        u32::try_from(self.shared.manager.summary().plugins).unwrap_or(u32::MAX)
     }
 
     /// Number of enabled plugins.
     #[zbus(property)]
     fn enabled_count(&self) -> u32 {
-        u32::try_from(self.control.manager.summary().enabled).unwrap_or(u32::MAX)
+        u32::try_from(self.shared.manager.summary().enabled).unwrap_or(u32::MAX)
     }
 
     /// Number of failed plugins and files.
     #[zbus(property)]
     fn failed_count(&self) -> u32 {
-        u32::try_from(self.control.manager.summary().failed).unwrap_or(u32::MAX)
+        u32::try_from(self.shared.manager.summary().failed).unwrap_or(u32::MAX)
     }
 
     /// Why the last reload was refused; empty if it succeeded.
     #[zbus(property)]
     fn last_reload_error(&self) -> String {
-        self.control.last_reload_error()
+        self.shared.last_reload_error()
     }
 
     /// The configuration file in use.
     #[zbus(property(emits_changed_signal = "const"))]
     fn config_path(&self) -> String {
-        self.control.config_path().display().to_string()
+        self.shared.config_path().display().to_string()
     }
 
     /// When the daemon started, in microseconds since the Unix epoch.
     #[zbus(property(emits_changed_signal = "const"))]
     fn start_time_usec(&self) -> u64 {
-        self.control.started_usec()
+        self.shared.started_usec()
     }
 
     /// Where the REST API listens (e.g. 127.0.0.1:8080); empty when it is disabled.
     #[zbus(property)]
     fn api_address(&self) -> String {
-        self.control
-            .api
-            .address()
+        self.shared
+            .api_address()
             .map(|a| a.to_string())
             .unwrap_or_default()
     }
@@ -164,7 +166,7 @@ impl ManagerIface {
     /// Calls being served right now.
     #[zbus(property(emits_changed_signal = "false"))]
     fn calls_in_flight(&self) -> u32 {
-        u32::try_from(self.control.manager.in_flight()).unwrap_or(u32::MAX)
+        u32::try_from(self.shared.manager.in_flight()).unwrap_or(u32::MAX)
     }
 
     /// A plugin was enabled or disabled, or its instance was created.

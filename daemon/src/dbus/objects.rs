@@ -1,7 +1,8 @@
-//! Keeps the per-plugin objects in step with the manager and turns manager events
-//! into D-Bus signals.
+//! Keeps the per-plugin objects in step with the manager and turns manager events and
+//! the shared state's events into D-Bus signals.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use dynplug_core::events::{Event, ServiceState};
 use dynplug_core::Manager;
@@ -11,7 +12,87 @@ use zbus::Connection;
 
 use super::manager_iface::ManagerIface;
 use super::plugin_iface::PluginIface;
+use crate::state::{Shared, StateEvent};
 use dynplug_dbus::{plugin_path, MANAGER_PATH};
+
+/// The plugin objects this connection serves.
+pub struct Published {
+    conn: Connection,
+    served: tokio::sync::Mutex<BTreeSet<String>>,
+}
+
+impl Published {
+    /// Publishes the current plugins on `conn`.
+    pub async fn attach(conn: Connection, manager: &Manager) -> zbus::Result<Arc<Published>> {
+        let published = Arc::new(Published {
+            conn,
+            served: tokio::sync::Mutex::new(BTreeSet::new()),
+        });
+        published.sync(manager).await?;
+        Ok(published)
+    }
+
+    /// Brings the plugin objects in step with the manager.
+    pub async fn sync(&self, manager: &Manager) -> zbus::Result<()> {
+        sync(&self.conn, manager, &mut *self.served.lock().await).await
+    }
+
+    /// Removes every object from the bus, waiting for calls being dispatched to finish
+    /// (they hold the interface until their reply is sent).
+    pub async fn detach(&self) {
+        let mut served = self.served.lock().await;
+        for name in std::mem::take(&mut *served) {
+            let _ = self
+                .conn
+                .object_server()
+                .remove::<PluginIface, _>(plugin_path(&name))
+                .await;
+        }
+        let _ = self
+            .conn
+            .object_server()
+            .remove::<ManagerIface, _>(MANAGER_PATH)
+            .await;
+    }
+}
+
+/// Follows the shared state: the `State` property as the lifecycle moves; after a
+/// reload, the plugin objects and the `LastReloadError` and `ApiAddress` properties.
+pub async fn follow_state(published: Arc<Published>, shared: Arc<Shared>) {
+    let mut events = shared.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(_)) => StateEvent::Reloaded,
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        let Ok(iface) = published
+            .conn
+            .object_server()
+            .interface::<_, ManagerIface>(MANAGER_PATH)
+            .await
+        else {
+            continue;
+        };
+        let emitter = iface.signal_emitter();
+        let result = match event {
+            StateEvent::Lifecycle(_) => iface.get().await.state_changed(emitter).await,
+            StateEvent::Reloaded => {
+                if let Err(e) = published.sync(&shared.manager).await {
+                    tracing::warn!(error = %e, "cannot update plugin objects");
+                }
+                let manager = iface.get().await;
+                match manager.last_reload_error_changed(emitter).await {
+                    Ok(()) => manager.api_address_changed(emitter).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot emit D-Bus property change");
+        }
+    }
+}
 
 /// Adds objects for new plugins and removes those of plugins that went away. The
 /// ObjectManager at the manager path announces both (InterfacesAdded/Removed).

@@ -1,21 +1,20 @@
-//! The daemon's shared state: the manager plus what the daemon adds around it
-//! (lifecycle state, reload, the bus connection). D-Bus handlers and signal handlers
-//! all act through one [`Control`].
+//! The daemon's shared state, below its front ends: the manager, the lifecycle, reloads
+//! and their outcome. It knows nothing of D-Bus or HTTP. The D-Bus objects follow its
+//! [`StateEvent`]s; the REST server follows the server settings each reload hands it
+//! (through [`ApiRequest`]s) and reports where it listens. A reload is one request with
+//! one reply ([`Shared::reload`]), the same for SIGHUP, `Reload()` and anything else.
 
-use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dynplug_core::config::Config;
-use dynplug_core::error::ConfigError;
+use dynplug_core::config::{Config, ServerConfig};
+use dynplug_core::error::{ConfigError, ManagerError};
 use dynplug_core::{Change, Manager};
-use zbus::object_server::InterfaceRef;
-use zbus::Connection;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::ApiServer;
-use crate::dbus::{objects, plugin_path, DynplugError, ManagerIface, PluginIface, MANAGER_PATH};
 use crate::logging::LogHandle;
 use crate::notify;
 
@@ -71,27 +70,91 @@ pub fn load_config(
     Ok(config)
 }
 
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Loading plugins, not yet serving.
+    Starting,
+    /// Serving.
+    Running,
+    /// Applying a new configuration.
+    Reloading,
+    /// Draining calls before exit.
+    Stopping,
+}
+
+impl Lifecycle {
+    /// The name shown in the `State` property and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Starting => "starting",
+            Lifecycle::Running => "running",
+            Lifecycle::Reloading => "reloading",
+            Lifecycle::Stopping => "stopping",
+        }
+    }
+}
+
+/// What changed, for the front ends to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateEvent {
+    /// The lifecycle moved.
+    Lifecycle(Lifecycle),
+    /// A reload finished (the plugin set, the last reload error and the API address
+    /// may have changed).
+    Reloaded,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration (or the plugins directory) was refused; nothing changed.
+    #[error("{0}")]
+    Config(String),
+    /// The plugins were reloaded but something else failed (e.g. the REST API kept its
+    /// previous settings).
+    #[error("{0}")]
+    Partial(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A request to the REST server: apply these settings, and say what happened
+/// (`Ok(None)`: nothing changed; `Ok(Some(summary))`; `Err(why)`: old server kept).
+#[derive(Debug)]
+pub struct ApiRequest {
+    /// The `server:` section to apply.
+    pub config: ServerConfig,
+    /// The answer.
+    pub reply: oneshot::Sender<Result<Option<String>, String>>,
+}
+
 /// Shared daemon state.
-pub struct Control {
-    pub(crate) manager: Manager,
+pub struct Shared {
+    /// The plugin manager.
+    pub manager: Manager,
     config_path: PathBuf,
     config_required: bool,
     overrides: Overrides,
-    state: Mutex<&'static str>,
+    lifecycle: Mutex<Lifecycle>,
     last_reload_error: Mutex<String>,
     reload_lock: tokio::sync::Mutex<()>,
     log: LogHandle,
     started_usec: u64,
-    conn: OnceLock<Connection>,
-    served: tokio::sync::Mutex<BTreeSet<String>>,
     started: Instant,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
-    /// The REST API server (idle unless `server.enabled`).
-    pub api: ApiServer,
+    events: broadcast::Sender<StateEvent>,
+    api: OnceLock<mpsc::Sender<ApiRequest>>,
+    api_address: Mutex<Option<SocketAddr>>,
 }
 
-impl Control {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
     /// Wraps a started manager.
     pub fn new(
         manager: Manager,
@@ -103,85 +166,77 @@ impl Control {
         let started_usec = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        Control {
+        Shared {
             manager,
             config_path,
             config_required,
             overrides,
-            state: Mutex::new("starting"),
+            lifecycle: Mutex::new(Lifecycle::Starting),
             last_reload_error: Mutex::new(String::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             log,
             started_usec,
-            conn: OnceLock::new(),
-            served: tokio::sync::Mutex::new(BTreeSet::new()),
             started: Instant::now(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
-            api: ApiServer::default(),
+            events: broadcast::channel(64).0,
+            api: OnceLock::new(),
+            api_address: Mutex::new(None),
         }
     }
 
-    /// Attaches the bus connection and publishes the current plugins as objects.
-    pub async fn attach(&self, conn: Connection) -> zbus::Result<()> {
-        let conn = self.conn.get_or_init(|| conn);
-        objects::sync(conn, &self.manager, &mut *self.served.lock().await).await
+    /// What changed, as it changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
+        self.events.subscribe()
     }
 
-    /// Removes every object from the bus, waiting for calls being dispatched to finish.
-    pub async fn detach(&self) {
-        let Some(conn) = self.conn.get() else { return };
-        let mut served = self.served.lock().await;
-        for name in std::mem::take(&mut *served) {
-            let _ = conn
-                .object_server()
-                .remove::<PluginIface, _>(plugin_path(&name))
-                .await;
-        }
-        let _ = conn
-            .object_server()
-            .remove::<ManagerIface, _>(MANAGER_PATH)
-            .await;
+    /// Connects the REST server: reloads hand it their `server:` settings.
+    pub fn connect_api(&self, requests: mpsc::Sender<ApiRequest>) {
+        let _ = self.api.set(requests);
     }
 
-    /// The lifecycle state: starting, running, reloading, stopping.
-    pub fn state(&self) -> &'static str {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Sets the lifecycle state and announces the change.
-    pub async fn set_state(&self, state: &'static str) {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
-        if let Some(iface) = self.manager_object().await {
-            let _ = iface
-                .get()
-                .await
-                .state_changed(iface.signal_emitter())
-                .await;
-        }
-    }
-
-    /// The served manager object, once attached to the bus.
-    async fn manager_object(&self) -> Option<InterfaceRef<ManagerIface>> {
-        let conn = self.conn.get()?;
-        conn.object_server()
-            .interface::<_, ManagerIface>(MANAGER_PATH)
+    /// Asks the REST server (if connected) to apply `config`.
+    pub async fn apply_api(&self, config: &ServerConfig) -> Result<Option<String>, String> {
+        let Some(api) = self.api.get() else {
+            return Ok(None);
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = ApiRequest {
+            config: config.clone(),
+            reply,
+        };
+        api.send(request)
             .await
-            .ok()
+            .map_err(|_| "the REST server is gone".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the REST server did not answer".to_owned())?
+    }
+
+    /// Where the REST API listens, if it does.
+    pub fn api_address(&self) -> Option<SocketAddr> {
+        *lock(&self.api_address)
+    }
+
+    /// Records where the REST API listens (set by the REST server).
+    pub fn set_api_address(&self, address: Option<SocketAddr>) {
+        *lock(&self.api_address) = address;
+    }
+
+    /// The lifecycle state.
+    pub fn lifecycle(&self) -> Lifecycle {
+        *lock(&self.lifecycle)
+    }
+
+    /// Moves the lifecycle and announces it.
+    pub fn set_lifecycle(&self, state: Lifecycle) {
+        *lock(&self.lifecycle) = state;
+        let _ = self.events.send(StateEvent::Lifecycle(state));
     }
 
     /// Why the last reload failed (empty after a success).
     pub fn last_reload_error(&self) -> String {
-        self.last_reload_error
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        lock(&self.last_reload_error).clone()
     }
 
     /// The configuration file.
@@ -256,18 +311,19 @@ impl Control {
     }
 
     /// Re-reads and applies the configuration (SIGHUP and `Reload()`), telling systemd
-    /// RELOADING=1 … READY=1 around it. A refused configuration changes nothing.
-    pub async fn reload(self: &Arc<Self>) -> Result<String, DynplugError> {
+    /// RELOADING=1 … READY=1 around it; reloads run one at a time. A refused
+    /// configuration changes nothing. Returns a summary of what changed.
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         notify::reloading();
-        self.set_state("reloading").await;
+        self.set_lifecycle(Lifecycle::Reloading);
         tracing::info!(path = %self.config_path.display(), "reloading configuration");
         let loaded = load_config(&self.config_path, self.config_required, &self.overrides)
             .and_then(|config| self.same_state_dir(config));
         let result = match loaded {
             Err(e) => {
                 self.manager.reload_refused(&e);
-                Err(DynplugError::Config(e.to_string()))
+                Err(ReloadError::Config(e.to_string()))
             }
             Ok(config) => {
                 let level = config.log_level.clone();
@@ -275,15 +331,18 @@ impl Control {
                 match self.manager.reload(config).await {
                     Ok(report) => {
                         self.log.set_level(&level);
-                        match self.api.apply(self, &server).await {
+                        match self.apply_api(&server).await {
                             Ok(None) => Ok(report.to_string()),
                             Ok(Some(api)) => Ok(format!("{report}; {api}")),
-                            Err(e) => Err(DynplugError::Config(format!(
+                            Err(e) => Err(ReloadError::Partial(format!(
                                 "plugins reloaded ({report}), but the REST API kept its previous settings: {e}"
                             ))),
                         }
                     }
-                    Err(e) => Err(crate::dbus::errors::dbus_error(e)),
+                    Err(e @ (ManagerError::Config(_) | ManagerError::PluginsDir(_))) => {
+                        Err(ReloadError::Config(e.to_string()))
+                    }
+                    Err(e) => Err(ReloadError::Failed(e.to_string())),
                 }
             }
         };
@@ -293,33 +352,37 @@ impl Control {
             &self.reloads_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let error = match &result {
-            Ok(_) => String::new(),
-            Err(DynplugError::Config(m) | DynplugError::Failed(m)) => m.clone(),
-            Err(e) => e.to_string(),
-        };
+        let error = result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         if !error.is_empty() {
             tracing::error!(error = %error, "reload refused; the previous configuration stays in force");
         }
-        *self
-            .last_reload_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
-        if let Some(conn) = self.conn.get() {
-            if let Err(e) = objects::sync(conn, &self.manager, &mut *self.served.lock().await).await
-            {
-                tracing::warn!(error = %e, "cannot update plugin objects");
-            }
-        }
-        if let Some(iface) = self.manager_object().await {
-            let manager = iface.get().await;
-            let _ = manager
-                .last_reload_error_changed(iface.signal_emitter())
-                .await;
-            let _ = manager.api_address_changed(iface.signal_emitter()).await;
-        }
-        self.set_state("running").await;
+        *lock(&self.last_reload_error) = error;
+        let _ = self.events.send(StateEvent::Reloaded);
+        self.set_lifecycle(Lifecycle::Running);
         notify::ready(&self.status_line());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_names() {
+        let names: Vec<&str> = [
+            Lifecycle::Starting,
+            Lifecycle::Running,
+            Lifecycle::Reloading,
+            Lifecycle::Stopping,
+        ]
+        .into_iter()
+        .map(Lifecycle::as_str)
+        .collect();
+        assert_eq!(names, ["starting", "running", "reloading", "stopping"]);
     }
 }
