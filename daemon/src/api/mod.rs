@@ -12,6 +12,8 @@ mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

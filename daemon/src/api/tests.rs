@@ -1,0 +1,250 @@
+//! `router(state)` in process, without a socket (tower's `oneshot`): every route and
+//! the statuses it answers, against a real manager with a real C plugin. (A plugin that
+//! hangs would keep the test's runtime from shutting down, so 504 is left to the
+//! end-to-end tests in tests/e2e/rest.rs.)
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use dynplug_core::config::{Config, ServerConfig};
+use dynplug_core::trust::TrustPolicy;
+use dynplug_core::Manager;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, Settings};
+use crate::logging::{self, LogTarget};
+use crate::state::{Overrides, Shared};
+
+/// A manager with the hostile fixture plugin (as `hostile`, in process), wrapped in the
+/// shared state.
+async fn shared(dir: &Path) -> Arc<Shared> {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/c/hostile.c");
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/include");
+    let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(plugins.join("hostile.so"))
+        .arg("-I")
+        .arg(include)
+        .arg(source)
+        .status()
+        .expect("a C compiler");
+    assert!(status.success());
+    let mut config = Config::parse(
+        "plugins:\n  hostile:\n    timeout_ms: 300\n    max_output_bytes: 1000\n",
+        Path::new("test.yaml"),
+    )
+    .unwrap();
+    config.plugins_dir = plugins;
+    let policy = TrustPolicy {
+        required_owner: None,
+        check_modes: false,
+    };
+    let (manager, _) = Manager::start(config, &dir.join("state"), policy)
+        .await
+        .unwrap();
+    let log = logging::init("warn", LogTarget::Stderr);
+    Arc::new(Shared::new(
+        manager,
+        dir.join("config.yaml"),
+        false,
+        Overrides::default(),
+        log,
+    ))
+}
+
+fn settings(dir: &Path, extra: &str) -> Settings {
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let indented: String = extra.lines().map(|l| format!("  {l}\n")).collect();
+    let yaml = format!(
+        "server:\n  enabled: true\n  token_file: {}\n  max_body_bytes: 64\n{indented}",
+        token.display()
+    );
+    let config: ServerConfig = Config::parse(&yaml, Path::new("test.yaml")).unwrap().server;
+    Settings::from_config(&config).unwrap()
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn execute(name: &str, content_type: &str, body: &str, token: Option<&str>) -> Request<Body> {
+    let mut request =
+        Request::post(format!("/plugins/{name}/execute")).header("content-type", content_type);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn every_route_and_status_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path()).await;
+    let app = router(Arc::clone(&shared), &settings(dir.path(), ""));
+    let ok = Some("s3cret");
+
+    let (status, v) = send(&app, get("/plugins")).await;
+    assert_eq!(
+        (status, v["data"][0]["name"].as_str()),
+        (StatusCode::OK, Some("hostile"))
+    );
+    let (status, v) = send(&app, get("/plugins/hostile")).await;
+    assert_eq!(
+        (status, v["data"]["state"].as_str()),
+        (StatusCode::OK, Some("loaded"))
+    );
+    let (status, v) = send(&app, get("/plugins/nope")).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    assert!(v["error"].is_string() && v["data"].is_null());
+
+    let (status, v) = send(&app, execute("hostile", "text/plain", "echo hi", ok)).await;
+    assert_eq!(
+        (status, v["data"]["output"].as_str()),
+        (StatusCode::OK, Some("hi"))
+    );
+    assert!(v["data"]["duration_ms"].is_u64());
+    let (status, v) = send(
+        &app,
+        execute("hostile", "application/json", r#"{"input":"echo j"}"#, ok),
+    )
+    .await;
+    assert_eq!(
+        (status, v["data"]["output"].as_str()),
+        (StatusCode::OK, Some("j"))
+    );
+    let cases = [
+        (
+            execute("hostile", "application/json", "{nope", ok),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            execute("hostile", "text/plain", "echo x", None),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            execute("hostile", "text/plain", "echo x", Some("wrong")),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            execute("nope", "text/plain", "x", ok),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            execute("hostile", "text/plain", &"x".repeat(100), ok),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            execute("hostile", "image/png", "x", ok),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            execute("hostile", "text/plain", "big 5000", ok),
+            StatusCode::BAD_GATEWAY,
+            "output_too_large",
+        ),
+        (
+            Request::delete("/plugins").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (get("/no/such/route"), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (request, want, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let (status, v) = send(&app, request).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (want, Some(code)),
+            "{what}: {v}"
+        );
+        assert_eq!(v["success"], false, "{what}");
+    }
+
+    let toggle = |verb: &str, token: Option<&str>| {
+        let mut request = Request::put(format!("/plugins/hostile/{verb}"));
+        if let Some(t) = token {
+            request = request.header("authorization", format!("bearer {t}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let (status, v) = send(&app, toggle("disable", ok)).await;
+    assert_eq!(
+        (status, v["data"]["changed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, v) = send(&app, execute("hostile", "text/plain", "echo x", ok)).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("disabled"))
+    );
+    let (status, _) = send(&app, toggle("enable", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = send(&app, toggle("enable", ok)).await;
+    assert_eq!(
+        (status, v["data"]["enabled"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+
+    let (status, v) = send(&app, get("/health")).await;
+    assert_eq!(
+        (status, v["data"]["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let response = app.clone().oneshot(get("/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, v) = send(&app, get("/openapi.json")).await;
+    assert_eq!(
+        (status, v["openapi"].as_str().map(|s| &s[..2])),
+        (StatusCode::OK, Some("3."))
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path()).await;
+    let app = router(
+        shared,
+        &settings(dir.path(), "rate_limit:\n  per_second: 1\n  burst: 2\n"),
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(send(&app, get("/health")).await);
+    }
+    let limited = statuses
+        .iter()
+        .find(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .expect("a request over the limit");
+    assert_eq!(limited.1["code"], "rate_limited");
+}
