@@ -76,6 +76,34 @@ fn in_range<T: PartialOrd + Display>(
     ))
 }
 
+/// The YAML parser places a duplicate plugin key at the start of its mapping; this moves
+/// the location to the line of the second occurrence, where the admin has to look.
+fn duplicate_at_its_line(problem: String, text: &str) -> String {
+    let Some(name) = problem
+        .split_once("plugin `")
+        .and_then(|(_, rest)| rest.split_once("` is listed twice"))
+        .map(|(name, _)| name)
+    else {
+        return problem;
+    };
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let key = line.trim_start();
+            line.starts_with([' ', '\t'])
+                && key
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .nth(1)
+        .map(|(i, _)| i + 1);
+    match (second, problem.split_once(" at line ")) {
+        (Some(line), Some((head, _))) => format!("{head} at line {line}"),
+        _ => problem,
+    }
+}
+
 /// Deserializes the `plugins:` mapping, refusing a plugin listed twice (a plain map
 /// would keep the last one silently).
 fn unique_plugins<'de, D>(de: D) -> Result<BTreeMap<String, PluginConfig>, D::Error>
@@ -140,6 +168,37 @@ pub struct Config {
     /// Per-plugin settings, by plugin name.
     #[serde(deserialize_with = "unique_plugins")]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Each plugin's settings as JSON with secrets read, filled by [`Config::validate`].
+    #[serde(skip)]
+    resolved_settings: ResolvedSettings,
+}
+
+/// Plugin settings with their secrets read (by [`Config::validate`]). Derived from the
+/// rest of the configuration, so it takes no part in comparisons, and its `Debug` never
+/// shows a secret.
+#[derive(Clone, Default)]
+struct ResolvedSettings(std::sync::OnceLock<BTreeMap<String, String>>);
+
+impl ResolvedSettings {
+    fn set(&self, resolved: BTreeMap<String, String>) -> Result<(), BTreeMap<String, String>> {
+        self.0.set(resolved)
+    }
+
+    fn get(&self) -> Option<&BTreeMap<String, String>> {
+        self.0.get()
+    }
+}
+
+impl PartialEq for ResolvedSettings {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ResolvedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResolvedSettings(..)")
+    }
 }
 
 impl Default for Config {
@@ -157,6 +216,7 @@ impl Default for Config {
             worker_user: DEFAULT_WORKER_USER.into(),
             server: ServerConfig::default(),
             plugins: BTreeMap::new(),
+            resolved_settings: ResolvedSettings::default(),
         }
     }
 }
@@ -309,7 +369,7 @@ impl Config {
             return Ok(Config::default());
         }
         serde_yaml::from_str(text).map_err(|e| {
-            let problem = e.to_string();
+            let problem = duplicate_at_its_line(e.to_string(), text);
             // serde_yaml prefixes the dotted path of the field ("plugins.echo: ...").
             match problem.split_once(": ") {
                 Some((field, rest)) if !field.contains(' ') => {
@@ -397,6 +457,7 @@ impl Config {
             return Err(ConfigError::field(file, "worker_user", "must not be empty"));
         }
         self.validate_server(file)?;
+        let mut resolved = BTreeMap::new();
         for (name, plugin) in &self.plugins {
             validate_plugin_name(name)
                 .map_err(|e| ConfigError::field(file, format!("plugins.{name}"), e))?;
@@ -419,10 +480,13 @@ impl Config {
                         "must be a mapping of keys to values",
                     ));
                 }
-                resolve_secrets(settings, &format!("plugins.{name}.settings"))
+                let json = resolve_secrets(settings, &format!("plugins.{name}.settings"))
                     .map_err(|(f, problem)| ConfigError::field(file, f, problem))?;
+                resolved.insert(name.clone(), json.to_string());
             }
         }
+        // Secrets are read here, once per load; plugins get exactly what was validated.
+        let _ = self.resolved_settings.set(resolved);
         Ok(())
     }
 
@@ -534,12 +598,13 @@ impl Config {
     }
 
     /// The settings of `name` as JSON object text (`{}` when none).
+    ///
+    /// Secrets in the settings were read by [`Config::validate`], once; a configuration
+    /// that was never validated has no resolved settings and gives `{}`.
     pub fn settings_json(&self, name: &str) -> String {
-        self.plugins
-            .get(name)
-            .and_then(|p| p.settings.as_ref())
-            .and_then(|s| resolve_secrets(s, name).ok())
-            .map(|v| v.to_string())
+        self.resolved_settings
+            .get()
+            .and_then(|resolved| resolved.get(name).cloned())
             .unwrap_or_else(|| "{}".into())
     }
 

@@ -117,13 +117,44 @@ unsafe extern "C" fn free_buf(buf: Buf) {
     drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len)) });
 }
 
+std::thread_local! {
+    /// Whether this thread is inside a guarded call (its panics are caught and reported).
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the panic being caught happened.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per plugin library: each has its own standard library) a panic hook
+/// that stays quiet for panics caught at the ABI boundary and only notes their
+/// location: the host reports such a panic as one error with message and location,
+/// not as a backtrace on stderr. Panics elsewhere go to the hook that was there.
+fn quiet_caught_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CALL.with(std::cell::Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload");
-    format!("plugin panicked: {text}")
+    match PANIC_AT.with(|p| p.borrow_mut().take()) {
+        Some(at) => format!("plugin panicked at {at}: {text}"),
+        None => format!("plugin panicked: {text}"),
+    }
 }
 
 /// Runs `call` with panics caught, writes its output or error to `out`, returns a status.
@@ -140,7 +171,11 @@ unsafe fn guarded<T: Plugin>(
     }
     // SAFETY: per the contract above, `instance` points to a live `T`.
     let plugin = unsafe { &*instance.cast::<T>() };
-    let (status, bytes) = match catch_unwind(AssertUnwindSafe(|| call(plugin))) {
+    quiet_caught_panics();
+    let outer = IN_CALL.with(|c| c.replace(true));
+    let caught = catch_unwind(AssertUnwindSafe(|| call(plugin)));
+    IN_CALL.with(|c| c.set(outer));
+    let (status, bytes) = match caught {
         Ok(Ok(output)) => (abi::STATUS_OK, output.into_bytes()),
         Ok(Err(err)) => (abi::STATUS_ERROR, err.to_string().into_bytes()),
         Err(payload) => (abi::STATUS_PANIC, panic_message(&*payload).into_bytes()),

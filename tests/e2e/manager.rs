@@ -234,7 +234,12 @@ async fn faults_are_contained() {
     }
     match m.execute("fault", "panic".into()).await {
         Err(ManagerError::Call(CallError::Panicked { message, .. })) => {
-            assert!(message.contains("requested panic"), "{message}")
+            // One message with the panic's location, no backtrace on stderr.
+            assert!(message.contains("requested panic"), "{message}");
+            assert!(
+                message.contains("panicked at ") && message.contains("src/lib.rs:"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -69,21 +69,28 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const COPY_BELOW: usize = 64 * 1024;
 
 /// Why an isolated call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
     /// The call itself failed (plugin error, panic, invalid output).
+    #[error(transparent)]
     Call(CallError),
     /// The worker died during the call; the message names the signal or exit code.
+    #[error("{0}")]
     Crashed(String),
     /// The call exceeded its timeout; the worker was killed.
+    #[error("the call timed out; its worker was killed")]
     Timeout,
     /// The plugin is quarantined after repeated crashes.
+    #[error("{0}")]
     Quarantined(String),
     /// The answer exceeded the output limit (in bytes); the worker was killed.
+    #[error("the answer exceeded max_output_bytes ({0} bytes)")]
     OutputTooLarge(usize),
     /// The worker sent a frame it should not have; it was killed.
+    #[error("the worker broke the protocol: {0}")]
     Protocol(String),
     /// A worker could not be started (or the plugin failed to load in it).
+    #[error("cannot start a worker: {0}")]
     Start(String),
 }
 
