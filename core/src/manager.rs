@@ -782,6 +782,16 @@ impl Manager {
         {
             let mut reg = write(&self.inner.registry);
             reg.plugins = plugins.clone();
+            // Files that failed before and no longer do (removed, or fixed).
+            for (path, _) in &reg.failures {
+                if !failures.iter().any(|(p, _)| p == path) {
+                    report.cleared.push(
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
             reg.failures = failures.clone();
         }
         for (path, error) in &failures {

@@ -126,6 +126,8 @@ pub struct ReloadReport {
     pub toggled: Vec<String>,
     /// Files that failed to load or plugins that failed to configure.
     pub failed: Vec<String>,
+    /// Files that failed before this reload and no longer do (gone or fixed).
+    pub cleared: Vec<String>,
 }
 
 impl std::fmt::Display for ReloadReport {
@@ -137,6 +139,7 @@ impl std::fmt::Display for ReloadReport {
             ("reconfigured", &self.reconfigured),
             ("toggled", &self.toggled),
             ("failed", &self.failed),
+            ("no longer failing", &self.cleared),
         ]
         .iter()
         .filter(|(_, v)| !v.is_empty())

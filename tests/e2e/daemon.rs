@@ -535,3 +535,51 @@ except dbus.exceptions.DBusException as e:
         "HELLO\n['echo', 'hash', 'heartbeat', 'json', 'rot13', 'text']\nrunning\norg.dynplug.Error.NotFound\n"
     );
 }
+
+/// docs/dbus-api.md names every property the daemon serves and every key of
+/// `GetPlugin`'s dictionary.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dbus_reference_lists_every_property_and_key() {
+    let root = dynplug_tests::workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/dbus-api.md")).unwrap();
+    let xml = std::fs::read_to_string(root.join("daemon/org.dynplug.Manager.xml")).unwrap();
+    let properties: Vec<&str> = xml
+        .split("<property name=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(properties.len() > 20, "{properties:?}");
+    for p in &properties {
+        assert!(
+            doc.contains(&format!("`{p}`")),
+            "docs/dbus-api.md lacks property {p}"
+        );
+    }
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let _d = Daemon::start(&bus, plugins.path(), "");
+    let conn = connect(&bus).await;
+    let reply = conn
+        .call_method(
+            Some("org.dynplug.Manager"),
+            "/org/dynplug/Manager",
+            Some("org.dynplug.Manager"),
+            "GetPlugin",
+            &("hash",),
+        )
+        .await
+        .unwrap();
+    let keys: std::collections::HashMap<String, zbus::OwnedVariant> =
+        reply.body().deserialize().unwrap();
+    assert!(keys.len() >= 28, "{:?}", keys.keys());
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `GetPlugin"))
+        .expect("the GetPlugin row");
+    for key in keys.keys() {
+        assert!(
+            row.contains(key.as_str()),
+            "docs/dbus-api.md's GetPlugin row lacks {key}"
+        );
+    }
+}

@@ -34,7 +34,7 @@ if [ ! -x "$rootfs/lib/systemd/systemd" ]; then
 fi
 
 echo "== building the package"
-(cd "$root" && cargo xtask dist && cargo deb -p dynplugd --no-strip && cargo build --release -p dynplug-fixture-fault)
+(cd "$root" && cargo xtask dist && cargo deb -p dynplugd --no-build --no-strip && cargo build --release -p dynplug-fixture-fault)
 # The hostile plugin the checks turn loose on the packaged daemon.
 ${CC:-cc} -shared -fPIC -O2 -I "$root/core/include" -o "$work/hostile.so" "$root/tests/fixtures/c/hostile.c"
 deb=$(ls -t "$root"/target/debian/dynplugd_*.deb | head -1)

@@ -6,7 +6,7 @@
 //!   /usr/lib/dynplug/plugins) with mode 0644, each through a temporary file and a
 //!   rename, so a running daemon never sees a half-written library;
 //! - `dist`: release build of everything the Debian package ships, staged in
-//!   target/release/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd`;
+//!   target/release/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd --no-build` (dist built the binaries);
 //! - `test`: every test: `cargo test --workspace`, then the systemd end-to-end suite
 //!   (tests/systemd/run.sh; it skips with a message where it cannot run: not root, no
 //!   systemd-nspawn, debootstrap or cargo-deb);
@@ -213,7 +213,10 @@ fn dist() -> Result<(), String> {
         return Err("dynplugd --man-page failed".into());
     }
     std::fs::write(dist.join("man/dynplugd.8"), out.stdout).map_err(|e| e.to_string())?;
-    println!("staged in {}; now: cargo deb -p dynplugd", dist.display());
+    println!(
+        "staged in {}; now: cargo deb -p dynplugd --no-build",
+        dist.display()
+    );
     Ok(())
 }
 
