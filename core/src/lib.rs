@@ -3,9 +3,10 @@
 //!
 //! # Map
 //!
-//! For plugin authors (always available, no dependencies):
+//! For plugin authors (always available, re-exported from the SDK crate `dynplug-sdk`,
+//! which has no dependencies):
 //! - [`Plugin`] and [`register_plugin!`]: the safe Rust API;
-//! - [`abi`]: the C ABI (mirrored by `include/dynplug.h`);
+//! - [`abi`]: the C ABI (mirrored by `sdk/include/dynplug.h`);
 //! - [`export`]: the `extern "C"` shims the macro instantiates.
 //!
 //! For the host (feature `host`):
@@ -25,11 +26,7 @@
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
 
-pub mod abi;
-pub mod export;
-mod plugin;
-
-pub use plugin::{Plugin, PluginResult};
+pub use dynplug_sdk::{abi, export, register_plugin, Plugin, PluginResult};
 
 #[cfg(feature = "host")]
 pub mod config;

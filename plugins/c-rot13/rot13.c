@@ -1,6 +1,6 @@
 /*
- * rot13: a DynPlug plugin written in C against core/include/dynplug.h.
- * Build: cc -shared -fPIC -O2 -I core/include -o librot13.so plugins/c-rot13/rot13.c
+ * rot13: a DynPlug plugin written in C against sdk/include/dynplug.h.
+ * Build: cc -shared -fPIC -O2 -I sdk/include -o librot13.so plugins/c-rot13/rot13.c
  *
  * Applies ROT13 to ASCII letters and leaves every other byte (UTF-8 included) alone.
  */

@@ -474,24 +474,46 @@ async fn lazy_loading_creates_instances_on_first_call() {
     assert_eq!(m.info("echo").unwrap().status, PluginStatus::Loaded);
 }
 
-/// A plugin author's crate outside the workspace, depending on core by path with
-/// `default-features = false`, builds without the host's runtime and loads.
+/// A plugin author's crate outside the workspace builds without the host's runtime and
+/// loads: written against the SDK crate, and written against core with
+/// `default-features = false` as the README once said (such crates keep building).
 #[tokio::test(flavor = "multi_thread")]
-async fn an_outside_rust_plugin_crate_builds_lean_and_loads() {
+async fn outside_rust_plugin_crates_build_lean_and_load() {
     let root = dynplug_tests::workspace_root();
+    for (dependency, krate_name) in [
+        (
+            format!(
+                "dynplug-sdk = {{ path = \"{}\" }}",
+                root.join("sdk").display()
+            ),
+            "dynplug_sdk",
+        ),
+        (
+            format!(
+                "dynplug-core = {{ path = \"{}\", default-features = false }}",
+                root.join("core").display()
+            ),
+            "dynplug_core",
+        ),
+    ] {
+        outside_plugin(&dependency, krate_name).await;
+    }
+}
+
+async fn outside_plugin(dependency: &str, krate_name: &str) {
     let krate = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(krate.path().join("src")).unwrap();
     std::fs::write(
         krate.path().join("Cargo.toml"),
         format!(
-            "[package]\nname = \"shout\"\nversion = \"1.2.3\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\ndynplug-core = {{ path = \"{}\", default-features = false }}\n\n[workspace]\n",
-            root.join("core").display()
+            "[package]\nname = \"shout\"\nversion = \"1.2.3\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n{dependency}\n\n[workspace]\n"
         ),
     )
     .unwrap();
     std::fs::write(
         krate.path().join("src/lib.rs"),
-        r#"use dynplug_core::{register_plugin, Plugin, PluginResult};
+        format!("use {krate_name}::{{register_plugin, Plugin, PluginResult}};\n")
+            + r#"
 pub struct Shout;
 impl Shout { pub fn new() -> Self { Shout } }
 impl Plugin for Shout {
@@ -510,7 +532,7 @@ register_plugin!(Shout);
     let target = dynplug_tests::artifact_dir()
         .parent()
         .unwrap()
-        .join("outside-plugin");
+        .join(format!("outside-plugin-{krate_name}"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(&cargo)
         .args(["build", "--offline", "--quiet"])

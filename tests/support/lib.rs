@@ -74,7 +74,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Compiles the C file `source` (relative to the workspace root) into `out` with the
-/// system C compiler against `core/include`, with extra `-D` definitions.
+/// system C compiler against `sdk/include`, with extra `-D` definitions.
 pub fn compile_c(source: &str, out: &Path, defines: &[&str]) {
     let root = workspace_root();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -82,7 +82,7 @@ pub fn compile_c(source: &str, out: &Path, defines: &[&str]) {
     cmd.args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
         .arg(out)
         .arg("-I")
-        .arg(root.join("core/include"))
+        .arg(root.join("sdk/include"))
         .arg(root.join(source));
     for d in defines {
         cmd.arg(format!("-D{d}"));

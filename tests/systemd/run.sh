@@ -36,7 +36,7 @@ fi
 echo "== building the package"
 (cd "$root" && cargo xtask dist && cargo deb -p dynplugd --no-build --no-strip && cargo build --release -p dynplug-fixture-fault)
 # The hostile plugin the checks turn loose on the packaged daemon.
-${CC:-cc} -shared -fPIC -O2 -I "$root/core/include" -o "$work/hostile.so" "$root/tests/fixtures/c/hostile.c"
+${CC:-cc} -shared -fPIC -O2 -I "$root/sdk/include" -o "$work/hostile.so" "$root/tests/fixtures/c/hostile.c"
 deb=$(ls -t "$root"/target/debian/dynplugd_*.deb | head -1)
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents.txt"
 for f in ./usr/bin/dynplugd ./usr/bin/dynplugctl ./usr/lib/systemd/system/dynplugd.service \

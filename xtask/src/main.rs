@@ -155,7 +155,7 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
         let short = lib.strip_prefix("dynplug_").unwrap_or(lib);
         install(&out.join(&file), dir, &format!("{short}.so"))?;
     }
-    let include = root().join("core/include");
+    let include = root().join("sdk/include");
     for source in c_plugins() {
         let stem = source
             .file_stem()

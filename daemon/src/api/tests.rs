@@ -26,7 +26,7 @@ async fn shared(dir: &Path) -> Arc<Shared> {
     let plugins = dir.join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/c/hostile.c");
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/include");
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/include");
     let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-shared", "-fPIC", "-o"])
         .arg(plugins.join("hostile.so"))

@@ -1,7 +1,7 @@
 //! `echo`: returns its input unchanged. The smallest useful plugin, and the one the
 //! benchmarks use to measure the cost of the call path itself.
 
-use dynplug_core::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 
 /// The echo plugin.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! `hash`: the SHA-256 digest of the input's UTF-8 bytes, as lowercase hex.
 
-use dynplug_core::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 use sha2::{Digest, Sha256};
 
 /// The hash plugin.

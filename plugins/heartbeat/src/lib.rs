@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use dynplug_core::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 
 /// The heartbeat plugin.
 #[derive(Debug)]

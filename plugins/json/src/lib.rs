@@ -3,7 +3,7 @@
 
 use std::sync::RwLock;
 
-use dynplug_core::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 
 /// The json plugin.
 #[derive(Debug, Default)]

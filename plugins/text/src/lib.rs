@@ -4,7 +4,7 @@
 
 use std::sync::RwLock;
 
-use dynplug_core::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 
 /// A text transformation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub trait Plugin: Send + Sync {
 /// Exports a [`Plugin`] type through the DynPlug C ABI.
 ///
 /// ```
-/// use dynplug_core::{register_plugin, Plugin, PluginResult};
+/// use dynplug_sdk::{register_plugin, Plugin, PluginResult};
 ///
 /// pub struct Echo;
 /// impl Echo { pub fn new() -> Self { Echo } }

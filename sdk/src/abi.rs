@@ -1,6 +1,6 @@
 //! The C ABI between the host and a plugin library.
 //!
-//! This module mirrors `core/include/dynplug.h` field for field; the header is the
+//! This module mirrors `sdk/include/dynplug.h` field for field; the header is the
 //! normative description for plugin authors in other languages. A plugin library
 //! exports one function, [`ENTRY_SYMBOL`], that returns a pointer to a static
 //! [`PluginTable`]. The host checks [`PluginTable::magic`], [`PluginTable::abi_version`]
