@@ -1,0 +1,389 @@
+//! Applying a configuration, at start and on reload: scan, diff against the running
+//! registry, build slots (with worker pools for isolated plugins), update kept plugins,
+//! and report what changed.
+
+use super::*;
+
+impl Manager {
+    /// Applies a new, already validated configuration: rescans the plugins directory
+    /// and changes only what differs. On error nothing has changed.
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, ManagerError> {
+        let result = self.apply(config, false).await;
+        let event = match &result {
+            Ok(report) => Event::ConfigReloaded {
+                success: true,
+                message: report.to_string(),
+            },
+            Err(e) => Event::ConfigReloaded {
+                success: false,
+                message: e.to_string(),
+            },
+        };
+        let _ = self.inner.events.send(event);
+        result
+    }
+
+    /// Reports a configuration that could not even be parsed, as a failed reload.
+    pub fn reload_refused(&self, error: &ConfigError) {
+        let _ = self.inner.events.send(Event::ConfigReloaded {
+            success: false,
+            message: error.to_string(),
+        });
+    }
+
+    pub(super) async fn apply(
+        &self,
+        config: Config,
+        first: bool,
+    ) -> Result<ReloadReport, ManagerError> {
+        let _admin = self.inner.admin.lock().await;
+        let old_config = self.config();
+        let policy = self.inner.policy;
+        let dir = config.plugins_dir.clone();
+        // Everything that can fail happens before anything changes.
+        let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
+            .plugins
+            .values()
+            .map(|s| {
+                (
+                    s.library.path().to_owned(),
+                    (s.name().to_owned(), s.library.identity()),
+                )
+            })
+            .collect();
+        let probe = self.inner.worker_program.clone().map(|program| Probe {
+            program,
+            spec: sandbox_spec(&config, SandboxPolicy::default()),
+            isolated: config
+                .plugins
+                .iter()
+                .filter(|(_, p)| p.isolation == Isolation::Process)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        });
+        let scanned =
+            tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
+                .await
+                .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
+                .map_err(ManagerError::PluginsDir)?;
+
+        let mut report = ReloadReport::default();
+        let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
+        let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
+        let mut failures: Vec<(PathBuf, LoadError)> = Vec::new();
+        let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // Overrides made at run time are dropped for plugins whose `enabled` the admin
+        // changed in the file: the newest intention wins.
+        {
+            let mut runtime = lock(&self.inner.runtime);
+            let before = runtime.clone();
+            if !first {
+                runtime
+                    .enabled
+                    .retain(|name, _| old_config.enabled(name) == config.enabled(name));
+            }
+            if *runtime != before {
+                if let Err(e) = self.inner.store.save(&runtime) {
+                    tracing::warn!(error = %e, "cannot save runtime state");
+                }
+            }
+        }
+        let overrides = lock(&self.inner.runtime).enabled.clone();
+        let enabled_of = |name: &str| {
+            overrides
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| config.enabled(name))
+        };
+        for entry in scanned {
+            match entry {
+                Scanned::Kept(path, name) => {
+                    if let Some(other) = owners.get(&name) {
+                        failures.push((
+                            path.clone(),
+                            LoadError::DuplicateName {
+                                path,
+                                name,
+                                other: other.clone(),
+                            },
+                        ));
+                        continue;
+                    }
+                    if let Some(slot) = old.get(&name) {
+                        owners.insert(name.clone(), slot.library.path().to_owned());
+                        let wanted = self.pool_config(&config, &name, slot.library.path());
+                        let current = slot.pool.as_ref().map(|p| p.config().clone());
+                        let same_pin = old_config.version_requirement(&name)
+                            == config.version_requirement(&name);
+                        if wanted == current && same_pin {
+                            plugins.insert(name, Arc::clone(slot));
+                        } else {
+                            // Isolation mode or worker limits changed: a fresh slot on the
+                            // same library; calls in flight finish on the old one.
+                            let mut library = Arc::clone(&slot.library);
+                            if wanted.is_none() && !library.is_loaded() {
+                                // Leaving process isolation: load it here now (it passed
+                                // its probe when it was first seen).
+                                let path = library.path().to_owned();
+                                let opened = tokio::task::spawn_blocking(move || {
+                                    PluginLibrary::open(&path, policy)
+                                })
+                                .await;
+                                match opened {
+                                    Ok(Ok(lib)) => library = Arc::new(lib),
+                                    Ok(Err(e)) => {
+                                        failures.push((library.path().to_owned(), e));
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        failures.push((
+                                            library.path().to_owned(),
+                                            LoadError::NotALibrary {
+                                                path: library.path().to_owned(),
+                                                reason: e.to_string(),
+                                            },
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                            let fresh = self.make_slot(library, &config, enabled_of(&name));
+                            report.replaced.push(name.clone());
+                            plugins.insert(name, Arc::new(fresh));
+                        }
+                    }
+                }
+                Scanned::Failed(path, error) => failures.push((path, error)),
+                Scanned::Opened(lib) => {
+                    let name = lib.name().to_owned();
+                    if let Some(other) = owners.get(&name) {
+                        failures.push((
+                            lib.path().to_owned(),
+                            LoadError::DuplicateName {
+                                path: lib.path().to_owned(),
+                                name,
+                                other: other.clone(),
+                            },
+                        ));
+                        continue;
+                    }
+                    let slot = self.make_slot(Arc::new(lib), &config, enabled_of(&name));
+                    owners.insert(name.clone(), slot.library.path().to_owned());
+                    if old.contains_key(&name) {
+                        report.replaced.push(name.clone());
+                    } else {
+                        report.added.push(name.clone());
+                    }
+                    plugins.insert(name, Arc::new(slot));
+                }
+            }
+        }
+        for (name, slot) in &old {
+            let same = plugins.get(name).is_some_and(|s| Arc::ptr_eq(s, slot));
+            if !same && slot.library.is_service() {
+                self.inner.services.stop(name).await;
+            }
+            if !plugins.contains_key(name) {
+                report.removed.push(name.clone());
+            }
+        }
+        *write(&self.inner.config) = Arc::new(config.clone());
+        {
+            let mut reg = write(&self.inner.registry);
+            reg.plugins = plugins.clone();
+            // Files that failed before and no longer do (removed, or fixed).
+            for (path, _) in &reg.failures {
+                if !failures.iter().any(|(p, _)| p == path) {
+                    report.cleared.push(
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            reg.failures = failures.clone();
+        }
+        for (path, error) in &failures {
+            tracing::warn!(path = %path.display(), error = %error, "plugin file skipped");
+            report.failed.push(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        for name in &report.removed {
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginRemoved { name: name.clone() });
+        }
+        for name in report.added.iter().chain(&report.replaced) {
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginAdded { name: name.clone() });
+        }
+
+        let fresh: BTreeSet<String> = report
+            .added
+            .iter()
+            .chain(&report.replaced)
+            .cloned()
+            .collect();
+        for (name, slot) in &plugins {
+            if fresh.contains(name) {
+                if slot.enabled() {
+                    self.after_toggle(slot).await;
+                }
+            } else {
+                self.update_kept(name, slot, &config, enabled_of(name), &mut report)
+                    .await;
+            }
+            if let Some(reason) = slot.failure() {
+                if !report.failed.contains(name) {
+                    report.failed.push(name.clone());
+                }
+                tracing::warn!(plugin = %name, error = %reason, "plugin unusable");
+            }
+        }
+        tracing::info!(summary = %report, "configuration applied");
+        Ok(report)
+    }
+
+    /// The worker pool settings of `name`, or `None` when it runs in process.
+    fn pool_config(&self, config: &Config, name: &str, library: &Path) -> Option<PoolConfig> {
+        if config.isolation(name) != Isolation::Process {
+            return None;
+        }
+        let p = config.plugin(name);
+        Some(PoolConfig {
+            program: self.inner.worker_program.clone().unwrap_or_default(),
+            library: library.to_owned(),
+            name: name.to_owned(),
+            workers: p.workers.unwrap_or(2),
+            limits: ResourceLimits {
+                address_space: p.memory_limit_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+                cpu_seconds: p.cpu_limit_s,
+                open_files: p.max_open_files.unwrap_or(64),
+            },
+            crash_limit: p.crash_limit.unwrap_or(5),
+            max_output: config.max_output_bytes(name),
+            sandbox: sandbox_spec(config, p.sandbox),
+        })
+    }
+
+    /// A registry slot for `library`, with a worker pool when the plugin is isolated
+    /// (quarantined again if the state file says so for this very file).
+    fn make_slot(&self, library: Arc<PluginLibrary>, config: &Config, enabled: bool) -> Slot {
+        let name = library.name().to_owned();
+        let limits = Limits::new(
+            config.timeout(&name),
+            config.max_concurrency(&name),
+            config.max_output_bytes(&name),
+        );
+        let settings = config.settings_json(&name);
+        let pool = self.pool_config(config, &name, library.path()).map(|pc| {
+            let pool = WorkerPool::new(pc, settings.clone());
+            let identity = library.identity();
+            if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
+                let same_file = q.path == library.path()
+                    && q.size == identity.size
+                    && i128::from(q.mtime_ns) == identity.mtime_ns;
+                if same_file {
+                    pool.quarantine(q.reason.clone());
+                }
+            }
+            Arc::new(pool)
+        });
+        let requirement = config.version_requirement(&name);
+        let mismatch = requirement.as_deref().and_then(|req| {
+            let req = semver::VersionReq::parse(req).ok()?;
+            let found = semver::Version::parse(library.version()).ok();
+            (!found.is_some_and(|v| req.matches(&v))).then(|| LoadError::VersionMismatch {
+                name: name.clone(),
+                found: library.version().to_owned(),
+                required: req.to_string(),
+            })
+        });
+        let slot = Slot::new(library, enabled, settings, limits, pool);
+        if let Some(e) = mismatch {
+            slot.fail(e);
+        }
+        if slot.pool.is_some() && self.inner.worker_program.is_none() {
+            slot.fail(LoadError::Init {
+                name,
+                reason: "process isolation needs the worker program (run under dynplugd)".into(),
+            });
+        }
+        slot
+    }
+
+    /// Applies a new configuration to a plugin whose library did not change.
+    async fn update_kept(
+        &self,
+        name: &str,
+        slot: &Arc<Slot>,
+        config: &Config,
+        enabled: bool,
+        report: &mut ReloadReport,
+    ) {
+        let (timeout, concurrency) = (config.timeout(name), config.max_concurrency(name));
+        {
+            let mut limits = write(&slot.limits);
+            if limits.max_concurrency != concurrency {
+                *limits = Limits::new(timeout, concurrency, config.max_output_bytes(name));
+            } else {
+                limits.timeout = timeout;
+                limits.max_output = config.max_output_bytes(name);
+            }
+        }
+        let settings = config.settings_json(name);
+        let changed = {
+            let mut current = lock(&slot.settings_json);
+            let changed = *current != settings;
+            *current = settings.clone();
+            changed
+        };
+        if changed {
+            if let Some(pool) = &slot.pool {
+                pool.reconfigure(settings.clone()).await;
+                report.reconfigured.push(name.to_owned());
+            } else if let Some(instance) = slot.loaded() {
+                let applied =
+                    tokio::task::spawn_blocking(move || instance.configure(&settings)).await;
+                match applied {
+                    Ok(Ok(())) => report.reconfigured.push(name.to_owned()),
+                    Ok(Err(e)) => {
+                        tracing::error!(plugin = name, error = %e, "plugin rejected its new settings");
+                        let _ = self.inner.events.send(Event::PluginFailed {
+                            name: name.to_owned(),
+                            error: format!("configure: {e}"),
+                        });
+                        report.failed.push(name.to_owned());
+                    }
+                    Err(e) => report.failed.push(format!("{name} ({e})")),
+                }
+            }
+        }
+        if slot.set_enabled(enabled) {
+            report.toggled.push(name.to_owned());
+            self.after_toggle(slot).await;
+        }
+    }
+}
+
+/// The sandbox a worker of this daemon enters with `policy`: the worker user is looked
+/// up now, so a user created later takes effect on the next reload.
+fn sandbox_spec(config: &Config, policy: SandboxPolicy) -> Spec {
+    // SAFETY: geteuid and getpid cannot fail.
+    let (root, pid) = unsafe { (libc::geteuid() == 0, libc::getpid()) };
+    Spec {
+        policy,
+        identity: if root {
+            Identity::lookup(&config.worker_user)
+        } else {
+            Err("the daemon does not run as root".into())
+        },
+        daemon_pid: pid.unsigned_abs(),
+    }
+}

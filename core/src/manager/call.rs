@@ -1,0 +1,209 @@
+//! The call path: `execute` with its limits, timeouts and retries, in process (on the
+//! blocking pool, under the concurrency permits) or in a worker pool.
+
+use super::*;
+
+impl Manager {
+    /// Runs `name` on `input`.
+    pub async fn execute(&self, name: &str, input: String) -> Result<String, ManagerError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Acquire) {
+            return Err(ManagerError::ShuttingDown);
+        }
+        let max = read(&inner.config).max_input_bytes;
+        if input.len() > max {
+            return Err(ManagerError::InvalidArgument(format!(
+                "input is {} bytes, more than the {max} allowed (max_input_bytes)",
+                input.len()
+            )));
+        }
+        let slot = self.slot(name)?;
+        if !slot.enabled() {
+            return Err(ManagerError::Disabled(name.to_owned()));
+        }
+        if let Some(reason) = slot.failure() {
+            return Err(ManagerError::Unavailable {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+        inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlightGuard(&inner.in_flight);
+        let limits = slot.limits();
+        let timeout = limits.timeout;
+        let began = Instant::now();
+        let (retries, idempotent) = {
+            let config = read(&inner.config);
+            let p = config.plugin(name);
+            (p.retries, p.idempotent)
+        };
+        let mut attempt = 0;
+        let mut abandoned = inner.in_flight.abandon.subscribe();
+        let calls = async {
+            loop {
+                let outcome = if let Some(pool) = &slot.pool {
+                    Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
+                } else {
+                    self.execute_in_process(
+                        Arc::clone(&slot),
+                        limits.clone(),
+                        input.clone(),
+                        timeout,
+                    )
+                    .await
+                };
+                let result = outcome.unwrap_or_else(|_| {
+                    Err(ManagerError::Timeout {
+                        name: name.to_owned(),
+                        timeout,
+                    })
+                });
+                // Only failures of the machinery are retried: a crashed or restarting worker,
+                // and a timeout when the plugin says its calls may run twice. A plugin's own
+                // error is an answer, not a fault.
+                let transient = match &result {
+                    Err(ManagerError::Call(CallError::Crashed { .. })) => true,
+                    Err(ManagerError::Timeout { .. }) => idempotent,
+                    _ => false,
+                };
+                if !transient || attempt >= retries || inner.shutting_down.load(Ordering::Acquire) {
+                    break result;
+                }
+                attempt += 1;
+                slot.record_retry();
+                if let Err(e) = &result {
+                    tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
+                }
+                tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
+                    .await;
+            }
+        };
+        let result = tokio::select! {
+            result = calls => result,
+            _ = abandoned.wait_for(|a| *a) => Err(ManagerError::ShuttingDown),
+        };
+        let elapsed = began.elapsed();
+        match &result {
+            Ok(_) => {
+                slot.record(elapsed, Ok(()));
+                tracing::debug!(
+                    plugin = name,
+                    duration_us = elapsed.as_micros() as u64,
+                    "executed"
+                );
+            }
+            Err(e) => {
+                let message = e.to_string();
+                slot.record(
+                    elapsed,
+                    Err((&message, matches!(e, ManagerError::Timeout { .. }))),
+                );
+                tracing::warn!(plugin = name, duration_us = elapsed.as_micros() as u64, error = %message, "execute failed");
+                if matches!(
+                    e,
+                    ManagerError::Call(CallError::Panicked { .. } | CallError::Crashed { .. })
+                        | ManagerError::Timeout { .. }
+                ) {
+                    let _ = inner.events.send(Event::PluginFailed {
+                        name: name.to_owned(),
+                        error: message,
+                    });
+                }
+            }
+        }
+        result
+    }
+
+    /// An in-process call: on the blocking pool, under the concurrency limit.
+    async fn execute_in_process(
+        &self,
+        call_slot: Arc<Slot>,
+        limits: Limits,
+        input: String,
+        timeout: Duration,
+    ) -> Result<Result<String, ManagerError>, tokio::time::error::Elapsed> {
+        let name = call_slot.name().to_owned();
+        let limits_max_output = limits.max_output;
+        tokio::time::timeout(timeout, async move {
+            let permit = limits
+                .permits
+                .acquire_owned()
+                .await
+                .map_err(|_| ManagerError::ShuttingDown)?;
+            let call = tokio::task::spawn_blocking(move || {
+                let _permit = permit; // released only when the plugin returns
+                let instance = call_slot
+                    .instance()
+                    .map_err(|e| ManagerError::Unavailable {
+                        name: call_slot.name().to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                instance
+                    .execute_bounded(&input, limits_max_output)
+                    .map_err(ManagerError::from)
+            });
+            call.await.map_err(|e| {
+                ManagerError::Call(CallError::Panicked {
+                    plugin: name.to_owned(),
+                    message: e.to_string(),
+                })
+            })?
+        })
+        .await
+    }
+
+    /// A call in a worker process. A crash that tips the plugin into quarantine is
+    /// recorded in the runtime state, keyed by the library file's identity.
+    async fn execute_isolated(
+        &self,
+        pool: &WorkerPool,
+        slot: &Slot,
+        input: &str,
+        timeout: Duration,
+    ) -> Result<String, ManagerError> {
+        let name = slot.name().to_owned();
+        let (error, quarantined) = match pool.call(input, timeout).await {
+            Ok(output) => return Ok(output),
+            Err(pair) => pair,
+        };
+        if let Some(reason) = quarantined {
+            tracing::error!(plugin = %name, error = %reason, "plugin quarantined");
+            let identity = slot.library.identity();
+            let record = Quarantine {
+                path: slot.library.path().to_owned(),
+                size: identity.size,
+                mtime_ns: i64::try_from(identity.mtime_ns).unwrap_or(i64::MAX),
+                reason: reason.clone(),
+            };
+            let mut runtime = lock(&self.inner.runtime);
+            runtime.quarantined.insert(name.clone(), record);
+            if let Err(e) = self.inner.store.save(&runtime) {
+                tracing::warn!(error = %e, "cannot save the quarantine");
+            }
+            drop(runtime);
+            let _ = self.inner.events.send(Event::PluginFailed {
+                name: name.clone(),
+                error: reason,
+            });
+        }
+        Err(match error {
+            PoolError::Call(e) => ManagerError::Call(e),
+            PoolError::Crashed(message) => ManagerError::Call(CallError::Crashed {
+                plugin: name,
+                message,
+            }),
+            PoolError::Timeout => ManagerError::Timeout { name, timeout },
+            PoolError::Quarantined(reason) | PoolError::Start(reason) => {
+                ManagerError::Unavailable { name, reason }
+            }
+            PoolError::OutputTooLarge(limit) => ManagerError::Call(CallError::OutputTooLarge {
+                plugin: name,
+                limit,
+            }),
+            PoolError::Protocol(reason) => ManagerError::Call(CallError::Protocol {
+                plugin: name,
+                reason,
+            }),
+        })
+    }
+}

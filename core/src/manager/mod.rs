@@ -1,0 +1,458 @@
+//! The manager: the one place that owns plugins and applies every operation on them.
+//! D-Bus, REST and tests all go through it, so they see the same state at once.
+//!
+//! Plugin calls run on tokio's blocking pool, never on the async workers, each under
+//! its plugin's timeout and concurrency limit: a hung plugin makes its own calls time
+//! out and cannot hold up calls to other plugins.
+//!
+//! Here: the registry, queries, enable/disable and shutdown. `call` holds the call
+//! path (`execute`), `apply` the application of a configuration (start and reload).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, Notify};
+
+use crate::config::{Config, Isolation};
+use crate::error::{CallError, ConfigError, LoadError, ManagerError};
+use crate::events::{Event, ServiceState};
+use crate::library::{FileIdentity, PluginLibrary};
+use crate::scan::{scan, Probe, Scanned};
+use crate::services::Services;
+use crate::slot::{CallStats, Limits, Slot};
+use crate::state::{Quarantine, RuntimeState, StateStore};
+use crate::trust::TrustPolicy;
+pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
+use crate::worker::sandbox::{Identity, SandboxPolicy, Spec};
+use crate::worker::{PoolConfig, PoolError, ResourceLimits, WorkerPool};
+
+mod apply;
+mod call;
+
+/// How long a service gets to stop on disable or shutdown.
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Registry {
+    plugins: BTreeMap<String, Arc<Slot>>,
+    failures: Vec<(PathBuf, LoadError)>,
+}
+
+/// Counts calls in flight so shutdown can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+    /// Set when the stop timeout has passed: calls still running are answered
+    /// `ShuttingDown` at once instead of vanishing with the process.
+    abandon: tokio::sync::watch::Sender<bool>,
+}
+
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+struct Inner {
+    // std locks: held only to copy or swap small values, never across `.await`.
+    registry: RwLock<Registry>,
+    config: RwLock<Arc<Config>>,
+    runtime: Mutex<RuntimeState>,
+    store: StateStore,
+    policy: TrustPolicy,
+    events: broadcast::Sender<Event>,
+    services: Services,
+    in_flight: InFlight,
+    shutting_down: AtomicBool,
+    /// Serialises reloads and enable/disable so they never interleave.
+    admin: tokio::sync::Mutex<()>,
+    /// The program started as `PROGRAM --worker LIBRARY` for isolated plugins.
+    worker_program: Option<PathBuf>,
+}
+
+/// The plugin manager. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Manager {
+    /// Creates a manager, loads the plugins of `config` and starts their services.
+    /// Runtime state is kept in `state_dir`. Must run inside a tokio runtime.
+    pub async fn start(
+        config: Config,
+        state_dir: &Path,
+        policy: TrustPolicy,
+    ) -> Result<(Manager, ReloadReport), ManagerError> {
+        Manager::start_with(config, state_dir, policy, None).await
+    }
+
+    /// Like [`Manager::start`], with the worker program for plugins configured with
+    /// `isolation: process` (the daemon passes its own executable; it serves
+    /// `--worker LIBRARY`). Without one, such plugins are marked failed.
+    pub async fn start_with(
+        config: Config,
+        state_dir: &Path,
+        policy: TrustPolicy,
+        worker_program: Option<PathBuf>,
+    ) -> Result<(Manager, ReloadReport), ManagerError> {
+        let store = StateStore::new(state_dir);
+        store.remove_stale_temporaries();
+        let runtime = store
+            .load()
+            .map_err(|e| ConfigError::file(store.path(), e))?;
+        let (events, _) = broadcast::channel(1024);
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(Registry::default()),
+                config: RwLock::new(Arc::new(Config::default())),
+                runtime: Mutex::new(runtime),
+                store,
+                policy,
+                services: Services::new(events.clone(), SERVICE_STOP_TIMEOUT),
+                events,
+                in_flight: InFlight::default(),
+                shutting_down: AtomicBool::new(false),
+                admin: tokio::sync::Mutex::new(()),
+                worker_program,
+            }),
+        };
+        let report = manager.apply(config, true).await?;
+        Ok((manager, report))
+    }
+
+    /// Subscribes to lifecycle events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&read(&self.inner.config))
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, ManagerError> {
+        read(&self.inner.registry)
+            .plugins
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    fn info_of(&self, slot: &Slot) -> PluginInfo {
+        let limits = slot.limits();
+        let workers = slot.pool.as_ref().map(|p| p.status());
+        let status = match (slot.loaded(), slot.failure(), &workers) {
+            (_, Some(reason), _) => PluginStatus::Failed(reason),
+            (_, None, Some(w)) => match &w.quarantined {
+                Some(reason) => PluginStatus::Failed(reason.clone()),
+                None => PluginStatus::Loaded,
+            },
+            (Some(_), None, None) => PluginStatus::Loaded,
+            (None, None, None) => PluginStatus::Pending,
+        };
+        PluginInfo {
+            name: slot.name().to_owned(),
+            version: slot.library.version().to_owned(),
+            description: slot.library.description().to_owned(),
+            path: slot.library.path().to_owned(),
+            enabled: slot.enabled(),
+            status,
+            abi_version: slot.library.abi_version(),
+            service: slot.library.is_service(),
+            service_state: self.inner.services.state(slot.name()),
+            timeout: limits.timeout,
+            max_concurrency: limits.max_concurrency,
+            stats: slot.stats(),
+            isolation: if slot.pool.is_some() {
+                Isolation::Process
+            } else {
+                Isolation::InProcess
+            },
+            version_requirement: read(&self.inner.config).version_requirement(slot.name()),
+            workers,
+        }
+    }
+
+    fn failed_info(path: &Path, error: &LoadError) -> PluginInfo {
+        PluginInfo {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            version: String::new(),
+            description: String::new(),
+            path: path.to_owned(),
+            enabled: false,
+            status: PluginStatus::Failed(error.to_string()),
+            abi_version: match error {
+                LoadError::AbiMismatch { found, .. } => *found,
+                _ => 0,
+            },
+            service: false,
+            service_state: ServiceState::Stopped,
+            timeout: Duration::ZERO,
+            max_concurrency: 0,
+            stats: CallStats::default(),
+            isolation: Isolation::InProcess,
+            version_requirement: None,
+            workers: None,
+        }
+    }
+
+    /// Every plugin by name, then every file that failed to load (named by file name).
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let (slots, failures) = {
+            let reg = read(&self.inner.registry);
+            (
+                reg.plugins.values().cloned().collect::<Vec<_>>(),
+                reg.failures.clone(),
+            )
+        };
+        let mut all: Vec<PluginInfo> = slots.iter().map(|s| self.info_of(s)).collect();
+        all.extend(failures.iter().map(|(p, e)| Self::failed_info(p, e)));
+        all
+    }
+
+    /// One plugin by name, or a failed file by file name.
+    pub fn info(&self, name: &str) -> Result<PluginInfo, ManagerError> {
+        if let Ok(slot) = self.slot(name) {
+            return Ok(self.info_of(&slot));
+        }
+        let reg = read(&self.inner.registry);
+        reg.failures
+            .iter()
+            .find(|(p, _)| p.file_name().is_some_and(|f| f == name))
+            .map(|(p, e)| Self::failed_info(p, e))
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    /// The names of all plugins.
+    pub fn names(&self) -> Vec<String> {
+        read(&self.inner.registry).plugins.keys().cloned().collect()
+    }
+
+    /// Counts over all plugins.
+    pub fn summary(&self) -> Summary {
+        let reg = read(&self.inner.registry);
+        let failed_instances = reg
+            .plugins
+            .values()
+            .filter(|s| s.failure().is_some())
+            .count();
+        Summary {
+            plugins: reg.plugins.len(),
+            enabled: reg.plugins.values().filter(|s| s.enabled()).count(),
+            failed: reg.failures.len() + failed_instances,
+        }
+    }
+
+    /// Enables `name` and persists it; starts its service if it has one.
+    pub async fn enable(&self, name: &str) -> Result<Change, ManagerError> {
+        self.set_enabled(name, true).await
+    }
+
+    /// Disables `name` and persists it; stops its service if it has one.
+    pub async fn disable(&self, name: &str) -> Result<Change, ManagerError> {
+        self.set_enabled(name, false).await
+    }
+
+    /// Enables (or disables) several plugins; one result per name, in order.
+    pub async fn set_enabled_many(
+        &self,
+        names: &[String],
+        on: bool,
+    ) -> Vec<(String, Result<Change, ManagerError>)> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push((name.clone(), self.set_enabled(name, on).await));
+        }
+        out
+    }
+
+    async fn set_enabled(&self, name: &str, on: bool) -> Result<Change, ManagerError> {
+        let _admin = self.inner.admin.lock().await;
+        let slot = self.slot(name).map_err(|e| {
+            if self.info(name).is_ok() {
+                ManagerError::Unavailable {
+                    name: name.to_owned(),
+                    reason: "the file failed to load; see `info`".into(),
+                }
+            } else {
+                e
+            }
+        })?;
+        if on {
+            if let Some(reason) = slot.failure() {
+                return Err(ManagerError::Unavailable {
+                    name: name.to_owned(),
+                    reason,
+                });
+            }
+        }
+        {
+            let mut runtime = lock(&self.inner.runtime);
+            let before = runtime.enabled.insert(name.to_owned(), on);
+            if before != Some(on) {
+                if let Err(e) = self.inner.store.save(&runtime) {
+                    match before {
+                        Some(b) => runtime.enabled.insert(name.to_owned(), b),
+                        None => runtime.enabled.remove(name),
+                    };
+                    return Err(ManagerError::State(e));
+                }
+            }
+        }
+        let released = on && self.release_quarantine(&slot);
+        if !slot.set_enabled(on) && !released {
+            return Ok(Change::Unchanged);
+        }
+        tracing::info!(
+            plugin = name,
+            enabled = on,
+            "plugin {}",
+            if on { "enabled" } else { "disabled" }
+        );
+        self.after_toggle(&slot).await;
+        Ok(Change::Changed)
+    }
+
+    /// Lifts a quarantine (an admin enabling the plugin); returns whether there was one.
+    fn release_quarantine(&self, slot: &Slot) -> bool {
+        let Some(pool) = &slot.pool else { return false };
+        let was = pool.status().quarantined.is_some();
+        pool.release();
+        let mut runtime = lock(&self.inner.runtime);
+        if runtime.quarantined.remove(slot.name()).is_some() {
+            if let Err(e) = self.inner.store.save(&runtime) {
+                tracing::warn!(error = %e, "cannot save runtime state");
+            }
+        }
+        if was {
+            tracing::info!(plugin = slot.name(), "quarantine lifted");
+        }
+        was
+    }
+
+    /// Brings the instance and service in line with the slot's enabled flag and
+    /// announces the new state.
+    async fn after_toggle(&self, slot: &Arc<Slot>) {
+        if let Some(pool) = &slot.pool {
+            // Isolated: workers start on the first call; disabling retires idle ones.
+            // Services are not run for isolated plugins.
+            if !slot.enabled() {
+                pool.stop_idle().await;
+            }
+        } else if slot.enabled() {
+            self.ensure_instance(slot).await;
+            if slot.library.is_service() && slot.loaded().is_some() {
+                self.inner.services.start(Arc::clone(slot));
+            }
+        } else if slot.library.is_service() {
+            self.inner.services.stop(slot.name()).await;
+        }
+        let _ = self.inner.events.send(Event::PluginStateChanged {
+            name: slot.name().to_owned(),
+            enabled: slot.enabled(),
+            loaded: self.info_of(slot).loaded(),
+        });
+    }
+
+    /// Creates the instance now unless loading is lazy (services are never lazy).
+    async fn ensure_instance(&self, slot: &Arc<Slot>) {
+        let lazy = read(&self.inner.config).lazy_load && !slot.library.is_service();
+        if lazy || slot.loaded().is_some() {
+            return;
+        }
+        let s = Arc::clone(slot);
+        let created = tokio::task::spawn_blocking(move || s.instance()).await;
+        if let Ok(Err(e)) = created {
+            tracing::error!(plugin = slot.name(), error = %e, "plugin failed to initialise");
+            let _ = self.inner.events.send(Event::PluginFailed {
+                name: slot.name().to_owned(),
+                error: e.to_string(),
+            });
+        }
+    }
+
+    /// Starts a graceful stop: refuses new calls, waits up to `grace` for calls in
+    /// flight, answers those still running after it with `ShuttingDown`, then stops every
+    /// service. Returns the number of calls answered that way.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut abandoned = 0;
+        loop {
+            let idle = inner.in_flight.idle.notified();
+            if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                // Past the grace period: answer what is left with ShuttingDown and
+                // give those answers a moment to go out.
+                abandoned = inner.in_flight.count.load(Ordering::Acquire);
+                let _ = inner.in_flight.abandon.send(true);
+                let settled = async {
+                    loop {
+                        let idle = inner.in_flight.idle.notified();
+                        if inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        idle.await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), settled).await;
+                break;
+            }
+        }
+        inner.services.stop_all().await;
+        let pools: Vec<Arc<WorkerPool>> = read(&inner.registry)
+            .plugins
+            .values()
+            .filter_map(|s| s.pool.clone())
+            .collect();
+        for pool in pools {
+            pool.stop_idle().await;
+        }
+        abandoned
+    }
+
+    /// The directory holding the runtime state.
+    pub fn state_dir(&self) -> &Path {
+        self.inner.store.dir()
+    }
+
+    /// Number of calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.count.load(Ordering::Acquire)
+    }
+}
