@@ -493,3 +493,112 @@ pub fn open_all(
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loader against real libraries: C fixtures compiled here with the system C
+    //! compiler (tests/fixtures/c), one refusal each.
+
+    use super::*;
+
+    const ANYONE: TrustPolicy = TrustPolicy {
+        required_owner: None,
+        check_modes: true,
+    };
+
+    /// Compiles a fixture into `dir` as `file` (mode 0644).
+    fn fixture(dir: &Path, source: &str, file: &str, defines: &[&str]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = dir.join(file);
+        let status =
+            std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&out)
+                .arg("-I")
+                .arg(root.join("sdk/include"))
+                .args(defines)
+                .arg(root.join("tests/fixtures/c").join(source))
+                .status()
+                .expect("a C compiler");
+        assert!(status.success(), "cc {source} {defines:?}");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_good_library_loads_and_answers_within_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(dir.path(), "hostile.c", "h.so", &[]);
+        let lib = Arc::new(PluginLibrary::open(&path, ANYONE).unwrap());
+        assert_eq!((lib.name(), lib.abi_version()), ("hostile", 1));
+        assert!(lib.is_loaded() && !lib.is_service());
+        let instance = lib.instantiate().unwrap();
+        assert_eq!(instance.execute("echo hi").unwrap(), "hi");
+        assert_eq!(
+            instance.execute_bounded("big 100", 10),
+            Err(CallError::OutputTooLarge {
+                plugin: "hostile".into(),
+                limit: 10
+            })
+        );
+        assert_eq!(instance.execute_bounded("big 10", 10).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn every_broken_file_is_refused_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let not_elf = d.join("text.so");
+        std::fs::write(&not_elf, "not a library").unwrap();
+        assert!(matches!(
+            PluginLibrary::open(&not_elf, ANYONE),
+            Err(LoadError::NotALibrary { .. })
+        ));
+        let cases: [(&str, &[&str]); 4] = [
+            ("noentry.so", &["-DFIX_NO_ENTRY"]),
+            ("abi.so", &["-DFIX_ABI=999"]),
+            ("magic.so", &["-DFIX_MAGIC=0x12345678"]),
+            ("name.so", &["-DFIX_NAME=\"Bad Name\""]),
+        ];
+        let errors: Vec<LoadError> = cases
+            .iter()
+            .map(|(file, defines)| {
+                let path = fixture(d, "variant.c", file, defines);
+                PluginLibrary::open(&path, ANYONE).unwrap_err()
+            })
+            .collect();
+        assert!(
+            matches!(errors[0], LoadError::MissingEntry { .. }),
+            "{errors:?}"
+        );
+        assert!(
+            matches!(
+                errors[1],
+                LoadError::AbiMismatch {
+                    found: 999,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            matches!(errors[2], LoadError::BadTable { .. }),
+            "{errors:?}"
+        );
+        assert!(
+            matches!(errors[3], LoadError::BadMetadata { .. }),
+            "{errors:?}"
+        );
+        // A FIFO is refused without blocking (opened non-blocking, checked by fstat).
+        let fifo = d.join("fifo.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(
+            PluginLibrary::open(&fifo, ANYONE),
+            Err(LoadError::Untrusted { .. })
+        ));
+    }
+}

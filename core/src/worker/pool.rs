@@ -633,3 +633,146 @@ impl WorkerPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool against a fake worker (a Python script speaking the protocol on fd 3),
+    //! so each way a worker can misbehave is produced on demand. The script's
+    //! "library" argument picks its behaviour.
+
+    use super::*;
+    use crate::worker::sandbox::{SandboxPolicy, Spec};
+
+    const FAKE_WORKER: &str = r#"#!/usr/bin/python3
+import json, os, signal, struct, sys, time
+mode = os.path.basename(sys.argv[2])
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(3, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def send(kind, body):
+    os.write(3, struct.pack("<IB", len(body) + 1, kind) + body)
+hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1, "service": False}
+send(1, struct.pack("<I", 2) + json.dumps(hello).encode())
+while True:
+    n, kind = struct.unpack("<IB", read_exact(5))
+    body = read_exact(n - 1)
+    call, payload = body[:8], body[8:]
+    if kind == 3 and payload == b"forge":
+        call = b"\0" * 8
+    if kind == 3 and payload == b"crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if kind == 3 and payload == b"hang":
+        time.sleep(60)
+    if kind == 3 and payload == b"big":
+        payload = b"x" * 5000
+    send(4, call + b"\0" + payload)
+"#;
+
+    fn pool(dir: &std::path::Path, crash_limit: u32) -> WorkerPool {
+        use std::os::unix::fs::PermissionsExt;
+        let program = dir.join("fake-worker");
+        std::fs::write(&program, FAKE_WORKER).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let off = SandboxPolicy {
+            identity: false,
+            pid_namespace: false,
+            landlock: false,
+            seccomp: false,
+            ..SandboxPolicy::default()
+        };
+        let config = PoolConfig {
+            program,
+            library: dir.join("fake.so"),
+            name: "fake".into(),
+            workers: 1,
+            limits: ResourceLimits {
+                address_space: None,
+                cpu_seconds: None,
+                open_files: 64,
+            },
+            crash_limit,
+            max_output: 1000,
+            sandbox: Spec {
+                policy: off,
+                identity: Err("not switching".into()),
+                daemon_pid: std::process::id(),
+            },
+        };
+        WorkerPool::new(config, "{}".into())
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn answers_and_refuses_what_a_worker_must_not_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        assert_eq!(pool.call("hi", T).await.unwrap(), "hi");
+        assert_eq!(pool.status().running, 1);
+        // A result for another call: the worker is killed and only this call fails.
+        match pool.call("forge", T).await {
+            Err((PoolError::Protocol(why), None)) => assert!(why.contains("another call"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // An answer over the limit is refused from its header.
+        assert!(matches!(
+            pool.call("big", T).await,
+            Err((PoolError::OutputTooLarge(1000), None))
+        ));
+        // Neither counts as a crash, and the next call gets a fresh worker.
+        assert_eq!(pool.call("again", T).await.unwrap(), "again");
+        assert_eq!(pool.status().crashes, 0);
+        assert_eq!(
+            PoolError::OutputTooLarge(1000).to_string(),
+            "the answer exceeded max_output_bytes (1000 bytes)"
+        );
+    }
+
+    #[tokio::test]
+    async fn crashes_are_named_and_quarantine_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 2);
+        match pool.call("crash", T).await {
+            Err((PoolError::Crashed(why), None)) => assert!(why.contains("SIGSEGV"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match pool.call("crash", T).await {
+            Err((PoolError::Crashed(_), Some(quarantine))) => {
+                assert!(quarantine.contains("2 crashes"), "{quarantine}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            pool.call("hi", T).await,
+            Err((PoolError::Quarantined(_), None))
+        ));
+        let status = pool.status();
+        assert_eq!((status.crashes, status.quarantined.is_some()), (2, true));
+        pool.release();
+        assert_eq!(pool.call("hi", T).await.unwrap(), "hi");
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_timeout_kills_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        assert_eq!(pool.call("warm", T).await.unwrap(), "warm");
+        let pid = pool.status().pids[0];
+        assert!(matches!(
+            pool.call("hang", Duration::from_millis(300)).await,
+            Err((PoolError::Timeout, None))
+        ));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z")),
+            "the hung worker was killed"
+        );
+        assert_eq!(pool.call("after", T).await.unwrap(), "after");
+    }
+}
