@@ -12,18 +12,6 @@ use dynplug_tests::{rust_plugin, send_signal, set_mode, Daemon, PluginDir, Priva
 /// in-process echo plugin.
 const CONFIG: &str = "worker_user: nobody\nplugins:\n  hostile:\n    isolation: process\n    workers: 4\n    timeout_ms: 5000\n    crash_limit: 1000\n    max_output_bytes: 4194304\n";
 
-async fn proxy(bus: &PrivateBus) -> ManagerProxy<'static> {
-    let conn = zbus::connection::Builder::address(bus.address())
-        .build()
-        .await
-        .unwrap();
-    ManagerProxy::builder(&conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap()
-}
-
 fn plugins() -> PluginDir {
     let d = PluginDir::new();
     d.add(&rust_plugin("echo"), "echo.so");
@@ -83,7 +71,7 @@ async fn every_attack_on_the_daemon_fails_and_it_keeps_serving() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     let pid = daemon.pid();
     let config = daemon.config_path();
     let state = state_dir(&daemon);
@@ -153,7 +141,7 @@ async fn forged_frames_never_reach_another_caller() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let _daemon = Daemon::start(&bus, plugins.path(), CONFIG);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     let calls = (0..1000).map(|i| {
         let m = m.clone();
         async move {
@@ -199,7 +187,7 @@ async fn fatal_signals_are_crashes_with_the_signal_named() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let mut daemon = Daemon::start(&bus, plugins.path(), CONFIG);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     for (sig, name) in [
         (libc::SIGSEGV, "SIGSEGV"),
         (libc::SIGBUS, "SIGBUS"),
@@ -223,7 +211,7 @@ async fn fatal_signals_are_crashes_with_the_signal_named() {
     // restarts it); it never answers as if the call succeeded.
     let config = "plugins:\n  hostile:\n    isolation: in-process\n";
     let mut daemon = Daemon::start(&bus, plugins.path(), config);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     let out = m
         .execute("hostile", &format!("raise {}", libc::SIGSEGV))
         .await;
@@ -240,7 +228,7 @@ async fn no_process_a_plugin_starts_outlives_its_worker_or_the_daemon() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let mut daemon = Daemon::start(&bus, plugins.path(), CONFIG);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     // The worker dies (its call times out and it is killed): its orphan goes with it.
     assert!(attack(&m, "orphan").await.starts_with("ok"));
     assert!(!processes_named("dynplug-orphan").is_empty());
@@ -265,7 +253,7 @@ async fn answers_are_bounded_and_so_is_the_daemons_memory() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     let rss = || dynplug_core::resources::of(&daemon.pid().to_string()).map_or(0, |u| u.rss_bytes);
     assert_eq!(attack(&m, "echo warm").await, "warm");
     let before = rss();

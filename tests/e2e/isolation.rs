@@ -9,22 +9,9 @@ use dynplug_core::config::Config;
 use dynplug_core::error::{CallError, ManagerError};
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
-use dynplug_dbus::ManagerProxy;
 use dynplug_tests::{binary, rust_plugin, send_signal, Daemon, PluginDir, PrivateBus};
 
 const ISOLATED: &str = "plugins:\n  fault:\n    isolation: process\n    workers: 2\n    timeout_ms: 1500\n    memory_limit_mb: 256\n    crash_limit: 100\n";
-
-async fn proxy(bus: &PrivateBus) -> ManagerProxy<'static> {
-    let conn = zbus::connection::Builder::address(bus.address())
-        .build()
-        .await
-        .unwrap();
-    ManagerProxy::builder(&conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap()
-}
 
 fn plugins() -> PluginDir {
     let d = PluginDir::with_examples();
@@ -71,7 +58,7 @@ async fn every_kind_of_crash_is_contained_and_the_worker_comes_back() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let mut daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     assert_eq!(m.execute("fault", "warm").await.unwrap(), "warm");
     assert_eq!(
         workers_under(plugins.path()).len(),
@@ -128,7 +115,7 @@ async fn healthy_plugins_lose_no_call_while_an_isolated_one_crashes() {
     let bus = PrivateBus::start();
     let plugins = plugins();
     let _daemon = Daemon::start(&bus, plugins.path(), ISOLATED);
-    let m = proxy(&bus).await;
+    let m = bus.manager_proxy().await;
     let mut healthy = Vec::new();
     for w in 0..4 {
         let m = m.clone();

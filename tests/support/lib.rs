@@ -195,6 +195,20 @@ impl PrivateBus {
         &self.address
     }
 
+    /// A client of the daemon on this bus, through the contract crate's proxy; its
+    /// properties are read fresh on every access (no cache lagging behind signals).
+    pub async fn manager_proxy(&self) -> dynplug_dbus::ManagerProxy<'static> {
+        let conn = zbus::connection::Builder::address(self.address())
+            .build()
+            .await
+            .expect("connect to the private bus");
+        dynplug_dbus::ManagerProxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .expect("manager proxy")
+    }
+
     /// Calls a method of `org.dynplug.Manager` with busctl; returns what busctl printed
     /// (the reply, or the error on stderr appended).
     pub fn manager_call(&self, method: &str, signature: &str, args: &[&str]) -> String {
