@@ -39,55 +39,15 @@ impl Manager {
         let _admin = self.inner.admin.lock().await;
         let old_config = self.config();
         let policy = self.inner.policy;
-        let dir = config.plugins_dir.clone();
         // Everything that can fail happens before anything changes.
-        let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
-            .plugins
-            .values()
-            .map(|s| {
-                (
-                    s.library.path().to_owned(),
-                    (s.name().to_owned(), s.library.identity()),
-                )
-            })
-            .collect();
-        let probe = self.inner.worker_program.clone().map(|program| Probe {
-            program,
-            spec: sandbox_spec(&config, SandboxPolicy::default()),
-            isolated: config
-                .plugins
-                .iter()
-                .filter(|(_, p)| p.isolation == Isolation::Process)
-                .map(|(name, _)| name.clone())
-                .collect(),
-        });
-        let scanned =
-            tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
-                .await
-                .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
-                .map_err(ManagerError::PluginsDir)?;
+        let scanned = self.scan_plugins(&config).await?;
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
         let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
         let mut failures: Vec<(PathBuf, LoadError)> = Vec::new();
         let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
-        // Overrides made at run time are dropped for plugins whose `enabled` the admin
-        // changed in the file: the newest intention wins.
-        {
-            let mut runtime = lock(&self.inner.runtime);
-            let before = runtime.clone();
-            if !first {
-                runtime
-                    .enabled
-                    .retain(|name, _| old_config.enabled(name) == config.enabled(name));
-            }
-            if *runtime != before {
-                if let Err(e) = self.inner.store.save(&runtime) {
-                    tracing::warn!(error = %e, "cannot save runtime state");
-                }
-            }
-        }
+        self.drop_stale_overrides(&old_config, &config, first);
         let overrides = lock(&self.inner.runtime).enabled.clone();
         let enabled_of = |name: &str| {
             overrides
@@ -187,42 +147,7 @@ impl Manager {
                 report.removed.push(name.clone());
             }
         }
-        *write(&self.inner.config) = Arc::new(config.clone());
-        {
-            let mut reg = write(&self.inner.registry);
-            reg.plugins = plugins.clone();
-            // Files that failed before and no longer do (removed, or fixed).
-            for (path, _) in &reg.failures {
-                if !failures.iter().any(|(p, _)| p == path) {
-                    report.cleared.push(
-                        path.file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    );
-                }
-            }
-            reg.failures = failures.clone();
-        }
-        for (path, error) in &failures {
-            tracing::warn!(path = %path.display(), error = %error, "plugin file skipped");
-            report.failed.push(
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-        }
-        for name in &report.removed {
-            let _ = self
-                .inner
-                .events
-                .send(Event::PluginRemoved { name: name.clone() });
-        }
-        for name in report.added.iter().chain(&report.replaced) {
-            let _ = self
-                .inner
-                .events
-                .send(Event::PluginAdded { name: name.clone() });
-        }
+        self.commit(&config, &plugins, &failures, &mut report);
 
         let fresh: BTreeSet<String> = report
             .added
@@ -248,6 +173,97 @@ impl Manager {
         }
         tracing::info!(summary = %report, "configuration applied");
         Ok(report)
+    }
+
+    /// Scans plugins_dir for `config`, reusing unchanged files and probing new ones.
+    async fn scan_plugins(&self, config: &Config) -> Result<Vec<Scanned>, ManagerError> {
+        let policy = self.inner.policy;
+        let dir = config.plugins_dir.clone();
+        let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
+            .plugins
+            .values()
+            .map(|s| {
+                (
+                    s.library.path().to_owned(),
+                    (s.name().to_owned(), s.library.identity()),
+                )
+            })
+            .collect();
+        let probe = self.inner.worker_program.clone().map(|program| Probe {
+            program,
+            spec: sandbox_spec(config, SandboxPolicy::default()),
+            isolated: config
+                .plugins
+                .iter()
+                .filter(|(_, p)| p.isolation == Isolation::Process)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        });
+        tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
+            .await
+            .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
+            .map_err(ManagerError::PluginsDir)
+    }
+
+    /// Drops the run-time overrides of plugins whose `enabled` the admin changed in the
+    /// file: the newest intention wins.
+    fn drop_stale_overrides(&self, old_config: &Config, config: &Config, first: bool) {
+        let mut runtime = lock(&self.inner.runtime);
+        let before = runtime.clone();
+        if !first {
+            runtime
+                .enabled
+                .retain(|name, _| old_config.enabled(name) == config.enabled(name));
+        }
+        if *runtime != before {
+            if let Err(e) = self.inner.store.save(&runtime) {
+                tracing::warn!(error = %e, "cannot save runtime state");
+            }
+        }
+    }
+
+    /// Makes the new configuration, plugins and failures current, reports the failures
+    /// (and the files that no longer fail) and announces added and removed plugins.
+    fn commit(
+        &self,
+        config: &Config,
+        plugins: &BTreeMap<String, Arc<Slot>>,
+        failures: &[(PathBuf, LoadError)],
+        report: &mut ReloadReport,
+    ) {
+        let file_name = |path: &Path| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        *write(&self.inner.config) = Arc::new(config.clone());
+        {
+            let mut reg = write(&self.inner.registry);
+            reg.plugins = plugins.clone();
+            // Files that failed before and no longer do (removed, or fixed).
+            for (path, _) in &reg.failures {
+                if !failures.iter().any(|(p, _)| p == path) {
+                    report.cleared.push(file_name(path));
+                }
+            }
+            reg.failures = failures.to_vec();
+        }
+        for (path, error) in failures {
+            tracing::warn!(path = %path.display(), error = %error, "plugin file skipped");
+            report.failed.push(file_name(path));
+        }
+        for name in &report.removed {
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginRemoved { name: name.clone() });
+        }
+        for name in report.added.iter().chain(&report.replaced) {
+            let _ = self
+                .inner
+                .events
+                .send(Event::PluginAdded { name: name.clone() });
+        }
     }
 
     /// The worker pool settings of `name`, or `None` when it runs in process.
