@@ -52,6 +52,8 @@ mod services;
 mod slot;
 #[cfg(feature = "host")]
 pub mod state;
+#[cfg(all(test, feature = "host"))]
+mod test_fixtures;
 #[cfg(feature = "host")]
 pub mod testkit;
 #[cfg(feature = "host")]

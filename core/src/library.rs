@@ -506,25 +506,7 @@ mod tests {
         check_modes: true,
     };
 
-    /// Compiles a fixture into `dir` as `file` (mode 0644).
-    fn fixture(dir: &Path, source: &str, file: &str, defines: &[&str]) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = dir.join(file);
-        let status =
-            std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-                .args(["-shared", "-fPIC", "-o"])
-                .arg(&out)
-                .arg("-I")
-                .arg(root.join("sdk/include"))
-                .args(defines)
-                .arg(root.join("tests/fixtures/c").join(source))
-                .status()
-                .expect("a C compiler");
-        assert!(status.success(), "cc {source} {defines:?}");
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
-        out
-    }
+    use crate::test_fixtures::compile as fixture;
 
     #[test]
     fn a_good_library_loads_and_answers_within_its_limit() {

@@ -456,3 +456,98 @@ impl Manager {
         self.inner.in_flight.count.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The manager with real C plugins in a temporary directory: queries, execute,
+    //! enable/disable persisted, reload by difference, duplicate names, shutdown.
+
+    use super::*;
+    use crate::test_fixtures::compile;
+
+    const ANY: TrustPolicy = TrustPolicy {
+        required_owner: None,
+        check_modes: true,
+    };
+
+    fn config(dir: &Path, yaml: &str) -> Config {
+        let mut c = Config::parse(yaml, Path::new("test.yaml")).unwrap();
+        c.plugins_dir = dir.to_owned();
+        c.validate(Path::new("test.yaml")).unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn executes_toggles_and_persists() {
+        let plugins = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        compile(plugins.path(), "hostile.c", "h.so", &[]);
+        let (m, report) = Manager::start(config(plugins.path(), ""), state.path(), ANY)
+            .await
+            .unwrap();
+        assert_eq!(report.added, vec!["hostile".to_owned()]);
+        assert_eq!(m.execute("hostile", "echo hi".into()).await.unwrap(), "hi");
+        assert!(matches!(
+            m.execute("nope", String::new()).await,
+            Err(ManagerError::NotFound(_))
+        ));
+        assert_eq!(m.disable("hostile").await.unwrap(), Change::Changed);
+        assert_eq!(m.disable("hostile").await.unwrap(), Change::Unchanged);
+        assert!(matches!(
+            m.execute("hostile", "echo x".into()).await,
+            Err(ManagerError::Disabled(_))
+        ));
+        assert_eq!(m.info("hostile").unwrap().stats.calls, 1);
+        assert_eq!(m.shutdown(Duration::from_secs(1)).await, 0);
+        // The runtime state survives: a new manager on the same state starts it disabled.
+        let (m, _) = Manager::start(config(plugins.path(), ""), state.path(), ANY)
+            .await
+            .unwrap();
+        assert!(!m.info("hostile").unwrap().enabled);
+        assert!(matches!(
+            m.execute("hostile", "echo x".into()).await,
+            Err(ManagerError::Disabled(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn reload_applies_only_what_changed() {
+        let plugins = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        compile(plugins.path(), "hostile.c", "h.so", &[]);
+        let (m, _) = Manager::start(config(plugins.path(), ""), state.path(), ANY)
+            .await
+            .unwrap();
+        let report = m.reload(config(plugins.path(), "")).await.unwrap();
+        assert_eq!(report.to_string(), "no changes");
+        // A second file declaring the same name loses, first in file-name order.
+        compile(plugins.path(), "hostile.c", "z.so", &[]);
+        compile(plugins.path(), "variant.c", "v.so", &[]);
+        let report = m.reload(config(plugins.path(), "")).await.unwrap();
+        assert_eq!(report.added, vec!["variant".to_owned()]);
+        assert_eq!(report.failed, vec!["z.so".to_owned()]);
+        assert!(m
+            .info("z.so")
+            .unwrap()
+            .error()
+            .unwrap()
+            .contains("already provided by"));
+        std::fs::remove_file(plugins.path().join("z.so")).unwrap();
+        std::fs::remove_file(plugins.path().join("v.so")).unwrap();
+        let report = m.reload(config(plugins.path(), "")).await.unwrap();
+        assert_eq!(
+            (report.removed.clone(), report.cleared.clone()),
+            (vec!["variant".to_owned()], vec!["z.so".to_owned()])
+        );
+        // A missing plugins directory refuses the reload and keeps what runs.
+        let gone = plugins.path().join("nope");
+        assert!(matches!(
+            m.reload(config(&gone, "")).await,
+            Err(ManagerError::PluginsDir(_))
+        ));
+        assert_eq!(
+            m.execute("hostile", "echo still".into()).await.unwrap(),
+            "still"
+        );
+    }
+}
