@@ -174,7 +174,7 @@ fn routes_and_status_codes() {
         "/plugins/fault/execute",
         &[ct_json[0], ct_json[1], ct_json[2], &json_body("error")],
     );
-    assert_eq!(status, 500);
+    assert_eq!(status, 422, "a plugin's own error: it refused the input");
     assert_envelope_error(&v, "execution_failed");
     assert!(v["error"].as_str().unwrap().contains("requested failure"));
     let (status, v) = api.curl(

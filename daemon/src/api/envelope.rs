@@ -111,11 +111,14 @@ impl From<ManagerError> for ApiError {
             ManagerError::Call(CallError::OutputTooLarge { .. }) => {
                 (StatusCode::BAD_GATEWAY, "output_too_large")
             }
-            ManagerError::Call(
-                CallError::Failed { .. }
-                | CallError::Panicked { .. }
-                | CallError::InvalidOutput { .. },
-            ) => (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
+            // The plugin answered with an error: it refused this input.
+            ManagerError::Call(CallError::Failed { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "execution_failed")
+            }
+            // A fault in the plugin itself.
+            ManagerError::Call(CallError::Panicked { .. } | CallError::InvalidOutput { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed")
+            }
             ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
             ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             _ => {

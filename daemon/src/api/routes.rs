@@ -216,7 +216,8 @@ fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
         (status = 413, description = "body or input too large", body = ErrorEnvelope),
         (status = 415, description = "unsupported content type", body = ErrorEnvelope),
         (status = 429, description = "rate limited", body = ErrorEnvelope),
-        (status = 500, description = "the plugin failed", body = ErrorEnvelope),
+        (status = 422, description = "the plugin answered with an error (it refused the input)", body = ErrorEnvelope),
+        (status = 500, description = "the plugin panicked or answered invalid UTF-8", body = ErrorEnvelope),
         (status = 503, description = "plugin unusable or daemon stopping", body = ErrorEnvelope),
         (status = 504, description = "the plugin timed out", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
