@@ -284,6 +284,7 @@ impl Manager {
             },
             crash_limit: p.crash_limit.unwrap_or(5),
             max_output: config.max_output_bytes(name),
+            shared_bytes: config.max_input_bytes.max(config.max_output_bytes(name)),
             sandbox: sandbox_spec(config, p.sandbox),
         })
     }

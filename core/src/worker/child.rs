@@ -20,6 +20,7 @@ pub(crate) fn command(
     channel: RawFd,
     limits: ResourceLimits,
     sandbox: &Spec,
+    shared: Option<RawFd>,
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg(mode)
@@ -44,6 +45,9 @@ pub(crate) fn command(
                 }
             };
             fail(libc::dup2(channel, WORKER_FD))?;
+            if let Some(region) = shared {
+                fail(libc::dup2(region, super::shared::SHARED_FD))?;
+            }
             fail(libc::setpgid(0, 0))?;
             fail(libc::prctl(
                 libc::PR_SET_PDEATHSIG,

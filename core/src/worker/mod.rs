@@ -2,6 +2,7 @@
 //! segfault, abort or runaway allocation kills only the worker.
 //!
 //! - [`sandbox`]: the layers a worker confines itself in before it loads a plugin;
+//! - [`shared`]: a sealed memfd per worker for payloads above 64 KiB;
 //! - [`protocol`]: length-prefixed, versioned frames on a private socketpair;
 //! - [`serve`]: the worker process (`dynplugd --worker PATH`) and the probe
 //!   (`dynplugd --probe PATH`);
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod protocol;
 pub mod sandbox;
 pub mod serve;
+pub mod shared;
 
 pub use pool::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
 pub use probe::probe;

@@ -26,6 +26,7 @@ use super::protocol::{
     RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{SandboxReport, Spec};
+use super::shared;
 use crate::error::CallError;
 
 /// Resource limits applied to each worker process (setrlimit).
@@ -56,6 +57,9 @@ pub struct PoolConfig {
     pub crash_limit: u32,
     /// Largest answer accepted, in bytes; a larger one is refused before it is read.
     pub max_output: usize,
+    /// Size of the shared region for large payloads (0: none; payloads then travel in
+    /// frames).
+    pub shared_bytes: usize,
     /// The sandbox each worker enters.
     pub sandbox: Spec,
 }
@@ -119,6 +123,10 @@ struct Worker {
     child: Child,
     stream: UnixStream,
     generation: u64,
+    /// The shared payload region, if one could be made.
+    region: Option<shared::Region>,
+    /// Whether the worker mapped it (said in its hello).
+    shared: bool,
 }
 
 impl Worker {
@@ -185,21 +193,33 @@ impl Worker {
         limit: usize,
     ) -> Result<Result<String, CallError>, Failure> {
         let call = new_call_id();
-        // One write for a small request (one wake-up of the worker); a large payload is
-        // written as it is after the header, without being copied.
-        let mut head = request_head(kind, call, payload.len());
-        if payload.len() <= COPY_BELOW {
+        let shared = self
+            .region
+            .as_ref()
+            .filter(|r| self.shared && payload.len() > shared::THRESHOLD && r.put(payload));
+        if shared.is_some() {
+            // The input is in the shared region: the frame carries only its length.
+            let mut head = request_head(Kind::ExecuteShared, call, 8);
+            head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            self.stream.write_all(&head).await?;
+        } else if payload.len() <= COPY_BELOW {
+            // One write for a small request (one wake-up of the worker).
+            let mut head = request_head(kind, call, payload.len());
             head.extend_from_slice(payload);
             self.stream.write_all(&head).await?;
         } else {
-            self.stream.write_all(&head).await?;
+            // A large payload is written as it is after the header, without a copy.
+            self.stream
+                .write_all(&request_head(kind, call, payload.len()))
+                .await?;
             self.stream.write_all(payload).await?;
         }
         let (kind, mut body) = self.recv(limit).await?;
-        let Some((id, status, text)) = split_result(&body).filter(|_| kind == Kind::Result) else {
+        let Some((id, status, rest)) =
+            split_result(&body).filter(|_| matches!(kind, Kind::Result | Kind::ResultShared))
+        else {
             return Err(Failure::Protocol(format!("unexpected {kind:?} frame")));
         };
-        let valid = std::str::from_utf8(text).is_ok();
         if id != call {
             return Err(Failure::Protocol(
                 "a result for another call (forged or stale)".into(),
@@ -208,12 +228,28 @@ impl Worker {
         if self.has_unasked_bytes() {
             return Err(Failure::Protocol("data after the result".into()));
         }
-        // Reuse the frame's buffer for the text: a large answer is held once, not twice.
-        body.drain(..RESULT_HEAD);
-        let text = if valid {
-            String::from_utf8(body).unwrap_or_default()
+        let bytes = if kind == Kind::ResultShared {
+            let region = self
+                .region
+                .as_ref()
+                .filter(|_| self.shared)
+                .ok_or_else(|| Failure::Protocol("a shared result without a region".into()))?;
+            let len = shared::shared_len_checked(rest)
+                .ok_or_else(|| Failure::Protocol("a malformed shared result".into()))?;
+            if len > limit {
+                return Err(Failure::TooLarge);
+            }
+            region
+                .take(len)
+                .ok_or_else(|| Failure::Protocol("a shared result beyond the region".into()))?
         } else {
-            String::from_utf8_lossy(&body).into_owned()
+            // Reuse the frame's buffer for the text: a large answer is held once.
+            body.drain(..RESULT_HEAD);
+            body
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let plugin = plugin.to_owned();
         Ok(match status {
@@ -411,6 +447,13 @@ impl WorkerPool {
                 };
             }
         }
+        // A region for large payloads; without one (no memfd here), frames carry them.
+        let region = (self.config.shared_bytes > shared::THRESHOLD)
+            .then(|| shared::Region::create(self.config.shared_bytes))
+            .and_then(|r| {
+                r.map_err(|e| tracing::debug!(error = %e, "no shared payload region"))
+                    .ok()
+            });
         let mut cmd = Command::from(child::command(
             &self.config.program,
             "--worker",
@@ -418,6 +461,7 @@ impl WorkerPool {
             theirs.as_raw_fd(),
             self.config.limits,
             &self.config.sandbox,
+            region.as_ref().map(shared::Region::fd),
         ));
         cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
@@ -434,6 +478,8 @@ impl WorkerPool {
             child,
             stream,
             generation: self.generation.load(Ordering::Acquire),
+            region,
+            shared: false,
         };
         lock(&self.health).started += 1;
         match tokio::time::timeout(START_TIMEOUT, self.handshake(&mut worker)).await {
@@ -481,6 +527,7 @@ impl WorkerPool {
                 hello.name, self.config.name
             )));
         }
+        worker.shared = hello.shared && worker.region.is_some();
         *lock(&self.sandbox) = hello.sandbox;
         let settings = lock(&self.settings).clone();
         match worker
@@ -697,6 +744,7 @@ while True:
             },
             crash_limit,
             max_output: 1000,
+            shared_bytes: 0,
             sandbox: Spec {
                 policy: off,
                 identity: Err("not switching".into()),

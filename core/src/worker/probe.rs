@@ -36,6 +36,7 @@ pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadE
         theirs.as_raw_fd(),
         limits,
         spec,
+        None,
     )
     .spawn()
     .map_err(|e| fail(format!("cannot start {}: {e}", program.display())))?;

@@ -48,6 +48,10 @@ pub enum Kind {
     Result = 4,
     /// worker → daemon: the plugin could not be loaded; body is the message.
     Failed = 5,
+    /// daemon → worker: call id + `len: u64 LE`; the input is in the shared region.
+    ExecuteShared = 6,
+    /// worker → daemon: call id + status + `len: u64 LE`; the text is in the region.
+    ResultShared = 7,
 }
 
 impl Kind {
@@ -58,6 +62,8 @@ impl Kind {
             3 => Kind::Execute,
             4 => Kind::Result,
             5 => Kind::Failed,
+            6 => Kind::ExecuteShared,
+            7 => Kind::ResultShared,
             _ => return None,
         })
     }
@@ -79,6 +85,9 @@ pub struct Hello {
     /// What the worker runs under (absent when it was started without a sandbox).
     #[serde(default)]
     pub sandbox: Option<super::sandbox::SandboxReport>,
+    /// Whether the worker mapped the shared payload region.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Hello {
@@ -221,6 +230,7 @@ mod tests {
             abi_version: 1,
             service: false,
             sandbox: None,
+            shared: false,
         };
         assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
         let mut old = 1u32.to_le_bytes().to_vec();

@@ -12,6 +12,7 @@ use super::protocol::{
     RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{self, Spec, SPEC_ENV};
+use super::shared::{self, Region};
 use crate::error::CallError;
 use crate::library::PluginLibrary;
 use crate::trust::TrustPolicy;
@@ -19,7 +20,13 @@ use crate::trust::TrustPolicy;
 /// The file descriptor of the channel in a worker process.
 pub const WORKER_FD: i32 = 3;
 
-fn result_frame(call: u64, outcome: Result<String, CallError>) -> Vec<u8> {
+/// The result frame for `outcome`: the text in the frame, or, when it is large and the
+/// shared region holds it, in the region with only its length in the frame.
+fn result_frame(
+    call: u64,
+    outcome: Result<String, CallError>,
+    region: Option<&Region>,
+) -> (Kind, Vec<u8>) {
     let (status, text) = match outcome {
         Ok(out) => (RESULT_OK, out),
         Err(CallError::Panicked { message, .. }) => (RESULT_PANIC, message),
@@ -29,20 +36,30 @@ fn result_frame(call: u64, outcome: Result<String, CallError>) -> Vec<u8> {
         }
         Err(other) => (RESULT_ERROR, other.to_string()),
     };
-    result_body(call, status, text.as_bytes())
+    match region {
+        Some(r) if text.len() > shared::THRESHOLD && r.put(text.as_bytes()) => (
+            Kind::ResultShared,
+            result_body(call, status, &(text.len() as u64).to_le_bytes()),
+        ),
+        _ => (Kind::Result, result_body(call, status, text.as_bytes())),
+    }
 }
 
 /// Confines this process as the daemon asked (the sandbox spec in the environment),
 /// then loads the plugin at `path` and greets the daemon with its metadata and what it
 /// runs under (or says why it could not). Returns the channel and the instance, or the
 /// exit code to end with.
-fn load_and_greet(path: &Path) -> Result<(UnixStream, Hello, crate::library::Instance), i32> {
+#[allow(clippy::type_complexity)]
+fn load_and_greet(
+    path: &Path,
+) -> Result<(UnixStream, Hello, crate::library::Instance, Option<Region>), i32> {
     let spec: Option<Spec> = std::env::var(SPEC_ENV)
         .ok()
         .and_then(|json| serde_json::from_str(&json).ok());
     std::env::remove_var(SPEC_ENV);
     let report = spec.map(|spec| sandbox::confine(&spec, path));
     crate::fatal::install();
+    let region = Region::inherited();
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
@@ -69,11 +86,12 @@ fn load_and_greet(path: &Path) -> Result<(UnixStream, Hello, crate::library::Ins
         abi_version: library.abi_version(),
         service: library.is_service(),
         sandbox: report,
+        shared: region.is_some(),
     };
     if write_frame(&mut channel, Kind::Hello, &hello.encode()).is_err() {
         return Err(3);
     }
-    Ok((channel, hello, instance))
+    Ok((channel, hello, instance, region))
 }
 
 /// Probe mode (`dynplugd --probe LIBRARY`): loads the plugin, reports its metadata and
@@ -88,7 +106,7 @@ pub fn probe(path: &Path) -> i32 {
 /// Runs a worker for the plugin at `path` until the daemon closes the channel.
 /// Returns the process exit code.
 pub fn serve(path: &Path) -> i32 {
-    let (mut channel, hello, instance) = match load_and_greet(path) {
+    let (mut channel, hello, instance, region) = match load_and_greet(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -102,6 +120,17 @@ pub fn serve(path: &Path) -> i32 {
         let Some((call, payload)) = split_request(&body) else {
             return 3;
         };
+        // A shared request carries only the length; the input is read in the region.
+        let (kind, payload) = if kind == Kind::ExecuteShared {
+            let Some(input) =
+                shared::shared_len_checked(payload).and_then(|len| region.as_ref()?.borrow(len))
+            else {
+                return 3;
+            };
+            (Kind::Execute, input)
+        } else {
+            (kind, payload)
+        };
         let outcome = match (kind, std::str::from_utf8(payload)) {
             (_, Err(_)) => Err(CallError::Failed {
                 plugin: hello.name.clone(),
@@ -111,7 +140,8 @@ pub fn serve(path: &Path) -> i32 {
             (Kind::Configure, Ok(settings)) => instance.configure(settings).map(|()| String::new()),
             _ => return 3,
         };
-        if write_frame(&mut channel, Kind::Result, &result_frame(call, outcome)).is_err() {
+        let (kind, frame) = result_frame(call, outcome, region.as_ref());
+        if write_frame(&mut channel, kind, &frame).is_err() {
             return 3;
         }
         let _ = std::io::stdout().flush();
