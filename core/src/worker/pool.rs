@@ -703,12 +703,29 @@ def read_exact(n):
     return b
 def send(kind, body):
     os.write(3, struct.pack("<IB", len(body) + 1, kind) + body)
-hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1, "service": False}
+region = None
+try:
+    import mmap
+    region = mmap.mmap(4, 0)
+except Exception:
+    pass
+hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1,
+         "service": False, "shared": region is not None}
 send(1, struct.pack("<I", 2) + json.dumps(hello).encode())
 while True:
     n, kind = struct.unpack("<IB", read_exact(5))
     body = read_exact(n - 1)
     call, payload = body[:8], body[8:]
+    if kind == 6:
+        (n,) = struct.unpack("<Q", payload)
+        payload = bytes(region[:n])
+        if payload.startswith(b"bogus"):
+            send(7, call + b"\0" + struct.pack("<Q", len(region) + 1))
+            continue
+        payload = payload.upper()
+        region[:len(payload)] = payload
+        send(7, call + b"\0" + struct.pack("<Q", len(payload)))
+        continue
     if kind == 3 and payload == b"forge":
         call = b"\0" * 8
     if kind == 3 and payload == b"crash":
@@ -721,6 +738,15 @@ while True:
 "#;
 
     fn pool(dir: &std::path::Path, crash_limit: u32) -> WorkerPool {
+        pool_with(dir, crash_limit, 1000, 0)
+    }
+
+    fn pool_with(
+        dir: &std::path::Path,
+        crash_limit: u32,
+        max_output: usize,
+        shared_bytes: usize,
+    ) -> WorkerPool {
         use std::os::unix::fs::PermissionsExt;
         let program = dir.join("fake-worker");
         std::fs::write(&program, FAKE_WORKER).unwrap();
@@ -743,8 +769,8 @@ while True:
                 open_files: 64,
             },
             crash_limit,
-            max_output: 1000,
-            shared_bytes: 0,
+            max_output,
+            shared_bytes,
             sandbox: Spec {
                 policy: off,
                 identity: Err("not switching".into()),
@@ -803,6 +829,22 @@ while True:
         assert_eq!((status.crashes, status.quarantined.is_some()), (2, true));
         pool.release();
         assert_eq!(pool.call("hi", T).await.unwrap(), "hi");
+    }
+
+    #[tokio::test]
+    async fn large_payloads_go_through_the_shared_region_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_with(dir.path(), 100, 1 << 20, 1 << 20);
+        let input = "a".repeat(200_000);
+        // The fake worker upper-cases what it finds in the region.
+        assert_eq!(pool.call(&input, T).await.unwrap(), "A".repeat(200_000));
+        // A shared result claiming more than the region holds: refused, worker killed.
+        let bogus = format!("bogus{}", "x".repeat(100_000));
+        assert!(matches!(
+            pool.call(&bogus, T).await,
+            Err((PoolError::OutputTooLarge(_) | PoolError::Protocol(_), None))
+        ));
+        assert_eq!(pool.call("small", T).await.unwrap(), "small");
     }
 
     #[tokio::test]
