@@ -3,7 +3,7 @@
 //! daemon serving other callers.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynplug_dbus::ManagerProxy;
 use dynplug_tests::{rust_plugin, send_signal, set_mode, Daemon, PluginDir, PrivateBus};
@@ -31,29 +31,13 @@ fn state_dir(daemon: &Daemon) -> PathBuf {
     daemon.config_path().parent().unwrap().join("state")
 }
 
-/// Live processes whose name (comm) is `name`; zombies count as gone.
+/// Live processes whose name (comm) is `name`.
 fn processes_named(name: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let comm = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'));
-            comm.is_some_and(|(comm, rest)| comm == name && !rest.trim_start().starts_with('Z'))
-        })
-        .collect()
+    dynplug_tests::live_processes(|comm, _| comm == name)
 }
 
 fn wait_gone(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_named(name).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} outlived its worker: {:?}",
-            processes_named(name)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    dynplug_tests::wait_until_gone(name, || processes_named(name));
 }
 
 async fn attack(m: &ManagerProxy<'_>, what: &str) -> String {

@@ -24,33 +24,13 @@ fn plugins() -> PluginDir {
 /// process running the plugin).
 fn workers_under(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // A zombie waiting for the VM's init to reap it is gone for our purposes.
-            let zombie = state
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'));
-            cmdline.contains("--worker") && cmdline.contains(&needle) && !zombie
-        })
-        .collect()
+    dynplug_tests::live_processes(|_, cmdline| {
+        cmdline.contains("--worker") && cmdline.contains(&needle)
+    })
 }
 
 fn wait_no_workers(dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !workers_under(dir).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "workers left behind: {:?}",
-            workers_under(dir)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    dynplug_tests::wait_until_gone("workers", || workers_under(dir));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -484,3 +484,37 @@ pub fn run(mut cmd: Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// PIDs of live processes for which `keep(comm, cmdline)` holds. A zombie waiting for
+/// this machine's init to reap it (which happens late here) counts as gone.
+pub fn live_processes(keep: impl Fn(&str, &str) -> bool) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((comm, rest)) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'))
+            else {
+                return false;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !rest.trim_start().starts_with('Z') && keep(comm, &String::from_utf8_lossy(&cmdline))
+        })
+        .collect()
+}
+
+/// Waits up to ten seconds for `pids()` to come back empty; fails naming `what`.
+pub fn wait_until_gone(what: &str, pids: impl Fn() -> Vec<u32>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = pids();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} left behind: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
