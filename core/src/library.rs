@@ -538,10 +538,10 @@ mod tests {
             Err(LoadError::NotALibrary { .. })
         ));
         let cases: [(&str, &[&str]); 4] = [
-            ("noentry.so", &["-DFIX_NO_ENTRY"]),
-            ("abi.so", &["-DFIX_ABI=999"]),
-            ("magic.so", &["-DFIX_MAGIC=0x12345678"]),
-            ("name.so", &["-DFIX_NAME=\"Bad Name\""]),
+            ("noentry.so", &["FIX_NO_ENTRY"]),
+            ("abi.so", &["FIX_ABI=999"]),
+            ("magic.so", &["FIX_MAGIC=0x12345678"]),
+            ("name.so", &["FIX_NAME=\"Bad Name\""]),
         ];
         let errors: Vec<LoadError> = cases
             .iter()

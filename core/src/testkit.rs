@@ -132,3 +132,24 @@ impl ServiceRun {
         })
     }
 }
+
+/// Compiles the C plugin `source` against the SDK's header (`dynplug.h`) into the
+/// shared library `out` with the system C compiler (`$CC`, else `cc`), warnings as
+/// errors; `defines` are `NAME` or `NAME=VALUE` for `-D`. Returns the compiler's
+/// message when it fails.
+pub fn compile_c(source: &Path, out: &Path, defines: &[&str]) -> Result<(), String> {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let mut cmd = std::process::Command::new(&cc);
+    cmd.args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(out)
+        .arg("-I")
+        .arg(dynplug_sdk::INCLUDE_DIR)
+        .arg(source)
+        .args(defines.iter().map(|d| format!("-D{d}")));
+    let output = cmd.output().map_err(|e| format!("cannot run {cc}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}

@@ -42,6 +42,9 @@
 
 pub mod abi;
 pub mod export;
+
+/// The directory holding `dynplug.h`, the C header of the ABI (for `cc -I`).
+pub const INCLUDE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
 mod plugin;
 
 pub use plugin::{Plugin, PluginResult};

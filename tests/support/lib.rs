@@ -74,25 +74,11 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Compiles the C file `source` (relative to the workspace root) into `out` with the
-/// system C compiler against `sdk/include`, with extra `-D` definitions.
+/// system C compiler against the SDK's header, with extra `-D` definitions.
 pub fn compile_c(source: &str, out: &Path, defines: &[&str]) {
-    let root = workspace_root();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let mut cmd = Command::new(cc);
-    cmd.args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
-        .arg(out)
-        .arg("-I")
-        .arg(root.join("sdk/include"))
-        .arg(root.join(source));
-    for d in defines {
-        cmd.arg(format!("-D{d}"));
+    if let Err(e) = dynplug_core::testkit::compile_c(&workspace_root().join(source), out, defines) {
+        panic!("cc {source} {defines:?} failed:\n{e}");
     }
-    let output = cmd.output().expect("run the C compiler");
-    assert!(
-        output.status.success(),
-        "cc {source} {defines:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A temporary plugins directory with safe permissions.

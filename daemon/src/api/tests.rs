@@ -26,16 +26,7 @@ async fn shared(dir: &Path) -> Arc<Shared> {
     let plugins = dir.join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/c/hostile.c");
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/include");
-    let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(plugins.join("hostile.so"))
-        .arg("-I")
-        .arg(include)
-        .arg(source)
-        .status()
-        .expect("a C compiler");
-    assert!(status.success());
+    dynplug_core::testkit::compile_c(&source, &plugins.join("hostile.so"), &[]).unwrap();
     let mut config = Config::parse(
         "plugins:\n  hostile:\n    timeout_ms: 300\n    max_output_bytes: 1000\n",
         Path::new("test.yaml"),
