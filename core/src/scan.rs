@@ -70,11 +70,13 @@ pub(crate) fn scan(
     let mut out = Vec::with_capacity(files.len());
     let mut to_open = Vec::new();
     for path in files {
-        if let Err(e) = trust::check_path(&path, policy) {
-            out.push(Scanned::Failed(path, e));
-            continue;
-        }
-        let identity = std::fs::metadata(&path).ok().map(|m| FileIdentity::of(&m));
+        let identity = match trust::check_path(&path, policy) {
+            Ok(meta) => Some(FileIdentity::of(&meta)),
+            Err(e) => {
+                out.push(Scanned::Failed(path, e));
+                continue;
+            }
+        };
         let same = known
             .get(&path)
             .is_some_and(|(_, id)| Some(*id) == identity);

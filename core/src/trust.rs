@@ -109,13 +109,15 @@ pub fn check_file(path: &Path, meta: &Metadata, policy: TrustPolicy) -> Result<(
 }
 
 /// Checks the file `path` names (following symlinks) from `stat` alone, without
-/// opening it: a FIFO or device is refused before anything could block on it.
-pub fn check_path(path: &Path, policy: TrustPolicy) -> Result<(), LoadError> {
+/// opening it: a FIFO or device is refused before anything could block on it. Returns
+/// the metadata it checked.
+pub fn check_path(path: &Path, policy: TrustPolicy) -> Result<Metadata, LoadError> {
     let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    check_file(path, &meta, policy)
+    check_file(path, &meta, policy)?;
+    Ok(meta)
 }
 
 fn kind_of(meta: &Metadata) -> &'static str {
