@@ -53,6 +53,12 @@ pub mod ranges {
     pub const RATE: RangeInclusive<u32> = 1..=1_000_000;
     /// Concurrent REST connections.
     pub const CONNECTIONS: RangeInclusive<usize> = 1..=4096;
+    /// Jobs running at once.
+    pub const RUNNING_JOBS: RangeInclusive<usize> = 1..=10_000;
+    /// Ended jobs kept.
+    pub const KEPT_JOBS: RangeInclusive<usize> = 0..=100_000;
+    /// How long an ended job is kept, in milliseconds: up to a week.
+    pub const KEEP_MS: RangeInclusive<u64> = 0..=604_800_000;
 }
 
 /// Checks that `value` (of `field`) lies in `range`.
@@ -165,6 +171,8 @@ pub struct Config {
     pub worker_user: String,
     /// The REST API.
     pub server: ServerConfig,
+    /// Background jobs.
+    pub jobs: JobsConfig,
     /// Per-plugin settings, by plugin name.
     #[serde(deserialize_with = "unique_plugins")]
     pub plugins: BTreeMap<String, PluginConfig>,
@@ -215,8 +223,43 @@ impl Default for Config {
             max_output_bytes: 16 * MIB,
             worker_user: DEFAULT_WORKER_USER.into(),
             server: ServerConfig::default(),
+            jobs: JobsConfig::default(),
             plugins: BTreeMap::new(),
             resolved_settings: ResolvedSettings::default(),
+        }
+    }
+}
+
+/// Background jobs (`jobs:`): how many may run, how many ended ones are kept and for
+/// how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs running at once; one more is refused (`TooManyJobs`).
+    pub max_running: usize,
+    /// Ended jobs kept for their callers; the oldest goes first.
+    pub max_finished: usize,
+    /// How long an ended job is kept, in milliseconds.
+    pub keep_finished_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_running: 64,
+            max_finished: 256,
+            keep_finished_ms: 600_000,
+        }
+    }
+}
+
+impl JobsConfig {
+    /// The bounds the job table applies.
+    pub fn limits(&self) -> crate::jobs::JobLimits {
+        crate::jobs::JobLimits {
+            max_running: self.max_running,
+            max_finished: self.max_finished,
+            keep_finished: std::time::Duration::from_millis(self.keep_finished_ms),
         }
     }
 }
@@ -457,6 +500,24 @@ impl Config {
             return Err(ConfigError::field(file, "worker_user", "must not be empty"));
         }
         self.validate_server(file)?;
+        in_range(
+            file,
+            "jobs.max_running",
+            self.jobs.max_running,
+            ranges::RUNNING_JOBS,
+        )?;
+        in_range(
+            file,
+            "jobs.max_finished",
+            self.jobs.max_finished,
+            ranges::KEPT_JOBS,
+        )?;
+        in_range(
+            file,
+            "jobs.keep_finished_ms",
+            self.jobs.keep_finished_ms,
+            ranges::KEEP_MS,
+        )?;
         let mut resolved = BTreeMap::new();
         for (name, plugin) in &self.plugins {
             validate_plugin_name(name)

@@ -50,13 +50,13 @@ pub enum LoadError {
         reason: String,
     },
     /// The plugin was built for another ABI version.
-    #[error("{path} uses plugin ABI version {found}, but this host speaks version {expected}: rebuild the plugin against this dynplug-core")]
+    #[error("{path} uses plugin ABI version {found}, but this host speaks versions 1 to {expected}: rebuild the plugin against this DynPlug's SDK")]
     AbiMismatch {
         /// The file.
         path: PathBuf,
         /// What the plugin declares.
         found: u32,
-        /// What the host speaks.
+        /// The newest version the host speaks (it loads every one from 1).
         expected: u32,
     },
     /// The plugin's metadata is unusable (bad name, non-UTF-8 strings).
@@ -207,6 +207,18 @@ pub enum ManagerError {
     /// A failure inside the daemon (a task that panicked), not the caller's doing.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call was cancelled before it ended.
+    #[error("the call of plugin `{0}` was cancelled")]
+    Cancelled(String),
+    /// No job has that id (it never existed, or ended and was forgotten).
+    #[error("no job {0}")]
+    JobNotFound(u64),
+    /// As many jobs as allowed are running already.
+    #[error("{0} jobs are running, as many as allowed (jobs.max_running)")]
+    TooManyJobs(usize),
+    /// The caller may not do this (cancel another user's job).
+    #[error("access denied: {0}")]
+    AccessDenied(String),
 }
 
 /// A configuration problem, naming the file, the field and what is wrong.

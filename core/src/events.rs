@@ -77,6 +77,33 @@ pub enum Event {
         /// The new state.
         state: ServiceState,
     },
+    /// A plugin published an event (ABI version 2 `emit`), within its budget.
+    PluginEvent {
+        /// The plugin.
+        plugin: String,
+        /// The event's name.
+        event: String,
+        /// Its payload (text, JSON by convention).
+        payload: String,
+    },
+    /// A job was started.
+    JobAdded {
+        /// The job.
+        id: u64,
+    },
+    /// A job's progress or state changed (progress at most every
+    /// [`JOB_PROGRESS_INTERVAL`](crate::jobs::JOB_PROGRESS_INTERVAL)).
+    JobChanged {
+        /// The job.
+        id: u64,
+        /// Whether it just ended.
+        finished: bool,
+    },
+    /// A finished job was forgotten (its retention ran out).
+    JobRemoved {
+        /// The job.
+        id: u64,
+    },
     /// A reload finished.
     ConfigReloaded {
         /// Whether the new configuration is in force.

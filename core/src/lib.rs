@@ -18,6 +18,9 @@
 //! - `services`: supervision of service plugins (start, stop, restart with backoff);
 //! - `state`: runtime enable/disable persisted atomically apart from the config;
 //! - `events`: the lifecycle events the daemon publishes;
+//! - `host`: the host's services for a call (ABI version 2): logs, progress,
+//!   cancellation, events under a budget;
+//! - `jobs`: background calls with progress, cancellation and bounded retention;
 //! - `worker`: process isolation (worker processes, their sandbox, protocol, pool);
 //! - `fatal`: fatal signals raised by plugin code end the process instead of vanishing;
 //! - `testkit`: load a built plugin through the real ABI in a plugin's own tests;
@@ -26,7 +29,9 @@
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
 
-pub use dynplug_sdk::{abi, export, register_plugin, Plugin, PluginResult};
+pub use dynplug_sdk::{
+    abi, export, register_plugin, Context, Level, Plugin, PluginResult, Recorder,
+};
 
 #[cfg(feature = "host")]
 pub mod config;
@@ -36,6 +41,10 @@ pub mod error;
 pub mod events;
 #[cfg(feature = "host")]
 pub mod fatal;
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "host")]
+pub mod jobs;
 #[cfg(feature = "host")]
 pub mod library;
 #[cfg(feature = "host")]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::abi::{self, Buf, PluginTable};
 use crate::error::{CallError, LoadError};
+use crate::host::{Host, HostFrame};
 use crate::name::validate_plugin_name;
 use crate::trust::{self, TrustPolicy};
 
@@ -54,6 +55,8 @@ pub struct PluginLibrary {
     /// The table, for libraries loaded into this process; `None` for plugins that run
     /// only in worker processes (described by a probe).
     table: Option<&'static PluginTable>,
+    /// Version 2's `execute_ctx`, when the plugin has one.
+    execute_ctx: Option<abi::ExecuteCtxFn>,
     abi_version: u32,
     service: bool,
     name: String,
@@ -176,22 +179,31 @@ impl PluginLibrary {
                 abi::MAGIC
             )));
         }
-        if abi_version != abi::ABI_VERSION {
-            return Err(LoadError::AbiMismatch {
-                path: path.to_owned(),
-                found: abi_version,
-                expected: abi::ABI_VERSION,
-            });
-        }
-        if struct_size < abi::TABLE_SIZE {
+        let needed = match abi_version {
+            1 => abi::TABLE_SIZE_V1,
+            2 => abi::TABLE_SIZE,
+            _ => {
+                return Err(LoadError::AbiMismatch {
+                    path: path.to_owned(),
+                    found: abi_version,
+                    expected: abi::ABI_VERSION,
+                })
+            }
+        };
+        if struct_size < needed {
             return Err(bad(&format!(
-                "table is {struct_size} bytes, smaller than the {} of ABI version {}",
-                abi::TABLE_SIZE,
-                abi::ABI_VERSION
+                "table is {struct_size} bytes, smaller than the {needed} of ABI version {abi_version}",
             )));
         }
-        // SAFETY: magic, version and size say this is a complete v1 table in static memory.
+        // SAFETY: magic, version and size say this is a complete table in static memory
+        // (a version 2 table begins with the version 1 fields).
         let table: &'static PluginTable = unsafe { &*ptr };
+        let execute_ctx = if abi_version >= 2 {
+            // SAFETY: a version 2 table of at least `TABLE_SIZE` bytes is a PluginTableV2.
+            unsafe { &*ptr.cast::<abi::PluginTableV2>() }.execute_ctx
+        } else {
+            None
+        };
         if table.create.is_none()
             || table.destroy.is_none()
             || table.execute.is_none()
@@ -218,6 +230,7 @@ impl PluginLibrary {
             path: path.to_owned(),
             identity,
             table: Some(table),
+            execute_ctx,
             abi_version: table.abi_version,
             service: table.flags & abi::FLAG_SERVICE != 0 && table.start.is_some(),
             name,
@@ -238,6 +251,7 @@ impl PluginLibrary {
             path: path.to_owned(),
             identity,
             table: None,
+            execute_ctx: None,
             abi_version: hello.abi_version,
             service: hello.service,
             name: hello.name,
@@ -376,22 +390,46 @@ impl Instance {
         }
     }
 
-    /// Calls `execute` with `input`.
+    /// Calls `execute` with `input`, without host services.
     pub fn execute(&self, input: &str) -> Result<String, CallError> {
-        self.execute_bounded(input, usize::MAX)
+        self.execute_bounded(input, usize::MAX, None)
     }
 
-    /// Calls `execute` with `input`; an answer of more than `max_output` bytes is
-    /// freed without being copied and becomes [`CallError::OutputTooLarge`].
-    pub fn execute_bounded(&self, input: &str, max_output: usize) -> Result<String, CallError> {
-        let f = self
-            .library
-            .loaded_table()
-            .execute
-            .expect("checked at open");
+    /// Calls the plugin with `input`: `execute_ctx` with `host`'s services when the
+    /// plugin has it (ABI version 2) and a host is given, else `execute`. An answer of
+    /// more than `max_output` bytes is freed without being copied and becomes
+    /// [`CallError::OutputTooLarge`].
+    pub fn execute_bounded(
+        &self,
+        input: &str,
+        max_output: usize,
+        host: Option<&dyn Host>,
+    ) -> Result<String, CallError> {
         let mut out = Buf::EMPTY;
-        // SAFETY: the instance is live; input is valid for its length during the call.
-        let status = unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) };
+        let status = match (self.library.execute_ctx, host) {
+            (Some(f), Some(host)) => {
+                let frame = HostFrame::new(host);
+                // SAFETY: the instance is live; the context and input outlive the call.
+                unsafe {
+                    f(
+                        self.ptr.as_ptr(),
+                        frame.as_ptr(),
+                        input.as_ptr(),
+                        input.len(),
+                        &mut out,
+                    )
+                }
+            }
+            _ => {
+                let f = self
+                    .library
+                    .loaded_table()
+                    .execute
+                    .expect("checked at open");
+                // SAFETY: the instance is live; input is valid for its length during the call.
+                unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) }
+            }
+        };
         self.finish(status, out, max_output)
     }
 
@@ -513,18 +551,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = fixture(dir.path(), "hostile.c", "h.so", &[]);
         let lib = Arc::new(PluginLibrary::open(&path, ANYONE).unwrap());
-        assert_eq!((lib.name(), lib.abi_version()), ("hostile", 1));
+        assert_eq!((lib.name(), lib.abi_version()), ("hostile", 2));
         assert!(lib.is_loaded() && !lib.is_service());
         let instance = lib.instantiate().unwrap();
         assert_eq!(instance.execute("echo hi").unwrap(), "hi");
         assert_eq!(
-            instance.execute_bounded("big 100", 10),
+            instance.execute_bounded("big 100", 10, None),
             Err(CallError::OutputTooLarge {
                 plugin: "hostile".into(),
                 limit: 10
             })
         );
-        assert_eq!(instance.execute_bounded("big 10", 10).unwrap().len(), 10);
+        assert_eq!(
+            instance.execute_bounded("big 10", 10, None).unwrap().len(),
+            10
+        );
     }
 
     #[test]
@@ -559,7 +600,7 @@ mod tests {
                 errors[1],
                 LoadError::AbiMismatch {
                     found: 999,
-                    expected: 1,
+                    expected: 2,
                     ..
                 }
             ),

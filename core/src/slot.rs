@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::error::LoadError;
+use crate::host::PluginOutlet;
 use crate::library::{Instance, PluginLibrary};
 use crate::worker::WorkerPool;
 
@@ -69,6 +70,10 @@ impl Limits {
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) library: Arc<PluginLibrary>,
+    /// The plugin's name, shared with each call's host.
+    pub(crate) label: Arc<str>,
+    /// Where its events and log lines go, under its budgets.
+    pub(crate) outlet: Arc<PluginOutlet>,
     instance: OnceLock<Result<Arc<Instance>, LoadError>>,
     /// Worker processes, for `isolation: process`; the instance is then never created here.
     pub(crate) pool: Option<Arc<WorkerPool>>,
@@ -85,8 +90,11 @@ impl Slot {
         settings_json: String,
         limits: Limits,
         pool: Option<Arc<WorkerPool>>,
+        outlet: Arc<PluginOutlet>,
     ) -> Self {
         Slot {
+            label: library.name().into(),
+            outlet,
             library,
             instance: OnceLock::new(),
             pool,

@@ -11,19 +11,56 @@
 //! assert_eq!(host.name(), "shout");
 //! host.configure(r#"{"loud": true}"#).unwrap();
 //! assert_eq!(host.execute("hi").unwrap(), "HI");
+//! // What a version 2 plugin did through its context (dynplug_sdk::Recorder):
+//! assert!(host.logs().is_empty() && host.progress().is_empty() && host.events().is_empty());
+//! host.cancel_at_progress(0.5); // its `cancelled()` turns true once it reports 50 %
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dynplug_sdk::{Level, Recorder};
+
 use crate::error::{CallError, LoadError};
+use crate::host::Host;
 use crate::library::{Instance, PluginLibrary};
 use crate::trust::TrustPolicy;
 
-/// A plugin loaded as dynplugd would load it, for tests.
+/// The host services of a test call: everything goes to the recorder.
+#[derive(Debug, Default)]
+struct Recording(Arc<Recorder>);
+
+impl Host for Recording {
+    fn log(&self, level: Level, message: &str) {
+        self.0.log(level, message);
+    }
+    fn progress(&self, fraction: f64, text: &str) {
+        self.0.report_progress(fraction, text);
+    }
+    fn cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+    fn emit(&self, event: &str, payload: &str) -> bool {
+        self.0.emit(event, payload);
+        true
+    }
+}
+
+/// A plugin loaded as dynplugd would load it, for tests. Its calls get a host context
+/// (ABI version 2) that records into a [`Recorder`], whose methods (`logs`,
+/// `progress`, `events`, `cancel`, ...) are reachable on the host itself.
 #[derive(Debug)]
 pub struct TestHost {
     instance: Arc<Instance>,
+    recording: Recording,
+}
+
+impl std::ops::Deref for TestHost {
+    type Target = Recorder;
+
+    fn deref(&self) -> &Recorder {
+        &self.recording.0
+    }
 }
 
 impl TestHost {
@@ -37,7 +74,10 @@ impl TestHost {
         };
         let library = Arc::new(PluginLibrary::open(path.as_ref(), policy)?);
         let instance = Arc::new(library.instantiate()?);
-        Ok(TestHost { instance })
+        Ok(TestHost {
+            instance,
+            recording: Recording::default(),
+        })
     }
 
     /// Where cargo put the library `lib<lib_name>.so` of the crate under test (the
@@ -92,9 +132,15 @@ impl TestHost {
         self.instance.configure(settings_json)
     }
 
-    /// Runs one call.
+    /// Runs one call, with a host context that records what the plugin does.
     pub fn execute(&self, input: &str) -> Result<String, CallError> {
-        self.instance.execute(input)
+        self.instance
+            .execute_bounded(input, usize::MAX, Some(&self.recording))
+    }
+
+    /// The recorder, shared with the calls: to cancel one from another thread.
+    pub fn recorder(&self) -> Arc<Recorder> {
+        Arc::clone(&self.recording.0)
     }
 
     /// Starts the plugin's service on a thread of its own, as the daemon does.

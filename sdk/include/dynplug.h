@@ -1,5 +1,5 @@
 /*
- * dynplug.h - the C ABI of DynPlug plugins (ABI version 1).
+ * dynplug.h - the C ABI of DynPlug plugins (ABI versions 1 and 2).
  *
  * A plugin is a shared library that exports one function:
  *
@@ -15,6 +15,14 @@
  *   - execute may be called from several threads at once: make it thread-safe;
  *   - no C++ exception or longjmp may cross these functions.
  * The library is never unloaded (dlclose) by the host.
+ *
+ * Versions. Version 1 is the table up to and including `stop`. Version 2 appends
+ * `execute_ctx`, which the host calls instead of `execute` when it is set, with a
+ * struct dynplug_context: the host's services for that call (log lines for the
+ * journal, progress, cancellation, events). A host loads every version it knows side
+ * by side and refuses a newer one, naming both. A plugin compiled against this header
+ * declares version 2 and may leave `execute_ctx` NULL: it then runs as it did under
+ * version 1. Binaries built against the version 1 header load unchanged.
  */
 #ifndef DYNPLUG_H
 #define DYNPLUG_H
@@ -27,13 +35,41 @@ extern "C" {
 #endif
 
 #define DYNPLUG_MAGIC 0x4C505944u /* "DYPL" little-endian */
-#define DYNPLUG_ABI_VERSION 1u
+#define DYNPLUG_ABI_VERSION 2u
 
 #define DYNPLUG_STATUS_OK 0    /* out holds the output */
 #define DYNPLUG_STATUS_ERROR 1 /* out holds a UTF-8 error message */
 #define DYNPLUG_STATUS_PANIC 2 /* out holds a UTF-8 message about an internal fault */
 
 #define DYNPLUG_FLAG_SERVICE 1u /* the plugin runs a service via start/stop */
+
+/* Levels of dynplug_context.log. */
+#define DYNPLUG_LOG_ERROR 1u
+#define DYNPLUG_LOG_WARN 2u
+#define DYNPLUG_LOG_INFO 3u
+#define DYNPLUG_LOG_DEBUG 4u
+#define DYNPLUG_LOG_TRACE 5u
+
+/*
+ * The host's services for one call (version 2). Valid only until execute_ctx returns;
+ * its functions may be called from any thread meanwhile and never block for long.
+ * Every string is UTF-8 of the given length (no NUL needed).
+ */
+struct dynplug_context {
+    uint32_t struct_size; /* sizeof(struct dynplug_context) as the host laid it out */
+    uint32_t reserved;    /* zero */
+    /* A log line at a DYNPLUG_LOG_* level, filed under the plugin's name. */
+    void (*log)(const struct dynplug_context *ctx, uint32_t level, const uint8_t *msg,
+                size_t len);
+    /* Progress: fraction in 0..1 (negative: unknown) and a short status text. */
+    void (*progress)(const struct dynplug_context *ctx, double fraction,
+                     const uint8_t *text, size_t len);
+    /* 1 once the caller gave up (cancelled the job, or the timeout passed), else 0. */
+    int32_t (*cancelled)(const struct dynplug_context *ctx);
+    /* Publishes an event; returns 0, or 1 when the host dropped it (over budget). */
+    int32_t (*emit)(const struct dynplug_context *ctx, const uint8_t *event,
+                    size_t event_len, const uint8_t *payload, size_t payload_len);
+};
 
 struct dynplug_buf {
     uint8_t *ptr; /* NULL when empty */
@@ -62,7 +98,34 @@ struct dynplug_plugin {
     /* start runs the service and returns only when it ends; stop asks it to end. */
     int32_t (*start)(void *instance, struct dynplug_buf *out);
     int32_t (*stop)(void *instance, struct dynplug_buf *out);
+
+    /* version 2, optional (may be NULL): execute with the host's services in ctx */
+    int32_t (*execute_ctx)(void *instance, const struct dynplug_context *ctx,
+                           const uint8_t *input, size_t len, struct dynplug_buf *out);
 };
+
+/* Conveniences for NUL-terminated strings. */
+static inline void dynplug_log(const struct dynplug_context *ctx, uint32_t level,
+                               const char *msg) {
+    size_t n = 0;
+    while (msg[n]) n++;
+    ctx->log(ctx, level, (const uint8_t *)msg, n);
+}
+
+static inline void dynplug_progress(const struct dynplug_context *ctx, double fraction,
+                                    const char *text) {
+    size_t n = 0;
+    while (text[n]) n++;
+    ctx->progress(ctx, fraction, (const uint8_t *)text, n);
+}
+
+static inline int32_t dynplug_emit(const struct dynplug_context *ctx, const char *event,
+                                   const char *payload) {
+    size_t e = 0, p = 0;
+    while (event[e]) e++;
+    while (payload[p]) p++;
+    return ctx->emit(ctx, (const uint8_t *)event, e, (const uint8_t *)payload, p);
+}
 
 const struct dynplug_plugin *dynplug_plugin_entry(void);
 

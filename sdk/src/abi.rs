@@ -15,9 +15,16 @@ use std::ffi::{c_char, c_void};
 /// First field of every table: the bytes `DYPL` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"DYPL");
 
-/// The ABI version this crate speaks. Bumped on any incompatible change to
-/// [`PluginTable`]; the host refuses tables of another version.
-pub const ABI_VERSION: u32 = 1;
+/// The newest ABI version this crate speaks, and the one [`register_plugin!`] exports.
+/// Version 2 is version 1 plus [`PluginTableV2::execute_ctx`], which receives a
+/// [`HostContext`]. A host loads every version from [`ABI_VERSION_MIN`] to this one and
+/// refuses others, naming both.
+///
+/// [`register_plugin!`]: crate::register_plugin
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI version a host of this crate still loads.
+pub const ABI_VERSION_MIN: u32 = 1;
 
 /// Name of the exported entry point, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"dynplug_plugin_entry\0";
@@ -69,16 +76,17 @@ pub type ServiceFn = unsafe extern "C" fn(instance: *mut c_void, out: *mut Buf) 
 /// Releases a buffer the plugin filled.
 pub type FreeBufFn = unsafe extern "C" fn(buf: Buf);
 
-/// The table a plugin exports. Layout is `#[repr(C)]` and append-only within one
-/// [`ABI_VERSION`].
+/// The table a plugin exports: all of it in version 1, the head of [`PluginTableV2`] in
+/// version 2. Layout is `#[repr(C)]`; versions only append fields.
 #[repr(C)]
 #[derive(Debug)]
 pub struct PluginTable {
     /// Must equal [`MAGIC`].
     pub magic: u32,
-    /// Must equal the host's [`ABI_VERSION`].
+    /// The ABI version the table follows, [`ABI_VERSION_MIN`]..=[`ABI_VERSION`].
     pub abi_version: u32,
-    /// `sizeof` the table as the plugin was compiled; at least the host's size.
+    /// `sizeof` the table as the plugin was compiled: at least [`TABLE_SIZE_V1`] in
+    /// version 1 and [`TABLE_SIZE`] in version 2.
     pub struct_size: u32,
     /// Bit set of `FLAG_*` values.
     pub flags: u32,
@@ -104,8 +112,84 @@ pub struct PluginTable {
     pub stop: Option<ServiceFn>,
 }
 
+/// Runs the plugin on `input` like [`ExecuteFn`], with the host's services for this
+/// call in `ctx` (valid until the function returns).
+pub type ExecuteCtxFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    ctx: *const HostContext,
+    input: *const u8,
+    len: usize,
+    out: *mut Buf,
+) -> i32;
+
+/// The table of ABI version 2: version 1's, then the functions version 2 adds.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginTableV2 {
+    /// The version 1 fields, with `abi_version` 2.
+    pub base: PluginTable,
+    /// Optional: when set, the host calls it instead of `execute`, with a context.
+    pub execute_ctx: Option<ExecuteCtxFn>,
+}
+
+/// Log levels a plugin passes to [`HostContext::log`].
+pub const LOG_ERROR: u32 = 1;
+/// Warning.
+pub const LOG_WARN: u32 = 2;
+/// Information.
+pub const LOG_INFO: u32 = 3;
+/// Debugging detail.
+pub const LOG_DEBUG: u32 = 4;
+/// Tracing detail.
+pub const LOG_TRACE: u32 = 5;
+
+/// Writes a log line (UTF-8, `len` bytes) at a `LOG_*` level.
+pub type LogFn =
+    unsafe extern "C" fn(ctx: *const HostContext, level: u32, msg: *const u8, len: usize);
+/// Reports progress: `fraction` in 0..=1 (or negative when unknown) and a status text.
+pub type ProgressFn =
+    unsafe extern "C" fn(ctx: *const HostContext, fraction: f64, text: *const u8, len: usize);
+/// Returns 1 once the caller gave up on this call (cancelled, or past its timeout).
+pub type CancelledFn = unsafe extern "C" fn(ctx: *const HostContext) -> i32;
+/// Publishes an event (name and payload, both UTF-8) for subscribers to see.
+pub type EmitFn = unsafe extern "C" fn(
+    ctx: *const HostContext,
+    event: *const u8,
+    event_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+) -> i32;
+
+/// The host's services for one call (ABI version 2), passed to
+/// [`PluginTableV2::execute_ctx`]. Every function takes the context itself as its first
+/// argument. The context and everything it points to are valid only during the call,
+/// from the thread that made it or any other, and its functions never block for long.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostContext {
+    /// `sizeof` the context as the host laid it out; fields past it are absent.
+    pub struct_size: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Log through the host's logging (the journal under systemd).
+    pub log: LogFn,
+    /// Report progress of this call.
+    pub progress: ProgressFn,
+    /// Whether the caller gave up.
+    pub cancelled: CancelledFn,
+    /// Publish an event. Returns 0 when published, 1 when dropped (over the plugin's
+    /// event budget, or too large).
+    pub emit: EmitFn,
+}
+
 /// Signature of the exported entry point.
 pub type EntryFn = unsafe extern "C" fn() -> *const PluginTable;
 
-/// Size of [`PluginTable`] as this crate lays it out.
-pub const TABLE_SIZE: u32 = std::mem::size_of::<PluginTable>() as u32;
+/// Size of a version 1 table.
+pub const TABLE_SIZE_V1: u32 = std::mem::size_of::<PluginTable>() as u32;
+
+/// Size of the table of the newest version, [`PluginTableV2`].
+pub const TABLE_SIZE: u32 = std::mem::size_of::<PluginTableV2>() as u32;
+
+/// Size of [`HostContext`] as this crate lays it out.
+pub const CONTEXT_SIZE: u32 = std::mem::size_of::<HostContext>() as u32;

@@ -8,13 +8,14 @@ use std::ffi::{c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-use crate::abi::{self, Buf, PluginTable};
+use crate::abi::{self, Buf, HostContext, PluginTable, PluginTableV2};
+use crate::context::Context;
 use crate::plugin::{Plugin, PluginResult};
 
 /// A built table plus the strings it points into; lives in a `static`.
 #[derive(Debug)]
 pub struct Exported {
-    table: PluginTable,
+    table: PluginTableV2,
     _strings: [CString; 3],
 }
 
@@ -49,21 +50,24 @@ pub fn entry<T: Plugin>(
             } else {
                 0
             };
-            let table = PluginTable {
-                magic: abi::MAGIC,
-                abi_version: abi::ABI_VERSION,
-                struct_size: abi::TABLE_SIZE,
-                flags,
-                name: strings[0].as_ptr(),
-                version: strings[1].as_ptr(),
-                description: strings[2].as_ptr(),
-                create: Some(create),
-                destroy: Some(destroy::<T>),
-                execute: Some(execute::<T>),
-                free_buf: Some(free_buf),
-                configure: Some(configure::<T>),
-                start: Some(start::<T>),
-                stop: Some(stop::<T>),
+            let table = PluginTableV2 {
+                base: PluginTable {
+                    magic: abi::MAGIC,
+                    abi_version: abi::ABI_VERSION,
+                    struct_size: abi::TABLE_SIZE,
+                    flags,
+                    name: strings[0].as_ptr(),
+                    version: strings[1].as_ptr(),
+                    description: strings[2].as_ptr(),
+                    create: Some(create),
+                    destroy: Some(destroy::<T>),
+                    execute: Some(execute::<T>),
+                    free_buf: Some(free_buf),
+                    configure: Some(configure::<T>),
+                    start: Some(start::<T>),
+                    stop: Some(stop::<T>),
+                },
+                execute_ctx: Some(execute_ctx::<T>),
             };
             Exported {
                 table,
@@ -73,7 +77,8 @@ pub fn entry<T: Plugin>(
         .ok()
     });
     match exported {
-        Some(e) => &e.table as *const PluginTable,
+        // The version 2 table begins with the version 1 table (`#[repr(C)]`).
+        Some(e) => &e.table.base as *const PluginTable,
         None => std::ptr::null(),
     }
 }
@@ -209,7 +214,25 @@ unsafe extern "C" fn execute<T: Plugin>(
     unsafe {
         guarded::<T>(instance, out, |p| {
             let input = input_str(input, len)?;
-            p.execute(input)
+            p.execute_with(&Context::detached(), input)
+        })
+    }
+}
+
+unsafe extern "C" fn execute_ctx<T: Plugin>(
+    instance: *mut c_void,
+    ctx: *const HostContext,
+    input: *const u8,
+    len: usize,
+    out: *mut Buf,
+) -> i32 {
+    // SAFETY: the host passes a context valid for the duration of the call (or null).
+    let ctx = unsafe { Context::from_raw(ctx) };
+    // SAFETY: forwarded from the ABI contract of `execute_ctx`.
+    unsafe {
+        guarded::<T>(instance, out, |p| {
+            let input = input_str(input, len)?;
+            p.execute_with(&ctx, input)
         })
     }
 }

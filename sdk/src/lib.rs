@@ -3,8 +3,11 @@
 //! - [`Plugin`] and [`register_plugin!`]: the safe Rust API a plugin implements;
 //! - [`abi`]: the versioned C ABI (mirrored by `include/dynplug.h`, for plugins in C
 //!   and other languages);
+//! - [`Context`]: the host's services during a call (ABI version 2): log lines for the
+//!   journal, progress, cancellation, events;
 //! - [`export`]: the `extern "C"` shims [`register_plugin!`] instantiates (panics
-//!   caught at the boundary, memory freed by its owner).
+//!   caught at the boundary, memory freed by its owner);
+//! - [`TestHost`]: the daemon's side of the ABI for a plugin's own tests.
 //!
 //! ```
 //! use dynplug_sdk::{register_plugin, Plugin, PluginResult};
@@ -41,10 +44,14 @@
 //! keep building.
 
 pub mod abi;
+mod context;
 pub mod export;
+mod testhost;
 
 /// The directory holding `dynplug.h`, the C header of the ABI (for `cc -I`).
 pub const INCLUDE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
 mod plugin;
 
+pub use context::{Context, Level};
 pub use plugin::{Plugin, PluginResult};
+pub use testhost::{Recorder, TestHost};

@@ -2,6 +2,8 @@
 
 use std::error::Error;
 
+use crate::context::Context;
+
 /// The result type of plugin hooks: any error, reported to the caller as its message.
 pub type PluginResult<T> = Result<T, Box<dyn Error>>;
 
@@ -22,7 +24,20 @@ pub trait Plugin: Send + Sync {
     /// One-line description.
     fn description(&self) -> &str;
     /// Handles one call: `input` in, output out; an error goes back to the caller.
-    fn execute(&self, input: &str) -> PluginResult<String>;
+    ///
+    /// Implement this, or [`Plugin::execute_with`] for a call that logs, reports
+    /// progress or notices cancellation. The default refuses the call.
+    fn execute(&self, input: &str) -> PluginResult<String> {
+        let _ = input;
+        Err("the plugin implements neither `execute` nor `execute_with`".into())
+    }
+
+    /// Handles one call with the host's services in `ctx` (ABI version 2). The default
+    /// calls [`Plugin::execute`].
+    fn execute_with(&self, ctx: &Context<'_>, input: &str) -> PluginResult<String> {
+        let _ = ctx;
+        self.execute(input)
+    }
 
     /// Receives the plugin's `settings` from the configuration, as JSON object text.
     /// Called after construction and again when a reload changes the settings.

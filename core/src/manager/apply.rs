@@ -236,6 +236,7 @@ impl Manager {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
+        self.inner.jobs.set_limits(config.jobs.limits());
         *write(&self.inner.config) = Arc::new(config.clone());
         {
             let mut reg = write(&self.inner.registry);
@@ -322,7 +323,8 @@ impl Manager {
                 required: req.to_string(),
             })
         });
-        let slot = Slot::new(library, enabled, settings, limits, pool);
+        let outlet = PluginOutlet::new(self.inner.events.clone());
+        let slot = Slot::new(library, enabled, settings, limits, pool, outlet);
         if let Some(e) = mismatch {
             slot.fail(e);
         }

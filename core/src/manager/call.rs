@@ -4,8 +4,53 @@
 use super::*;
 
 impl Manager {
-    /// Runs `name` on `input`.
+    /// Runs `name` on `input` and waits for the answer.
     pub async fn execute(&self, name: &str, input: String) -> Result<String, ManagerError> {
+        let slot = self.admit(name, &input)?;
+        let host = CallHost::new(
+            Arc::clone(&slot.label),
+            Cancel::new(),
+            Some(Arc::clone(&slot.outlet)),
+            None,
+        );
+        self.run(slot, input, Arc::new(host)).await
+    }
+
+    /// Starts `name` on `input` as a job owned by `owner` and returns it at once; the
+    /// call runs in the background with the same limits as [`Manager::execute`].
+    pub fn start_job(
+        &self,
+        name: &str,
+        input: String,
+        owner: JobOwner,
+    ) -> Result<Arc<Job>, ManagerError> {
+        let slot = self.admit(name, &input)?;
+        let job = self.inner.jobs.start(name, owner)?;
+        let host = CallHost::new(
+            Arc::clone(&slot.label),
+            Arc::clone(job.cancel_flag()),
+            Some(Arc::clone(&slot.outlet)),
+            Some(Arc::clone(&job)),
+        );
+        tracing::info!(plugin = name, job = job.id(), "job started");
+        let manager = self.clone();
+        let running = Arc::clone(&job);
+        tokio::spawn(async move {
+            let result = manager.run(slot, input, Arc::new(host)).await;
+            manager.inner.jobs.finish(&running, result);
+            let view = running.view();
+            tracing::info!(plugin = %view.plugin, job = view.id, state = view.state.as_str(), "job ended");
+        });
+        Ok(job)
+    }
+
+    /// The job table.
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
+    }
+
+    /// Checks that a call of `name` with `input` may be made now; returns its slot.
+    fn admit(&self, name: &str, input: &str) -> Result<Arc<Slot>, ManagerError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::Acquire) {
             return Err(ManagerError::ShuttingDown);
@@ -27,6 +72,18 @@ impl Manager {
                 reason,
             });
         }
+        Ok(slot)
+    }
+
+    /// Makes an admitted call, with its timeout, retries and statistics.
+    async fn run(
+        &self,
+        slot: Arc<Slot>,
+        input: String,
+        host: Arc<CallHost>,
+    ) -> Result<String, ManagerError> {
+        let inner = &self.inner;
+        let name = slot.name();
         inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlightGuard(&inner.in_flight);
         let limits = slot.limits();
@@ -42,17 +99,22 @@ impl Manager {
         let calls = async {
             loop {
                 let outcome = if let Some(pool) = &slot.pool {
-                    Ok(self.execute_isolated(pool, &slot, &input, timeout).await)
+                    Ok(self
+                        .execute_isolated(pool, &slot, &input, timeout, &host)
+                        .await)
                 } else {
                     self.execute_in_process(
                         Arc::clone(&slot),
                         limits.clone(),
                         input.clone(),
                         timeout,
+                        Arc::clone(&host),
                     )
                     .await
                 };
                 let result = outcome.unwrap_or_else(|_| {
+                    // The plugin may still be running: tell it its caller gave up.
+                    host.cancel_flag().cancel();
                     Err(ManagerError::Timeout {
                         name: name.to_owned(),
                         timeout,
@@ -66,7 +128,11 @@ impl Manager {
                     Err(ManagerError::Timeout { .. }) => idempotent,
                     _ => false,
                 };
-                if !transient || attempt >= retries || inner.shutting_down.load(Ordering::Acquire) {
+                if !transient
+                    || attempt >= retries
+                    || inner.shutting_down.load(Ordering::Acquire)
+                    || host.cancel_flag().is_cancelled()
+                {
                     break result;
                 }
                 attempt += 1;
@@ -114,17 +180,26 @@ impl Manager {
         result
     }
 
-    /// An in-process call: on the blocking pool, under the concurrency limit.
+    /// An in-process call: on the blocking pool, under the concurrency limit. A call
+    /// cancelled by its caller is abandoned [`CANCEL_GRACE`] later if the plugin has not
+    /// returned by then (its thread and permit are released only when it does).
     async fn execute_in_process(
         &self,
         call_slot: Arc<Slot>,
         limits: Limits,
         input: String,
         timeout: Duration,
+        host: Arc<CallHost>,
     ) -> Result<Result<String, ManagerError>, tokio::time::error::Elapsed> {
         let name = call_slot.name().to_owned();
         let limits_max_output = limits.max_output;
-        tokio::time::timeout(timeout, async move {
+        let cancel = Arc::clone(host.cancel_flag());
+        let abandon = async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(CANCEL_GRACE).await;
+        };
+        let cancelled_name = name.clone();
+        let call = async move {
             let permit = limits
                 .permits
                 .acquire_owned()
@@ -139,7 +214,7 @@ impl Manager {
                         reason: e.to_string(),
                     })?;
                 instance
-                    .execute_bounded(&input, limits_max_output)
+                    .execute_bounded(&input, limits_max_output, Some(&*host))
                     .map_err(ManagerError::from)
             });
             call.await.map_err(|e| {
@@ -148,6 +223,12 @@ impl Manager {
                     message: e.to_string(),
                 })
             })?
+        };
+        tokio::time::timeout(timeout, async move {
+            tokio::select! {
+                result = call => result,
+                () = abandon => Err(ManagerError::Cancelled(cancelled_name)),
+            }
         })
         .await
     }
@@ -160,9 +241,10 @@ impl Manager {
         slot: &Slot,
         input: &str,
         timeout: Duration,
+        host: &CallHost,
     ) -> Result<String, ManagerError> {
         let name = slot.name().to_owned();
-        let (error, quarantined) = match pool.call(input, timeout).await {
+        let (error, quarantined) = match pool.call(input, timeout, host).await {
             Ok(output) => return Ok(output),
             Err(pair) => pair,
         };
@@ -204,6 +286,7 @@ impl Manager {
                 plugin: name,
                 reason,
             }),
+            PoolError::Cancelled => ManagerError::Cancelled(name),
         })
     }
 }

@@ -19,6 +19,8 @@ use tokio::sync::{broadcast, Notify};
 use crate::config::{Config, Isolation};
 use crate::error::{CallError, ConfigError, LoadError, ManagerError};
 use crate::events::{Event, ServiceState};
+use crate::host::{CallHost, Cancel, PluginOutlet, CANCEL_GRACE};
+use crate::jobs::{Job, JobOwner, Jobs};
 use crate::library::{FileIdentity, PluginLibrary};
 use crate::scan::{scan, Probe, Scanned};
 use crate::services::Services;
@@ -70,6 +72,7 @@ struct Inner {
     policy: TrustPolicy,
     events: broadcast::Sender<Event>,
     services: Services,
+    jobs: Jobs,
     in_flight: InFlight,
     shutting_down: AtomicBool,
     /// Serialises reloads and enable/disable so they never interleave.
@@ -138,6 +141,7 @@ impl Manager {
                 store,
                 policy,
                 services: Services::new(events.clone(), SERVICE_STOP_TIMEOUT),
+                jobs: Jobs::new(config.jobs.limits(), events.clone()),
                 events,
                 in_flight: InFlight::default(),
                 shutting_down: AtomicBool::new(false),
@@ -409,6 +413,8 @@ impl Manager {
     pub async fn shutdown(&self, grace: Duration) -> usize {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::Release);
+        // Jobs are background work nobody waits on: they are told to stop at once.
+        inner.jobs.cancel_all();
         let deadline = tokio::time::Instant::now() + grace;
         let mut abandoned = 0;
         loop {

@@ -22,12 +22,13 @@ use tokio::time::Instant;
 
 use super::child;
 use super::protocol::{
-    header, new_call_id, request_head, split_result, Hello, Kind, RESULT_ERROR, RESULT_HEAD,
-    RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind, RESULT_ERROR,
+    RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{SandboxReport, Spec};
 use super::shared;
 use crate::error::CallError;
+use crate::host::{CallHost, Host, Level, CANCEL_GRACE, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD};
 
 /// Resource limits applied to each worker process (setrlimit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +97,14 @@ pub enum PoolError {
     /// A worker could not be started (or the plugin failed to load in it).
     #[error("cannot start a worker: {0}")]
     Start(String),
+    /// The caller cancelled and the plugin did not return within the grace period;
+    /// the worker was killed.
+    #[error("the call was cancelled; its worker was killed")]
+    Cancelled,
 }
+
+/// Largest host-call frame body (log, progress, event) accepted from a worker.
+const HOST_FRAME_LIMIT: usize = MAX_EVENT_PAYLOAD + MAX_EVENT_NAME + 64;
 
 /// Counters of one pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,13 +163,25 @@ impl Worker {
         }
     }
 
-    /// Reads one frame, refusing (before reading the body) one longer than `limit`.
+    /// Reads one frame a worker may send, refusing (before reading the body) a result
+    /// longer than `limit`, a host call longer than its own limit, and kinds only the
+    /// daemon sends.
     async fn recv(&mut self, limit: usize) -> Result<(Kind, Vec<u8>), Failure> {
         let mut head = [0u8; 5];
         self.stream.read_exact(&mut head).await?;
         let (kind, len) = header(head)?;
-        if len > limit.saturating_add(RESULT_HEAD) {
-            return Err(Failure::TooLarge);
+        match kind {
+            Kind::Log | Kind::Progress | Kind::Emit if len > HOST_FRAME_LIMIT => {
+                return Err(Failure::Protocol(format!(
+                    "a {kind:?} frame of {len} bytes"
+                )))
+            }
+            Kind::Log | Kind::Progress | Kind::Emit => {}
+            Kind::Execute | Kind::ExecuteShared | Kind::Configure | Kind::Cancel => {
+                return Err(Failure::Protocol(format!("unexpected {kind:?} frame")))
+            }
+            _ if len > limit.saturating_add(RESULT_HEAD) => return Err(Failure::TooLarge),
+            _ => {}
         }
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body).await?;
@@ -191,6 +211,7 @@ impl Worker {
         payload: &[u8],
         plugin: &str,
         limit: usize,
+        host: Option<&CallHost>,
     ) -> Result<Result<String, CallError>, Failure> {
         let call = new_call_id();
         let shared = self
@@ -214,7 +235,7 @@ impl Worker {
                 .await?;
             self.stream.write_all(payload).await?;
         }
-        let (kind, mut body) = self.recv(limit).await?;
+        let (kind, mut body) = self.result_of(call, limit, host).await?;
         let Some((id, status, rest)) =
             split_result(&body).filter(|_| matches!(kind, Kind::Result | Kind::ResultShared))
         else {
@@ -268,6 +289,75 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Reads frames until the result of `call`, handing the plugin's host calls to
+    /// `host` (without one, a host call breaks the protocol). When the caller cancels,
+    /// the worker is told; if it has not answered [`CANCEL_GRACE`] later, the call ends
+    /// in [`Failure::Cancelled`].
+    async fn result_of(
+        &mut self,
+        call: u64,
+        limit: usize,
+        host: Option<&CallHost>,
+    ) -> Result<(Kind, Vec<u8>), Failure> {
+        let fd = self.stream.as_raw_fd();
+        let cancel = host.map(|h| Arc::clone(h.cancel_flag()));
+        let mut grace_at: Option<Instant> = None;
+        loop {
+            let (kind, body) = {
+                let recv = self.recv(limit);
+                tokio::pin!(recv);
+                loop {
+                    tokio::select! {
+                        frame = &mut recv => break frame?,
+                        () = async { cancel.as_ref().expect("checked").cancelled().await },
+                            if cancel.is_some() && grace_at.is_none() => {
+                            send_cancel(fd, call);
+                            grace_at = Some(Instant::now() + CANCEL_GRACE);
+                        }
+                        () = tokio::time::sleep_until(grace_at.unwrap_or_else(Instant::now)),
+                            if grace_at.is_some() => return Err(Failure::Cancelled),
+                    }
+                }
+            };
+            if !matches!(kind, Kind::Log | Kind::Progress | Kind::Emit) {
+                return Ok((kind, body));
+            }
+            let (Some(host), Some((id, request))) = (host, HostCall::decode(kind, &body)) else {
+                return Err(Failure::Protocol(format!("unexpected {kind:?} frame")));
+            };
+            if id != call {
+                return Err(Failure::Protocol(format!(
+                    "a {kind:?} frame for another call"
+                )));
+            }
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            match request {
+                HostCall::Log(level, line) => host.log(Level::from_abi(level), &text(line)),
+                HostCall::Progress(fraction, status) => host.progress(fraction, &text(status)),
+                HostCall::Emit(event, payload) => {
+                    host.emit(&text(event), &text(payload));
+                }
+            }
+        }
+    }
+}
+
+/// Tells a worker its caller gave up on `call`. Best effort, never blocking: the grace
+/// period ends the call if the frame cannot be sent.
+fn send_cancel(fd: i32, call: u64) {
+    let frame = encode(Kind::Cancel, &call.to_le_bytes());
+    // SAFETY: a non-blocking send of a buffer we own on the worker's socket.
+    unsafe {
+        libc::send(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
 /// Why an exchange with a worker broke off.
 #[derive(Debug)]
 enum Failure {
@@ -277,6 +367,8 @@ enum Failure {
     Protocol(String),
     /// The answer is longer than the limit.
     TooLarge,
+    /// The caller cancelled and the grace period passed.
+    Cancelled,
 }
 
 impl From<std::io::Error> for Failure {
@@ -536,6 +628,7 @@ impl WorkerPool {
                 settings.as_bytes(),
                 &self.config.name,
                 HELLO_LIMIT,
+                None,
             )
             .await
         {
@@ -546,6 +639,7 @@ impl WorkerPool {
             }
             Err(Failure::Protocol(why)) => Err(PoolError::Protocol(why)),
             Err(Failure::TooLarge) => Err(PoolError::OutputTooLarge(HELLO_LIMIT)),
+            Err(Failure::Cancelled) => Err(PoolError::Cancelled),
         }
     }
 
@@ -599,6 +693,7 @@ impl WorkerPool {
         &self,
         input: &str,
         timeout: Duration,
+        host: &CallHost,
     ) -> Result<String, (PoolError, Option<String>)> {
         if let Some(reason) = lock(&self.health).quarantined.clone() {
             return Err((PoolError::Quarantined(reason), None));
@@ -643,6 +738,7 @@ impl WorkerPool {
                 input.as_bytes(),
                 &self.config.name,
                 self.config.max_output,
+                Some(host),
             ),
         )
         .await;
@@ -672,6 +768,10 @@ impl WorkerPool {
             Ok(Err(Failure::TooLarge)) => {
                 worker.kill().await;
                 Err((PoolError::OutputTooLarge(self.config.max_output), None))
+            }
+            Ok(Err(Failure::Cancelled)) => {
+                worker.kill().await;
+                Err((PoolError::Cancelled, None))
             }
             Err(_) => {
                 worker.kill().await;
@@ -711,7 +811,7 @@ except Exception:
     pass
 hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1,
          "service": False, "shared": region is not None}
-send(1, struct.pack("<I", 2) + json.dumps(hello).encode())
+send(1, struct.pack("<I", 3) + json.dumps(hello).encode())
 while True:
     n, kind = struct.unpack("<IB", read_exact(5))
     body = read_exact(n - 1)
@@ -732,6 +832,19 @@ while True:
         os.kill(os.getpid(), signal.SIGSEGV)
     if kind == 3 and payload == b"hang":
         time.sleep(60)
+    if kind == 11:
+        continue
+    if kind == 3 and payload == b"chatty":
+        send(8, call + b"\3" + b"a line")
+        send(9, call + struct.pack("<d", 0.5) + b"half")
+        send(10, call + struct.pack("<H", 4) + b"tick" + b"{}")
+    if kind == 3 and payload == b"stray":
+        send(8, b"\1" * 8 + b"\3" + b"not yours")
+    if kind == 3 and payload == b"cancelable":
+        n, k = struct.unpack("<IB", read_exact(5))
+        if k == 11 and read_exact(n - 1) == call:
+            send(4, call + b"\1" + b"stopped")
+            continue
     if kind == 3 and payload == b"big":
         payload = b"x" * 5000
     send(4, call + b"\0" + payload)
@@ -782,24 +895,95 @@ while True:
 
     const T: Duration = Duration::from_secs(10);
 
+    fn host() -> CallHost {
+        CallHost::new("fake".into(), crate::host::Cancel::new(), None, None)
+    }
+
+    #[tokio::test]
+    async fn host_calls_reach_the_host_and_cancellation_reaches_the_worker() {
+        use crate::host::{Cancel, PluginOutlet};
+        use crate::jobs::{JobLimits, JobOwner, Jobs};
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        let (events, mut rx) = tokio::sync::broadcast::channel(16);
+        let jobs = Jobs::new(
+            JobLimits {
+                max_running: 4,
+                max_finished: 4,
+                keep_finished: Duration::from_secs(60),
+            },
+            events.clone(),
+        );
+        let job = jobs.start("fake", JobOwner::Rest).unwrap();
+        let chatty = CallHost::new(
+            "fake".into(),
+            Arc::clone(job.cancel_flag()),
+            Some(PluginOutlet::new(events)),
+            Some(Arc::clone(&job)),
+        );
+        assert_eq!(pool.call("chatty", T, &chatty).await.unwrap(), "chatty");
+        let view = job.view();
+        assert_eq!((view.progress, view.status_text.as_str()), (0.5, "half"));
+        let mut published = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            published.push(e);
+        }
+        assert!(published.contains(&crate::events::Event::PluginEvent {
+            plugin: "fake".into(),
+            event: "tick".into(),
+            payload: "{}".into()
+        }));
+        // A host call for another call id breaks the protocol.
+        assert!(matches!(
+            pool.call("stray", T, &host()).await,
+            Err((PoolError::Protocol(_), None))
+        ));
+        // Cancelled: the worker is told and answers.
+        let cancel = Cancel::new();
+        let cancelled = CallHost::new("fake".into(), Arc::clone(&cancel), None, None);
+        let call = pool.call("cancelable", T, &cancelled);
+        tokio::pin!(call);
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut call)
+            .await
+            .is_err());
+        cancel.cancel();
+        match call.await {
+            Err((PoolError::Call(CallError::Failed { message, .. }), None)) => {
+                assert_eq!(message, "stopped")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A worker that ignores the cancellation is killed after the grace period.
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let ignored = CallHost::new("fake".into(), cancel, None, None);
+        let began = Instant::now();
+        assert!(matches!(
+            pool.call("hang", T, &ignored).await,
+            Err((PoolError::Cancelled, None))
+        ));
+        assert!(began.elapsed() < T);
+        assert_eq!(pool.call("after", T, &host()).await.unwrap(), "after");
+    }
+
     #[tokio::test]
     async fn answers_and_refuses_what_a_worker_must_not_send() {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path(), 100);
-        assert_eq!(pool.call("hi", T).await.unwrap(), "hi");
+        assert_eq!(pool.call("hi", T, &host()).await.unwrap(), "hi");
         assert_eq!(pool.status().running, 1);
         // A result for another call: the worker is killed and only this call fails.
-        match pool.call("forge", T).await {
+        match pool.call("forge", T, &host()).await {
             Err((PoolError::Protocol(why), None)) => assert!(why.contains("another call"), "{why}"),
             other => panic!("{other:?}"),
         }
         // An answer over the limit is refused from its header.
         assert!(matches!(
-            pool.call("big", T).await,
+            pool.call("big", T, &host()).await,
             Err((PoolError::OutputTooLarge(1000), None))
         ));
         // Neither counts as a crash, and the next call gets a fresh worker.
-        assert_eq!(pool.call("again", T).await.unwrap(), "again");
+        assert_eq!(pool.call("again", T, &host()).await.unwrap(), "again");
         assert_eq!(pool.status().crashes, 0);
         assert_eq!(
             PoolError::OutputTooLarge(1000).to_string(),
@@ -811,24 +995,24 @@ while True:
     async fn crashes_are_named_and_quarantine_at_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path(), 2);
-        match pool.call("crash", T).await {
+        match pool.call("crash", T, &host()).await {
             Err((PoolError::Crashed(why), None)) => assert!(why.contains("SIGSEGV"), "{why}"),
             other => panic!("{other:?}"),
         }
-        match pool.call("crash", T).await {
+        match pool.call("crash", T, &host()).await {
             Err((PoolError::Crashed(_), Some(quarantine))) => {
                 assert!(quarantine.contains("2 crashes"), "{quarantine}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            pool.call("hi", T).await,
+            pool.call("hi", T, &host()).await,
             Err((PoolError::Quarantined(_), None))
         ));
         let status = pool.status();
         assert_eq!((status.crashes, status.quarantined.is_some()), (2, true));
         pool.release();
-        assert_eq!(pool.call("hi", T).await.unwrap(), "hi");
+        assert_eq!(pool.call("hi", T, &host()).await.unwrap(), "hi");
     }
 
     #[tokio::test]
@@ -837,24 +1021,27 @@ while True:
         let pool = pool_with(dir.path(), 100, 1 << 20, 1 << 20);
         let input = "a".repeat(200_000);
         // The fake worker upper-cases what it finds in the region.
-        assert_eq!(pool.call(&input, T).await.unwrap(), "A".repeat(200_000));
+        assert_eq!(
+            pool.call(&input, T, &host()).await.unwrap(),
+            "A".repeat(200_000)
+        );
         // A shared result claiming more than the region holds: refused, worker killed.
         let bogus = format!("bogus{}", "x".repeat(100_000));
         assert!(matches!(
-            pool.call(&bogus, T).await,
+            pool.call(&bogus, T, &host()).await,
             Err((PoolError::OutputTooLarge(_) | PoolError::Protocol(_), None))
         ));
-        assert_eq!(pool.call("small", T).await.unwrap(), "small");
+        assert_eq!(pool.call("small", T, &host()).await.unwrap(), "small");
     }
 
     #[tokio::test]
     async fn a_call_past_its_timeout_kills_its_worker() {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path(), 100);
-        assert_eq!(pool.call("warm", T).await.unwrap(), "warm");
+        assert_eq!(pool.call("warm", T, &host()).await.unwrap(), "warm");
         let pid = pool.status().pids[0];
         assert!(matches!(
-            pool.call("hang", Duration::from_millis(300)).await,
+            pool.call("hang", Duration::from_millis(300), &host()).await,
             Err((PoolError::Timeout, None))
         ));
         assert!(
@@ -863,6 +1050,6 @@ while True:
                     .is_ok_and(|s| s.contains(") Z")),
             "the hung worker was killed"
         );
-        assert_eq!(pool.call("after", T).await.unwrap(), "after");
+        assert_eq!(pool.call("after", T, &host()).await.unwrap(), "after");
     }
 }

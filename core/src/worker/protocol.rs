@@ -3,8 +3,10 @@
 //! Frames on a private socketpair: `len: u32 LE` (of what follows), `kind: u8`, body.
 //! The worker opens with [`Kind::Hello`] (protocol version + the plugin's metadata and
 //! sandbox report as JSON), then answers each request with exactly one
-//! [`Kind::Result`]. Nothing else shares the channel, so whatever a plugin prints on
-//! stdout or stderr cannot corrupt it.
+//! [`Kind::Result`], which may be preceded by the plugin's host calls for that request
+//! ([`Kind::Log`], [`Kind::Progress`], [`Kind::Emit`]); while it runs, the daemon may
+//! send [`Kind::Cancel`]. Nothing else shares the channel, so whatever a plugin prints
+//! on stdout or stderr cannot corrupt it.
 //!
 //! Plugin code runs in the worker and can write to the channel itself. So every
 //! request carries a fresh random call id that its result must repeat: a frame the
@@ -17,7 +19,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Bytes before the payload of a request: the call id.
 pub const REQUEST_HEAD: usize = 8;
 /// Bytes before the text of a result: the call id and the status.
@@ -52,6 +54,15 @@ pub enum Kind {
     ExecuteShared = 6,
     /// worker → daemon: call id + status + `len: u64 LE`; the text is in the region.
     ResultShared = 7,
+    /// worker → daemon, during a call: call id + level `u8` + the log line.
+    Log = 8,
+    /// worker → daemon, during a call: call id + fraction `f64 LE` + status text.
+    Progress = 9,
+    /// worker → daemon, during a call: call id + event name length `u16 LE` + name +
+    /// payload.
+    Emit = 10,
+    /// daemon → worker: the call id whose caller gave up.
+    Cancel = 11,
 }
 
 impl Kind {
@@ -64,6 +75,10 @@ impl Kind {
             5 => Kind::Failed,
             6 => Kind::ExecuteShared,
             7 => Kind::ResultShared,
+            8 => Kind::Log,
+            9 => Kind::Progress,
+            10 => Kind::Emit,
+            11 => Kind::Cancel,
             _ => return None,
         })
     }
@@ -152,6 +167,70 @@ pub fn result_body(call: u64, status: u8, text: &[u8]) -> Vec<u8> {
     body
 }
 
+/// What a plugin asked of the host during a call, as carried by a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostCall<'a> {
+    /// A log line at an ABI level.
+    Log(u32, &'a [u8]),
+    /// Progress and status text.
+    Progress(f64, &'a [u8]),
+    /// An event name and payload.
+    Emit(&'a [u8], &'a [u8]),
+}
+
+impl HostCall<'_> {
+    /// The frame for this host call during call `call`.
+    pub fn frame(&self, call: u64) -> Vec<u8> {
+        let mut body = call.to_le_bytes().to_vec();
+        let kind = match self {
+            HostCall::Log(level, text) => {
+                body.push(u8::try_from(*level).unwrap_or(u8::MAX));
+                body.extend_from_slice(text);
+                Kind::Log
+            }
+            HostCall::Progress(fraction, text) => {
+                body.extend_from_slice(&fraction.to_le_bytes());
+                body.extend_from_slice(text);
+                Kind::Progress
+            }
+            HostCall::Emit(event, payload) => {
+                let n = u16::try_from(event.len()).unwrap_or(u16::MAX);
+                body.extend_from_slice(&n.to_le_bytes());
+                body.extend_from_slice(&event[..usize::from(n).min(event.len())]);
+                body.extend_from_slice(payload);
+                Kind::Emit
+            }
+        };
+        encode(kind, &body)
+    }
+
+    /// Decodes the body of a host-call frame of `kind` into call id and call.
+    pub fn decode(kind: Kind, body: &[u8]) -> Option<(u64, HostCall<'_>)> {
+        let (call, rest) = split_request(body)?;
+        let host_call = match kind {
+            Kind::Log => {
+                let (level, text) = rest.split_first()?;
+                HostCall::Log(u32::from(*level), text)
+            }
+            Kind::Progress => {
+                let (fraction, text) = rest.split_first_chunk::<8>()?;
+                HostCall::Progress(f64::from_le_bytes(*fraction), text)
+            }
+            Kind::Emit => {
+                let (n, rest) = rest.split_first_chunk::<2>()?;
+                let n = usize::from(u16::from_le_bytes(*n));
+                if rest.len() < n {
+                    return None;
+                }
+                let (event, payload) = rest.split_at(n);
+                HostCall::Emit(event, payload)
+            }
+            _ => return None,
+        };
+        Some((call, host_call))
+    }
+}
+
 /// Splits a result body into call id, status and text.
 pub fn split_result(body: &[u8]) -> Option<(u64, u8, &[u8])> {
     let (id, rest) = body.split_first_chunk::<REQUEST_HEAD>()?;
@@ -222,6 +301,25 @@ mod tests {
     }
 
     #[test]
+    fn host_calls_round_trip_and_malformed_ones_are_refused() {
+        for call in [
+            HostCall::Log(3, b"line"),
+            HostCall::Progress(0.5, b"half"),
+            HostCall::Emit(b"ev", b"{}"),
+        ] {
+            let frame = call.frame(42);
+            let (kind, body) = read_frame(&mut &frame[..], MAX_FRAME).unwrap();
+            assert_eq!(HostCall::decode(kind, &body), Some((42, call)));
+        }
+        assert_eq!(HostCall::decode(Kind::Progress, &[0; 12]), None);
+        assert_eq!(
+            HostCall::decode(Kind::Emit, &[0, 0, 0, 0, 0, 0, 0, 0, 9, 0]),
+            None
+        );
+        assert_eq!(HostCall::decode(Kind::Result, &[0; 12]), None);
+    }
+
+    #[test]
     fn hello_round_trip_and_version() {
         let hello = Hello {
             name: "x".into(),
@@ -236,6 +334,9 @@ mod tests {
         let mut old = 1u32.to_le_bytes().to_vec();
         old.extend_from_slice(b"{}");
         assert!(Hello::decode(&old).unwrap_err().contains("protocol 1"));
+        let mut two = 2u32.to_le_bytes().to_vec();
+        two.extend_from_slice(b"{}");
+        assert!(Hello::decode(&two).unwrap_err().contains("protocol 2"));
         assert!(Hello::decode(b"ab").is_err());
     }
 

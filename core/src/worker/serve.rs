@@ -2,18 +2,22 @@
 //! as the daemon, and serves calls on the socket it was given as fd 3.
 
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::protocol::{
-    read_frame, result_body, split_request, write_frame, Hello, Kind, RESULT_ERROR,
-    RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    read_frame, result_body, split_request, write_frame, Hello, HostCall, Kind, REQUEST_HEAD,
+    RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{self, Spec, SPEC_ENV};
 use super::shared::{self, Region};
 use crate::error::CallError;
+use crate::host::{
+    Host, Level, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD, MAX_LOG_BYTES, MAX_STATUS_BYTES,
+};
 use crate::library::PluginLibrary;
 use crate::trust::TrustPolicy;
 
@@ -42,6 +46,79 @@ fn result_frame(
             result_body(call, status, &(text.len() as u64).to_le_bytes()),
         ),
         _ => (Kind::Result, result_body(call, status, text.as_bytes())),
+    }
+}
+
+/// The host services of a worker: each becomes a frame to the daemon, which applies
+/// the same limits as to an in-process plugin; `cancelled` looks for the daemon's
+/// [`Kind::Cancel`] without blocking.
+struct ChannelHost<'a> {
+    channel: &'a UnixStream,
+    call: u64,
+    cancelled: AtomicBool,
+    /// One frame at a time, whichever plugin thread sends it.
+    write: Mutex<()>,
+}
+
+impl ChannelHost<'_> {
+    fn send(&self, call: HostCall<'_>) -> bool {
+        let frame = call.frame(self.call);
+        let _one = self.write.lock();
+        (&*self.channel).write_all(&frame).is_ok()
+    }
+}
+
+/// Bytes of a cancel frame: header and call id.
+const CANCEL_FRAME: usize = 5 + REQUEST_HEAD;
+
+impl Host for ChannelHost<'_> {
+    fn log(&self, level: Level, message: &str) {
+        let end = message.len().min(MAX_LOG_BYTES);
+        self.send(HostCall::Log(level as u32, &message.as_bytes()[..end]));
+    }
+
+    fn progress(&self, fraction: f64, text: &str) {
+        let end = text.len().min(MAX_STATUS_BYTES);
+        self.send(HostCall::Progress(fraction, &text.as_bytes()[..end]));
+    }
+
+    fn cancelled(&self) -> bool {
+        if self.cancelled.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut frame = [0u8; CANCEL_FRAME];
+        let fd = self.channel.as_raw_fd();
+        // SAFETY: a non-blocking peek into a buffer of the given size.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                frame.as_mut_ptr().cast(),
+                frame.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let expected = super::protocol::encode(Kind::Cancel, &self.call.to_le_bytes());
+        if usize::try_from(n) == Ok(CANCEL_FRAME) && frame[..] == expected[..] {
+            // SAFETY: consumes the frame just peeked, into the same buffer.
+            unsafe {
+                libc::recv(
+                    fd,
+                    frame.as_mut_ptr().cast(),
+                    frame.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            self.cancelled.store(true, Ordering::Release);
+        }
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn emit(&self, event: &str, payload: &str) -> bool {
+        if event.len() > MAX_EVENT_NAME || payload.len() > MAX_EVENT_PAYLOAD {
+            return false;
+        }
+        // Whether the daemon publishes it is decided there, under the plugin's budget.
+        self.send(HostCall::Emit(event.as_bytes(), payload.as_bytes()))
     }
 }
 
@@ -136,7 +213,17 @@ pub fn serve(path: &Path) -> i32 {
                 plugin: hello.name.clone(),
                 message: "input is not valid UTF-8".into(),
             }),
-            (Kind::Execute, Ok(input)) => instance.execute(input),
+            (Kind::Execute, Ok(input)) => {
+                let host = ChannelHost {
+                    channel: &channel,
+                    call,
+                    cancelled: AtomicBool::new(false),
+                    write: Mutex::new(()),
+                };
+                instance.execute_bounded(input, usize::MAX, Some(&host))
+            }
+            // A cancel that crossed the result of its call: nothing left to cancel.
+            (Kind::Cancel, _) => continue,
             (Kind::Configure, Ok(settings)) => instance.configure(settings).map(|()| String::new()),
             _ => return 3,
         };

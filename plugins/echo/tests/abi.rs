@@ -7,7 +7,7 @@ fn loads_and_echoes_through_the_abi() {
     let host = TestHost::load(TestHost::built("dynplug_echo")).expect("loads as dynplugd loads it");
     assert_eq!(
         (host.name(), host.abi_version(), host.is_service()),
-        ("echo", 1, false)
+        ("echo", 2, false)
     );
     assert_eq!(host.version(), env!("CARGO_PKG_VERSION"));
     assert_eq!(host.execute("héllo").unwrap(), "héllo");

@@ -1,0 +1,401 @@
+//! The host's services for one plugin call (ABI version 2): log lines filed under the
+//! plugin's name, progress for the job that made the call, cancellation, and events
+//! published under a per-plugin budget.
+//!
+//! [`CallHost`] is the same whether the plugin runs in this process (through
+//! [`HostFrame`], the C context handed to `execute_ctx`) or in a worker process (whose
+//! frames the pool hands to it): one set of limits for both.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{broadcast, Notify};
+
+use crate::abi::{self, HostContext};
+use crate::events::Event;
+use crate::jobs::Job;
+pub use dynplug_sdk::Level;
+
+/// Longest log line kept, in bytes; the rest is cut (at a character boundary).
+pub const MAX_LOG_BYTES: usize = 8 * 1024;
+/// Longest progress text kept, in bytes.
+pub const MAX_STATUS_BYTES: usize = 1024;
+/// Longest event name accepted, in bytes.
+pub const MAX_EVENT_NAME: usize = 64;
+/// Largest event payload accepted, in bytes.
+pub const MAX_EVENT_PAYLOAD: usize = 64 * 1024;
+/// Events a plugin may publish per second, on average.
+pub const EVENTS_PER_SECOND: f64 = 20.0;
+/// Events a plugin may publish at once after a quiet spell.
+pub const EVENT_BURST: f64 = 50.0;
+/// Log lines a plugin may write per second, on average (journald's own rate limit
+/// counts per service: a chatty plugin must not get the daemon's lines suppressed).
+pub const LOGS_PER_SECOND: f64 = 100.0;
+/// Log lines a plugin may write at once after a quiet spell.
+pub const LOG_BURST: f64 = 500.0;
+/// How long a cancelled call has to return before it is abandoned (in process) or its
+/// worker killed (isolated).
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a plugin may ask of the host during a call; [`HostFrame`] exposes it through
+/// the C context.
+pub trait Host: Sync {
+    /// A log line.
+    fn log(&self, level: Level, message: &str);
+    /// Progress of the call.
+    fn progress(&self, fraction: f64, text: &str);
+    /// Whether the caller gave up.
+    fn cancelled(&self) -> bool;
+    /// An event; false when it was dropped.
+    fn emit(&self, event: &str, payload: &str) -> bool;
+}
+
+/// A flag the caller raises when it gives up on a call; plugins poll it, the pool waits
+/// for it.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    /// A new, lowered flag.
+    pub fn new() -> Arc<Cancel> {
+        Arc::default()
+    }
+
+    /// Raises the flag; returns whether it was lowered before.
+    pub fn cancel(&self) -> bool {
+        let first = !self.flag.swap(true, Ordering::AcqRel);
+        self.notify.notify_waiters();
+        first
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Completes once the flag is raised.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A token bucket.
+#[derive(Debug)]
+pub struct Budget {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    /// A full bucket of `burst` tokens refilled at `rate` per second.
+    pub fn new(rate: f64, burst: f64) -> Budget {
+        Budget {
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&self) -> bool {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
+        s.0 = (s.0 + refill).min(self.burst);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Where one plugin's events and log lines go, under its budgets.
+#[derive(Debug)]
+pub struct PluginOutlet {
+    sender: broadcast::Sender<Event>,
+    events: Budget,
+    logs: Budget,
+}
+
+impl PluginOutlet {
+    /// An outlet to the manager's event channel with fresh budgets.
+    pub fn new(sender: broadcast::Sender<Event>) -> Arc<PluginOutlet> {
+        Arc::new(PluginOutlet {
+            sender,
+            events: Budget::new(EVENTS_PER_SECOND, EVENT_BURST),
+            logs: Budget::new(LOGS_PER_SECOND, LOG_BURST),
+        })
+    }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Whether `name` is an acceptable event name: 1 to 64 of `[A-Za-z0-9_.:-]`.
+pub fn valid_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The host's side of one call.
+#[derive(Debug)]
+pub struct CallHost {
+    plugin: Arc<str>,
+    cancel: Arc<Cancel>,
+    outlet: Option<Arc<PluginOutlet>>,
+    job: Option<Arc<Job>>,
+}
+
+impl CallHost {
+    /// The services for a call of `plugin`: cancelled through `cancel`, events to
+    /// `outlet` (none: dropped), progress to `job` (none: dropped).
+    pub fn new(
+        plugin: Arc<str>,
+        cancel: Arc<Cancel>,
+        outlet: Option<Arc<PluginOutlet>>,
+        job: Option<Arc<Job>>,
+    ) -> CallHost {
+        CallHost {
+            plugin,
+            cancel,
+            outlet,
+            job,
+        }
+    }
+
+    /// The plugin making the call.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The call's cancellation flag.
+    pub fn cancel_flag(&self) -> &Arc<Cancel> {
+        &self.cancel
+    }
+}
+
+impl Host for CallHost {
+    /// Files a log line under the plugin's name (`DYNPLUG_PLUGIN` in the journal),
+    /// within the plugin's log budget.
+    fn log(&self, level: Level, message: &str) {
+        if self.outlet.as_ref().is_some_and(|o| !o.logs.take()) {
+            return;
+        }
+        let plugin = &*self.plugin;
+        let message = cut(message, MAX_LOG_BYTES);
+        match level {
+            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+        }
+    }
+
+    /// Records progress on the job making the call, if any.
+    fn progress(&self, fraction: f64, text: &str) {
+        if let Some(job) = &self.job {
+            job.set_progress(fraction, cut(text, MAX_STATUS_BYTES));
+        }
+    }
+
+    /// Whether the caller gave up.
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Publishes an event; false when it was dropped (bad name, too large, over budget,
+    /// or no one to publish to).
+    fn emit(&self, event: &str, payload: &str) -> bool {
+        let Some(outlet) = &self.outlet else {
+            return false;
+        };
+        if !valid_event_name(event) || payload.len() > MAX_EVENT_PAYLOAD {
+            tracing::debug!(
+                plugin = &*self.plugin,
+                event,
+                "event refused: bad name or too large"
+            );
+            return false;
+        }
+        if !outlet.events.take() {
+            tracing::debug!(plugin = &*self.plugin, event, "event dropped: over budget");
+            return false;
+        }
+        let _ = outlet.sender.send(Event::PluginEvent {
+            plugin: self.plugin.to_string(),
+            event: event.to_owned(),
+            payload: payload.to_owned(),
+        });
+        true
+    }
+}
+
+/// The C context for one call, followed by the host it speaks for.
+#[repr(C)]
+pub struct HostFrame<'a> {
+    ctx: HostContext,
+    host: &'a dyn Host,
+}
+
+impl<'a> HostFrame<'a> {
+    /// The context for a call served by `host`.
+    pub fn new(host: &'a dyn Host) -> Self {
+        HostFrame {
+            ctx: HostContext {
+                struct_size: abi::CONTEXT_SIZE,
+                reserved: 0,
+                log: frame_log,
+                progress: frame_progress,
+                cancelled: frame_cancelled,
+                emit: frame_emit,
+            },
+            host,
+        }
+    }
+
+    /// The pointer handed to the plugin.
+    pub fn as_ptr(&self) -> *const HostContext {
+        &self.ctx
+    }
+}
+
+/// The host behind a context made by [`HostFrame::new`].
+///
+/// # Safety
+/// `ctx` must be the context of a live [`HostFrame`].
+unsafe fn host_of<'a>(ctx: *const HostContext) -> &'a dyn Host {
+    // SAFETY: `ctx` is the first field of a `#[repr(C)]` HostFrame, per the contract.
+    unsafe { (*ctx.cast::<HostFrame<'a>>()).host }
+}
+
+/// Borrows `len` bytes at `ptr` as text, replacing what is not UTF-8.
+///
+/// # Safety
+/// `ptr` must be valid for `len` bytes, or null.
+unsafe fn text<'a>(ptr: *const u8, len: usize) -> std::borrow::Cow<'a, str> {
+    if ptr.is_null() || len == 0 {
+        return "".into();
+    }
+    // SAFETY: guaranteed by the caller.
+    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+// The functions below are called by plugin code with the context it was given. A
+// plugin that passes another pointer breaks the ABI as surely as one that writes
+// through a stray pointer: in-process plugins are trusted not to.
+
+unsafe extern "C" fn frame_log(ctx: *const HostContext, level: u32, msg: *const u8, len: usize) {
+    // SAFETY: the plugin passes back its context and a valid slice (see above).
+    let (host, msg) = unsafe { (host_of(ctx), text(msg, len.min(MAX_LOG_BYTES))) };
+    host.log(Level::from_abi(level), &msg);
+}
+
+unsafe extern "C" fn frame_progress(ctx: *const HostContext, f: f64, t: *const u8, len: usize) {
+    // SAFETY: as in `frame_log`.
+    let (host, t) = unsafe { (host_of(ctx), text(t, len.min(MAX_STATUS_BYTES))) };
+    host.progress(f, &t);
+}
+
+unsafe extern "C" fn frame_cancelled(ctx: *const HostContext) -> i32 {
+    // SAFETY: as in `frame_log`.
+    i32::from(unsafe { host_of(ctx) }.cancelled())
+}
+
+unsafe extern "C" fn frame_emit(
+    ctx: *const HostContext,
+    event: *const u8,
+    event_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+) -> i32 {
+    if event_len > MAX_EVENT_NAME || payload_len > MAX_EVENT_PAYLOAD {
+        return 1;
+    }
+    // SAFETY: as in `frame_log`.
+    let (host, e, p) = unsafe {
+        (
+            host_of(ctx),
+            text(event, event_len),
+            text(payload, payload_len),
+        )
+    };
+    i32::from(!host.emit(&e, &p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_allows_a_burst_then_the_rate() {
+        let budget = Budget::new(EVENTS_PER_SECOND, EVENT_BURST);
+        let burst = (0..200).filter(|_| budget.take()).count();
+        assert_eq!(burst, EVENT_BURST as usize);
+    }
+
+    #[test]
+    fn events_are_checked_and_published() {
+        let (sender, mut rx) = broadcast::channel(8);
+        let outlet = PluginOutlet::new(sender);
+        let host = CallHost::new("p".into(), Cancel::new(), Some(outlet), None);
+        assert!(!host.emit("bad name", "{}"));
+        assert!(!host.emit("ok", &"x".repeat(MAX_EVENT_PAYLOAD + 1)));
+        assert!(host.emit("done", "{\"n\":1}"));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Event::PluginEvent {
+                plugin: "p".into(),
+                event: "done".into(),
+                payload: "{\"n\":1}".into()
+            }
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(cut("héllo", 2), "h");
+    }
+
+    #[tokio::test]
+    async fn cancel_wakes_waiters_once() {
+        let cancel = Cancel::new();
+        let waiter = tokio::spawn({
+            let c = Arc::clone(&cancel);
+            async move { c.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(cancel.cancel());
+        assert!(!cancel.cancel());
+        waiter.await.unwrap();
+        assert!(cancel.is_cancelled());
+    }
+}
