@@ -142,7 +142,11 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     )
     .await?;
     let published = Published::attach(conn.clone(), &manager).await?;
-    tokio::spawn(objects::forward(conn.clone(), manager.subscribe()));
+    tokio::spawn(objects::forward(
+        conn.clone(),
+        manager.clone(),
+        manager.subscribe(),
+    ));
     tokio::spawn(objects::follow_state(
         Arc::clone(&published),
         Arc::clone(&shared),

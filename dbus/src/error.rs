@@ -26,6 +26,10 @@ pub enum DynplugError {
     Config(String),
     /// The daemon is stopping.
     ShuttingDown(String),
+    /// The call or job was cancelled.
+    Cancelled(String),
+    /// As many jobs as allowed are running (`jobs.max_running`).
+    TooManyJobs(String),
     /// Anything else (e.g. runtime state could not be saved).
     Failed(String),
 }

@@ -4,6 +4,7 @@
 //! - [`manager`]: `org.dynplug.Manager` as a [`ManagerProxy`], with typed replies
 //!   ([`PluginRow`], [`PluginDetails`], [`BulkResult`]);
 //! - [`plugin`]: `org.dynplug.Plugin` as a [`PluginProxy`];
+//! - [`job`]: `org.dynplug.Job` as a [`JobProxy`];
 //! - [`error`]: the named errors `org.dynplug.Error.*` ([`DynplugError`]).
 //!
 //! It depends on zbus and serde only: a client never links the plugin host. The daemon
@@ -11,11 +12,13 @@
 //! property through these proxies.
 
 pub mod error;
+pub mod job;
 pub mod manager;
 pub mod names;
 pub mod plugin;
 
 pub use error::DynplugError;
+pub use job::JobProxy;
 pub use manager::{BulkResult, ManagerProxy, PluginDetails, PluginRow};
-pub use names::{plugin_path, BUS_NAME, MANAGER_PATH, PLUGINS_PATH};
+pub use names::{job_id, job_path, plugin_path, BUS_NAME, JOBS_PATH, MANAGER_PATH, PLUGINS_PATH};
 pub use plugin::PluginProxy;

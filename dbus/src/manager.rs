@@ -124,6 +124,10 @@ pub trait Manager {
     fn disable_plugins(&self, names: &[&str]) -> zbus::Result<Vec<BulkResult>>;
     /// Re-reads the configuration; a summary of what changed.
     fn reload(&self) -> Result<String, DynplugError>;
+    /// Starts plugin `name` on `input` as a job; returns the job's object at once.
+    fn start_job(&self, name: &str, input: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
+    /// Every job still known (running, or ended and kept), oldest first.
+    fn list_jobs(&self) -> zbus::Result<Vec<zbus::OwnedObjectPath>>;
 
     /// The daemon's version.
     #[zbus(property)]
@@ -174,4 +178,7 @@ pub trait Manager {
     /// A reload finished.
     #[zbus(signal)]
     fn config_reloaded(&self, success: bool, message: &str) -> zbus::Result<()>;
+    /// A plugin published an event (within its budget).
+    #[zbus(signal)]
+    fn plugin_event(&self, plugin: &str, event: &str, payload: &str) -> zbus::Result<()>;
 }

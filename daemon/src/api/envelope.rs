@@ -69,6 +69,11 @@ impl ApiError {
         }
     }
 
+    /// The machine-readable code (`not_found`, `timeout`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The generic error for a status produced outside the handlers (framework,
     /// middleware).
     pub fn for_status(status: StatusCode) -> Self {
@@ -121,6 +126,10 @@ impl From<ManagerError> for ApiError {
             }
             ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
             ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ManagerError::Cancelled(_) => (StatusCode::CONFLICT, "cancelled"),
+            ManagerError::JobNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ManagerError::TooManyJobs(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
+            ManagerError::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
             _ => {
                 tracing::error!(error = %message, "request failed");
                 return ApiError::new(

@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod envelope;
+pub mod jobs;
 mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use dynplug_core::config::ServerConfig;
 use tokio::sync::watch;
@@ -72,6 +73,11 @@ pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
         .route("/plugins/{name}/execute", post(routes::execute))
         .route("/plugins/{name}/enable", put(routes::enable))
         .route("/plugins/{name}/disable", put(routes::disable))
+        // Jobs and events carry plugin outputs and payloads: as guarded as execute.
+        .route("/plugins/{name}/jobs", post(jobs::start))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get).merge(delete(jobs::cancel)))
+        .route("/events", get(jobs::events))
         .route_layer(axum::middleware::from_fn_with_state(
             settings.token.clone(),
             auth::require_token,

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::envelope::ErrorEnvelope;
-use super::routes;
+use super::{jobs, routes};
 
 struct BearerAuth;
 
@@ -21,10 +21,11 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "dynplugd REST API", description = "Plugins loaded by dynplugd, over HTTP. Every response is an envelope {success, data, error}; failures add a machine-readable code."),
-    paths(routes::list, routes::info, routes::execute, routes::enable, routes::disable, routes::health, routes::metrics, routes::openapi),
-    components(schemas(ErrorEnvelope, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health)),
+    paths(routes::list, routes::info, routes::execute, routes::enable, routes::disable, routes::health, routes::metrics, routes::openapi, jobs::start, jobs::list, jobs::get, jobs::cancel, jobs::events),
+    components(schemas(ErrorEnvelope, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health, jobs::JobInfo)),
     modifiers(&BearerAuth),
     tags((name = "plugins", description = "List, inspect, run, enable and disable plugins"),
+         (name = "jobs", description = "Background calls with progress and cancellation, and the event stream"),
          (name = "daemon", description = "Health, metrics and this document"))
 )]
 struct ApiDoc;

@@ -171,7 +171,7 @@ pub async fn info(
 }
 
 /// The input of an execute request: JSON `{"input": ...}` or the raw text/plain body.
-fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
+pub(crate) fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

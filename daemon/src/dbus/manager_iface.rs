@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
-use dynplug_dbus::{BulkResult, DynplugError, PluginDetails, PluginRow};
-use zbus::interface;
+use dynplug_core::jobs::JobOwner;
+use dynplug_dbus::{job_path, BulkResult, DynplugError, PluginDetails, PluginRow};
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
+use zbus::OwnedObjectPath;
+use zbus::{interface, Connection};
 
 use super::errors::OrDbus;
+use super::job_iface::caller_uid;
 use super::plugin_iface::details;
 use crate::state::{ReloadError, Shared};
 
@@ -92,6 +96,38 @@ impl ManagerIface {
             ReloadError::Config(m) | ReloadError::Partial(m) => DynplugError::Config(m),
             ReloadError::Failed(m) => DynplugError::Failed(m),
         })
+    }
+
+    /// Starts plugin `name` on `input` as a job and returns its object at once; the job
+    /// is owned by the caller's user (who, or root, may cancel it).
+    async fn start_job(
+        &self,
+        name: &str,
+        input: String,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<OwnedObjectPath, DynplugError> {
+        let uid = caller_uid(conn, &header).await?;
+        let job = self
+            .shared
+            .manager
+            .start_job(name, input, JobOwner::Uid(uid))
+            .or_dbus()?;
+        // Served before the reply, so the caller can read it at once.
+        super::objects::publish_job(conn, &self.shared.manager, job.id()).await?;
+        OwnedObjectPath::try_from(job_path(job.id()))
+            .map_err(|e| DynplugError::Failed(e.to_string()))
+    }
+
+    /// Every job still known (running, or ended and kept), oldest first.
+    async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
+        self.shared
+            .manager
+            .jobs()
+            .list()
+            .iter()
+            .filter_map(|j| OwnedObjectPath::try_from(job_path(j.id())).ok())
+            .collect()
     }
 
     /// The daemon's version.
@@ -193,6 +229,15 @@ impl ManagerIface {
         name: &str,
         state: &str,
         detail: &str,
+    ) -> zbus::Result<()>;
+
+    /// A plugin published an event (within its budget).
+    #[zbus(signal)]
+    pub(crate) async fn plugin_event(
+        emitter: &SignalEmitter<'_>,
+        plugin: &str,
+        event: &str,
+        payload: &str,
     ) -> zbus::Result<()>;
 
     /// A reload finished: success, and a summary of changes or the reason for refusal.

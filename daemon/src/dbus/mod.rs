@@ -4,6 +4,7 @@
 //! come from the contract crate `dynplug-dbus`, which clients use too.
 
 pub mod errors;
+pub mod job_iface;
 pub mod manager_iface;
 pub mod objects;
 pub mod plugin_iface;

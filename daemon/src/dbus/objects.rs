@@ -10,10 +10,11 @@ use tokio::sync::broadcast;
 use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
+use super::job_iface::JobIface;
 use super::manager_iface::ManagerIface;
 use super::plugin_iface::PluginIface;
 use crate::state::{Shared, StateEvent};
-use dynplug_dbus::{plugin_path, MANAGER_PATH};
+use dynplug_dbus::{job_path, plugin_path, MANAGER_PATH};
 
 /// The plugin objects this connection serves.
 pub struct Published {
@@ -118,6 +119,43 @@ pub async fn sync(
     Ok(())
 }
 
+/// Serves job `id` if the manager still knows it and it is not served yet.
+pub async fn publish_job(conn: &Connection, manager: &Manager, id: u64) -> zbus::Result<()> {
+    if let Ok(job) = manager.jobs().get(id) {
+        let iface = JobIface {
+            manager: manager.clone(),
+            job,
+        };
+        conn.object_server().at(job_path(id), iface).await?;
+    }
+    Ok(())
+}
+
+/// Announces a job's changes: its properties, and `Finished` once it ended.
+async fn job_changed(conn: &Connection, id: u64, finished: bool) -> zbus::Result<()> {
+    let Ok(job) = conn
+        .object_server()
+        .interface::<_, JobIface>(job_path(id))
+        .await
+    else {
+        return Ok(());
+    };
+    let iface = job.get().await;
+    let emitter = job.signal_emitter();
+    iface.progress_changed(emitter).await?;
+    iface.status_text_changed(emitter).await?;
+    if finished {
+        iface.state_changed(emitter).await?;
+        iface.output_changed(emitter).await?;
+        iface.error_changed(emitter).await?;
+        iface.error_name_changed(emitter).await?;
+        iface.finished_usec_changed(emitter).await?;
+        let state = iface.job.view().state;
+        JobIface::finished(emitter, state.as_str()).await?;
+    }
+    Ok(())
+}
+
 async fn plugin_ref(conn: &Connection, name: &str) -> Option<InterfaceRef<PluginIface>> {
     conn.object_server()
         .interface::<_, PluginIface>(plugin_path(name))
@@ -126,7 +164,7 @@ async fn plugin_ref(conn: &Connection, name: &str) -> Option<InterfaceRef<Plugin
 }
 
 /// Emits the signal (and property changes) for one event.
-pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
+pub async fn publish(conn: &Connection, manager_core: &Manager, event: &Event) -> zbus::Result<()> {
     let manager = conn
         .object_server()
         .interface::<_, ManagerIface>(MANAGER_PATH)
@@ -181,6 +219,18 @@ pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
             iface.plugin_count_changed(emitter).await?;
             iface.failed_count_changed(emitter).await?;
         }
+        Event::PluginEvent {
+            plugin,
+            event,
+            payload,
+        } => ManagerIface::plugin_event(emitter, plugin, event, payload).await?,
+        Event::JobAdded { id } => publish_job(conn, manager_core, *id).await?,
+        Event::JobChanged { id, finished } => job_changed(conn, *id, *finished).await?,
+        Event::JobRemoved { id } => {
+            conn.object_server()
+                .remove::<JobIface, _>(job_path(*id))
+                .await?;
+        }
         _ => {}
     }
     Ok(())
@@ -188,11 +238,11 @@ pub async fn publish(conn: &Connection, event: &Event) -> zbus::Result<()> {
 
 /// Forwards events until the channel closes. A slow consumer that lagged is told so in
 /// the log; it never blocks the manager.
-pub async fn forward(conn: Connection, mut events: broadcast::Receiver<Event>) {
+pub async fn forward(conn: Connection, manager: Manager, mut events: broadcast::Receiver<Event>) {
     loop {
         match events.recv().await {
             Ok(event) => {
-                if let Err(e) = publish(&conn, &event).await {
+                if let Err(e) = publish(&conn, &manager, &event).await {
                     tracing::warn!(error = %e, "cannot emit D-Bus signal");
                 }
             }

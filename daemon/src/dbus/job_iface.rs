@@ -1,0 +1,117 @@
+//! `org.dynplug.Job` at `/org/dynplug/Manager/jobs/N`: one object per job, reading the
+//! job's state from the core's job table (the contract is `dynplug_dbus::JobProxy`).
+
+use std::sync::Arc;
+
+use dynplug_core::jobs::{Job, JobOwner};
+use dynplug_core::Manager;
+use dynplug_dbus::DynplugError;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, DBusError};
+
+use super::errors::{dbus_error, OrDbus};
+
+/// The user id of the sender of the message with `header`.
+pub(crate) async fn caller_uid(
+    conn: &Connection,
+    header: &Header<'_>,
+) -> Result<u32, DynplugError> {
+    let sender = header
+        .sender()
+        .ok_or_else(|| DynplugError::AccessDenied("the call has no sender".into()))?;
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    dbus.get_connection_unix_user(sender.clone().into())
+        .await
+        .map_err(|e| DynplugError::AccessDenied(format!("cannot tell who is calling: {e}")))
+}
+
+/// One job object.
+pub struct JobIface {
+    pub(crate) manager: Manager,
+    pub(crate) job: Arc<Job>,
+}
+
+/// The server side of `org.dynplug.Job`.
+#[interface(name = "org.dynplug.Job")]
+impl JobIface {
+    /// Asks the job to stop. Only the user who started it, or root, may.
+    async fn cancel(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), DynplugError> {
+        let uid = caller_uid(conn, &header).await?;
+        self.manager
+            .jobs()
+            .cancel(self.job.id(), JobOwner::Uid(uid), uid == 0)
+            .or_dbus()
+            .map(drop)
+    }
+
+    /// The plugin the job calls.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn plugin(&self) -> String {
+        self.job.view().plugin
+    }
+
+    /// running, succeeded, failed or cancelled.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.job.view().state.as_str().to_owned()
+    }
+
+    /// 0..1, or -1 while unknown.
+    #[zbus(property)]
+    fn progress(&self) -> f64 {
+        self.job.view().progress
+    }
+
+    /// The plugin's last status text.
+    #[zbus(property)]
+    fn status_text(&self) -> String {
+        self.job.view().status_text
+    }
+
+    /// The output, once the job succeeded.
+    #[zbus(property)]
+    fn output(&self) -> String {
+        self.job.view().output
+    }
+
+    /// Why it failed or was cancelled.
+    #[zbus(property)]
+    fn error(&self) -> String {
+        self.job
+            .view()
+            .error
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The D-Bus error name of the failure (empty otherwise).
+    #[zbus(property)]
+    fn error_name(&self) -> String {
+        self.job
+            .view()
+            .error
+            .map(|e| dbus_error(e).name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// When it started, µs since the epoch.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn started_usec(&self) -> u64 {
+        self.job.view().started_usec
+    }
+
+    /// When it ended, µs since the epoch (0 while running).
+    #[zbus(property)]
+    fn finished_usec(&self) -> u64 {
+        self.job.view().finished_usec
+    }
+
+    /// The job ended in `state`.
+    #[zbus(signal)]
+    pub(crate) async fn finished(emitter: &SignalEmitter<'_>, state: &str) -> zbus::Result<()>;
+}
