@@ -100,7 +100,10 @@ struct Data {
 #[derive(Debug)]
 pub struct Job {
     id: u64,
+    /// Raised when the caller gives up: a cancellation, or the call's timeout.
     cancel: Arc<Cancel>,
+    /// Whether someone asked to cancel the job (the timeout raises only `cancel`).
+    requested: std::sync::atomic::AtomicBool,
     data: Mutex<Data>,
     events: broadcast::Sender<Event>,
 }
@@ -164,13 +167,20 @@ impl Job {
         }
     }
 
+    /// Asks the job to stop; returns whether this is the first request.
+    fn request_cancel(&self) -> bool {
+        let first = !self.requested.swap(true, Ordering::AcqRel);
+        self.cancel.cancel();
+        first
+    }
+
     /// Records the end of the call; a job whose cancellation was asked for ends
     /// cancelled whatever the call returned.
     fn finish(&self, result: Result<String, ManagerError>) {
         let mut d = lock(&self.data);
         let v = &mut d.view;
         match result {
-            _ if self.cancel.is_cancelled() => {
+            _ if self.requested.load(Ordering::Acquire) => {
                 v.state = JobState::Cancelled;
                 v.error = Some(ManagerError::Cancelled(v.plugin.clone()));
             }
@@ -232,6 +242,7 @@ impl Jobs {
         let job = Arc::new(Job {
             id,
             cancel: Cancel::new(),
+            requested: std::sync::atomic::AtomicBool::new(false),
             data: Mutex::new(Data {
                 view: JobView {
                     id,
@@ -287,7 +298,7 @@ impl Jobs {
                 "job {id} was started by someone else; only they or root may cancel it"
             )));
         }
-        if job.is_running() && job.cancel.cancel() {
+        if job.is_running() && job.request_cancel() {
             tracing::info!(job = id, "job cancellation requested");
         }
         Ok(job)
@@ -296,7 +307,7 @@ impl Jobs {
     /// Asks every running job to stop (at shutdown).
     pub fn cancel_all(&self) {
         for job in lock(&self.jobs).values() {
-            job.cancel.cancel();
+            job.request_cancel();
         }
     }
 
@@ -400,6 +411,12 @@ mod tests {
         let b = jobs.start("p", JobOwner::Uid(1000)).unwrap();
         jobs.cancel(b.id(), JobOwner::Uid(0), true).unwrap();
         assert!(b.cancel_flag().is_cancelled());
+        // A call that timed out raised only the call's flag: the job failed, with the
+        // timeout's error, and was not cancelled.
+        let c = jobs.start("p", JobOwner::Uid(1000)).unwrap();
+        c.cancel_flag().cancel();
+        jobs.finish(&c, Err(ManagerError::ShuttingDown));
+        assert_eq!(c.view().state, JobState::Failed);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 ///
 /// Exit codes: 0 ok, 1 failure, 2 usage, 3 plugin not found, 4 access denied,
 /// 5 daemon unavailable, 6 plugin disabled, 7 timeout, 8 invalid argument,
-/// 9 configuration rejected.
+/// 9 configuration rejected, 10 cancelled, 11 too many jobs.
 #[derive(Debug, Parser)]
 #[command(name = "dynplugctl", version, about, long_about)]
 #[command(group(ArgGroup::new("bus").args(["system", "session", "address"])))]
@@ -61,7 +61,9 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "names")]
         all: bool,
     },
-    /// Run a plugin; INPUT absent or `-` reads standard input.
+    /// Run a plugin as a job and wait for it; INPUT absent or `-` reads standard input.
+    /// On a terminal a plugin that reports progress shows a progress bar (on stderr),
+    /// and Ctrl-C cancels the job.
     Execute {
         /// Plugin name.
         name: String,
@@ -71,12 +73,30 @@ pub(crate) enum Command {
         /// Read the input from this file.
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// Start the job, print its object path and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List jobs (running, and ended ones still kept).
+    Jobs,
+    /// Show one job.
+    Job {
+        /// The job: its number or object path.
+        id: String,
+        /// Follow it to the end (progress bar on a terminal), then print its output.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a job (yours, or any as root).
+    Cancel {
+        /// The job: its number or object path.
+        id: String,
     },
     /// Make the daemon re-read its configuration.
     Reload,
     /// Show the daemon's state.
     Status,
-    /// Print plugin and configuration events as they happen, until interrupted.
+    /// Print plugin, job and configuration events as they happen, until interrupted.
     Watch,
     /// Print a shell completion script.
     Completions {

@@ -41,6 +41,10 @@ pub(crate) enum Kind {
     InvalidArgument,
     /// Configuration refused.
     Config,
+    /// The call or job was cancelled.
+    Cancelled,
+    /// Too many jobs running.
+    TooManyJobs,
 }
 
 impl Kind {
@@ -55,6 +59,8 @@ impl Kind {
             Kind::Timeout => exit::TIMEOUT,
             Kind::InvalidArgument => exit::INVALID_ARGUMENT,
             Kind::Config => exit::CONFIG,
+            Kind::Cancelled => exit::CANCELLED,
+            Kind::TooManyJobs => exit::TOO_MANY_JOBS,
         }
     }
 
@@ -69,6 +75,8 @@ impl Kind {
             Kind::Timeout => "timeout",
             Kind::InvalidArgument => "invalid_argument",
             Kind::Config => "config",
+            Kind::Cancelled => "cancelled",
+            Kind::TooManyJobs => "too_many_jobs",
         }
     }
 }
@@ -183,6 +191,9 @@ impl IntoCtlError for DynplugError {
                 CtlError::new(Kind::Failure, m).hint("see `dynplugctl info NAME` and the journal for the reason")
             }
             DynplugError::ExecutionFailed(m) | DynplugError::Failed(m) => CtlError::new(Kind::Failure, m),
+            DynplugError::Cancelled(m) => CtlError::new(Kind::Cancelled, m),
+            DynplugError::TooManyJobs(m) => CtlError::new(Kind::TooManyJobs, m)
+                .hint("wait for running jobs to end, or raise jobs.max_running"),
         }
     }
 }
@@ -250,6 +261,11 @@ impl Client {
             result = call => result.map_err(|e| e.into_ctl(&self.bus)),
             () = lost => Err(CtlError::unavailable("dynplugd went away during the call", &self.bus)),
         }
+    }
+
+    /// The connection.
+    pub(crate) fn connection(&self) -> &zbus::Connection {
+        self.manager.inner().connection()
     }
 
     /// The stream of owner changes of the daemon's name (for `watch`).

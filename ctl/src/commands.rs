@@ -311,19 +311,32 @@ pub(crate) fn read_input(input: Option<String>, file: Option<&Path>) -> Result<S
     })
 }
 
-/// `execute NAME [INPUT]`.
+/// `execute NAME [INPUT] [--detach]`: starts a job and follows it to the end.
 pub(crate) async fn execute(
     client: &Client,
     out: Output,
     name: &str,
     input: String,
+    detach: bool,
 ) -> Result<(), CtlError> {
     let began = Instant::now();
-    let result = client.call(client.manager.execute(name, &input)).await;
-    let output = match result {
-        Ok(o) => o,
+    // Listen for Ctrl-C before the job exists, so no interrupt can fall in between.
+    let interrupts = crate::jobs::interrupts()?;
+    let path = match client.call(client.manager.start_job(name, &input)).await {
+        Ok(path) => path,
         Err(e) => return Err(with_suggestions(client, name, e).await),
     };
+    if detach {
+        if out.json {
+            out.json_value(
+                &json!({"job": path.as_str(), "id": dynplug_dbus::job_id(path.as_str())}),
+            );
+        } else {
+            print_stdout(&format!("{}\n", path.as_str()));
+        }
+        return Ok(());
+    }
+    let output = crate::jobs::follow(client, out, path.as_str(), Some(interrupts)).await?;
     if out.json {
         let elapsed = began.elapsed();
         out.json_value(&json!({
@@ -333,10 +346,7 @@ pub(crate) async fn execute(
             "duration_us": u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         }));
     } else {
-        print_stdout(&output);
-        if !output.ends_with('\n') && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            print_stdout("\n");
-        }
+        crate::jobs::print_output(&output);
     }
     Ok(())
 }
@@ -424,6 +434,10 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
     let mut failed = m.receive_plugin_failed().await.map_err(classify)?;
     let mut service = m.receive_service_state_changed().await.map_err(classify)?;
     let mut reloaded = m.receive_config_reloaded().await.map_err(classify)?;
+    let mut plugin_events = m.receive_plugin_event().await.map_err(classify)?;
+    let mut jobs = crate::jobs::changes(client.connection())
+        .await
+        .map_err(classify)?;
     let emit = |kind: &str, fields: Value, text: String| {
         if out.json {
             let mut obj = json!({"event": kind});
@@ -453,6 +467,13 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
                 emit("config_reloaded", json!({"success": a.success(), "message": a.message()}),
                     if *a.success() { format!("configuration reloaded: {}", a.message()) }
                     else { format!("{} {}", out.paint("reload refused:", Colour::Red), a.message()) });
+            },
+            Some(s) = plugin_events.next() => if let Ok(a) = s.args() {
+                emit("plugin_event", json!({"plugin": a.plugin(), "name": a.event(), "payload": a.payload()}),
+                    format!("{}: event {} {}", a.plugin(), a.event(), a.payload()));
+            },
+            Some(change) = jobs.next() => if let Some(c) = change {
+                emit("job", c.json(), c.text());
             },
             change = client.owner_changes().next() => match change {
                 Some(c) => if let Ok(a) = c.args() {

@@ -21,3 +21,7 @@ pub(crate) const TIMEOUT: i32 = 7;
 pub(crate) const INVALID_ARGUMENT: i32 = 8;
 /// The daemon rejected its new configuration on reload.
 pub(crate) const CONFIG: i32 = 9;
+/// The job was cancelled (Ctrl-C during `execute`, or `cancel` from elsewhere).
+pub(crate) const CANCELLED: i32 = 10;
+/// As many jobs as allowed are running (`jobs.max_running`).
+pub(crate) const TOO_MANY_JOBS: i32 = 11;

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod commands;
 mod exit;
+mod jobs;
 mod output;
 
 use std::time::Duration;
@@ -33,9 +34,12 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
         Command::Info { name } => commands::info(&client, out, &name).await,
         Command::Enable { names, all } => commands::toggle(&client, out, names, all, true).await,
         Command::Disable { names, all } => commands::toggle(&client, out, names, all, false).await,
-        Command::Execute { name, .. } => {
-            commands::execute(&client, out, &name, input.unwrap_or_default()).await
+        Command::Execute { name, detach, .. } => {
+            commands::execute(&client, out, &name, input.unwrap_or_default(), detach).await
         }
+        Command::Jobs => jobs::list(&client, out).await,
+        Command::Job { id, wait } => jobs::show(&client, out, &id, wait).await,
+        Command::Cancel { id } => jobs::cancel(&client, out, &id).await,
         Command::Reload => commands::reload(&client, out).await,
         Command::Status => commands::status(&client, out).await,
         Command::Watch => commands::watch(&mut client, out).await,

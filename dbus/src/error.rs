@@ -33,3 +33,48 @@ pub enum DynplugError {
     /// Anything else (e.g. runtime state could not be saved).
     Failed(String),
 }
+
+impl DynplugError {
+    /// The error named `name` (`org.dynplug.Error.*`) with `message`: what a method
+    /// would have returned, rebuilt from a job's `ErrorName` and `Error` properties.
+    /// Unknown names become [`DynplugError::Failed`].
+    pub fn from_name(name: &str, message: String) -> DynplugError {
+        match name.strip_prefix("org.dynplug.Error.").unwrap_or_default() {
+            "NotFound" => DynplugError::NotFound(message),
+            "Disabled" => DynplugError::Disabled(message),
+            "Unavailable" => DynplugError::Unavailable(message),
+            "ExecutionFailed" => DynplugError::ExecutionFailed(message),
+            "Timeout" => DynplugError::Timeout(message),
+            "AccessDenied" => DynplugError::AccessDenied(message),
+            "InvalidArgument" => DynplugError::InvalidArgument(message),
+            "Config" => DynplugError::Config(message),
+            "ShuttingDown" => DynplugError::ShuttingDown(message),
+            "Cancelled" => DynplugError::Cancelled(message),
+            "TooManyJobs" => DynplugError::TooManyJobs(message),
+            _ => DynplugError::Failed(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError;
+
+    #[test]
+    fn names_round_trip() {
+        for e in [
+            DynplugError::Timeout("t".into()),
+            DynplugError::Cancelled("c".into()),
+            DynplugError::TooManyJobs("m".into()),
+            DynplugError::NotFound("n".into()),
+        ] {
+            let back = DynplugError::from_name(e.name().as_str(), "x".into());
+            assert_eq!(back.name(), e.name());
+        }
+        assert!(matches!(
+            DynplugError::from_name("org.example.Other", "x".into()),
+            DynplugError::Failed(_)
+        ));
+    }
+}

@@ -106,7 +106,7 @@ fn every_command_with_text_and_json() {
             info["state"].as_str(),
             info["abi_version"].as_u64()
         ),
-        (Some("text"), Some("loaded"), Some(1))
+        (Some("text"), Some("loaded"), Some(2))
     );
     let (code, out, _) = ctl.run(&["info", "heartbeat"]);
     assert_eq!(code, 0);

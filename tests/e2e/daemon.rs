@@ -143,7 +143,7 @@ fn busctl_and_gdbus_drive_the_daemon() {
     assert!(out.contains("('echo', true, 'changed'), ('echo', true, 'unchanged'), ('ghost', false, 'no plugin named `ghost`')"), "{out}");
     let (_, out, _) = gdbus_call(&bus, "GetPlugin", &["hash"]);
     assert!(
-        out.contains("'Name': <'hash'>") && out.contains("'AbiVersion': <uint32 1>"),
+        out.contains("'Name': <'hash'>") && out.contains("'AbiVersion': <uint32 2>"),
         "{out}"
     );
 }
@@ -174,10 +174,18 @@ fn served_interfaces_match_the_checked_in_xml() {
             "/org/dynplug/Manager/plugins/echo",
         ],
     );
+    let started = bus.manager_call("StartJob", "ss", &["echo", "x"]);
+    let job = started
+        .trim()
+        .trim_start_matches("o ")
+        .trim_matches('"')
+        .to_owned();
+    let (_, job_xml, _) = busctl(&bus, &["introspect", "--xml-interface", DEST, &job]);
     let served = format!(
-        "<!-- The D-Bus interfaces of dynplugd. Checked by tests/e2e/daemon.rs against what the\n     daemon serves; regenerate with DYNPLUG_BLESS=1 cargo test. -->\n<node>\n{}\n{}\n</node>\n",
+        "<!-- The D-Bus interfaces of dynplugd. Checked by tests/e2e/daemon.rs against what the\n     daemon serves; regenerate with DYNPLUG_BLESS=1 cargo test. -->\n<node>\n{}\n{}\n{}\n</node>\n",
         interface_xml(&manager_xml, "org.dynplug.Manager"),
-        interface_xml(&plugin_xml, "org.dynplug.Plugin")
+        interface_xml(&plugin_xml, "org.dynplug.Plugin"),
+        interface_xml(&job_xml, "org.dynplug.Job")
     );
     let checked_in = workspace_root().join("daemon/org.dynplug.Manager.xml");
     if std::env::var_os("DYNPLUG_BLESS").is_some() {
@@ -210,7 +218,7 @@ async fn the_contract_proxies_match_the_server() {
     assert_eq!(details.name.as_deref(), Some("hash"));
     assert_eq!(details.state.as_deref(), Some("loaded"));
     assert_eq!(details.isolation.as_deref(), Some("in-process"));
-    assert_eq!(details.abi_version, Some(1));
+    assert_eq!(details.abi_version, Some(2));
     assert!(details.sandbox.is_some_and(|s| s.len() == 5));
     assert_eq!(m.execute("echo", "contract").await.unwrap(), "contract");
     assert!(m.disable_plugin("echo").await.unwrap());
@@ -268,6 +276,40 @@ async fn the_contract_proxies_match_the_server() {
     assert_eq!(p.timeouts().await.unwrap(), 0);
     assert_eq!(p.last_error().await.unwrap(), "");
     assert!(p.last_duration_usec().await.is_ok());
+
+    // Jobs: StartJob, ListJobs and every property of org.dynplug.Job.
+    let path = m.start_job("hash", "abc").await.unwrap();
+    let j = dynplug_dbus::JobProxy::builder(&conn)
+        .path(path.clone())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let mut finished = j.receive_finished().await.unwrap();
+    if j.state().await.unwrap() == "running" {
+        finished.next().await;
+    }
+    assert_eq!(j.state().await.unwrap(), "succeeded");
+    assert_eq!(j.plugin().await.unwrap(), "hash");
+    assert_eq!(
+        (j.progress().await.unwrap(), j.status_text().await.unwrap()),
+        (1.0, String::new())
+    );
+    assert!(j.output().await.unwrap().starts_with("ba7816bf"));
+    assert_eq!(
+        (j.error().await.unwrap(), j.error_name().await.unwrap()),
+        (String::new(), String::new())
+    );
+    assert!(j.finished_usec().await.unwrap() >= j.started_usec().await.unwrap());
+    assert!(
+        j.cancel().await.is_ok(),
+        "cancelling an ended job changes nothing"
+    );
+    assert_eq!(m.list_jobs().await.unwrap(), vec![path]);
+    assert!(matches!(
+        m.start_job("nope", "x").await,
+        Err(DynplugError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

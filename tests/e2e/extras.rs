@@ -20,7 +20,7 @@ fn a_pinned_version_that_does_not_match_is_refused_with_both_versions() {
         "{out}"
     );
     assert!(out.contains(r#""VersionRequirement" s ">=2, <3""#), "{out}");
-    assert!(out.contains(r#""AbiVersion" u 1"#), "{out}");
+    assert!(out.contains(r#""AbiVersion" u 2"#), "{out}");
     let out = bus.manager_call("Execute", "ss", &["hash", "x"]);
     assert!(out.starts_with("s \""), "a satisfied pin loads: {out}");
 }

@@ -5,6 +5,7 @@ mod daemon;
 mod extras;
 mod hostile;
 mod isolation;
+mod jobs;
 mod limits;
 mod manager;
 mod rest;

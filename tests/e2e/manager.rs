@@ -66,7 +66,7 @@ async fn examples_load_and_run() {
     assert_eq!(m.execute("json", "[1]".into()).await.unwrap(), "[\n  1\n]");
     let info = m.info("echo").unwrap();
     assert_eq!(info.stats.calls, 1);
-    assert_eq!(info.abi_version, 1);
+    assert_eq!(info.abi_version, 2);
     assert_eq!(info.path, plugins.path().join("echo.so"));
     let big = "x".repeat(1 << 20);
     assert_eq!(m.execute("echo", big.clone()).await.unwrap(), big);
@@ -144,7 +144,7 @@ async fn every_bad_file_is_refused_with_its_reason_and_nothing_else_breaks() {
     assert!(failure_of(&m, "magic.so").contains("wrong magic 0x12345678"));
     let err = failure_of(&m, "abi.so");
     assert!(
-        err.contains("ABI version 999") && err.contains("speaks version 1"),
+        err.contains("ABI version 999") && err.contains("speaks versions 1 to 2"),
         "{err}"
     );
     assert_eq!(m.info("abi.so").unwrap().abi_version, 999);
@@ -191,11 +191,11 @@ fn library_errors_have_exact_kinds() {
     use dynplug_core::library::PluginLibrary;
     let plugins = PluginDir::new();
     let policy = TrustPolicy::for_current_process();
-    let abi = plugins.add_c("tests/fixtures/c/variant.c", "abi.so", &["FIX_ABI=2u"]);
+    let abi = plugins.add_c("tests/fixtures/c/variant.c", "abi.so", &["FIX_ABI=3u"]);
     match PluginLibrary::open(&abi, policy) {
         Err(LoadError::AbiMismatch {
-            found: 2,
-            expected: 1,
+            found: 3,
+            expected: 2,
             ..
         }) => {}
         other => panic!("{other:?}"),
@@ -210,7 +210,7 @@ fn library_errors_have_exact_kinds() {
     let lib =
         lib.or_else(|_| PluginLibrary::open(&plugins.add(&rust_plugin("echo"), "echo.so"), policy));
     let lib = lib.expect("echo opens");
-    assert_eq!((lib.name(), lib.abi_version()), ("echo", 1));
+    assert_eq!((lib.name(), lib.abi_version()), ("echo", 2));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -160,8 +160,41 @@ pub struct PrivateBus {
 impl PrivateBus {
     /// Starts a session-type bus on a private socket.
     pub fn start() -> Self {
+        Self::start_with(&["--session"])
+    }
+
+    /// Starts a session-type bus that every user may connect to (a session bus admits
+    /// only its owner), for tests of what one user may do to another's work.
+    pub fn start_open() -> Self {
+        let config =
+            std::env::temp_dir().join(format!("dynplug-open-bus-{}.conf", std::process::id()));
+        std::fs::write(
+            &config,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .expect("write bus config");
+        let bus = Self::start_with(&[&format!("--config-file={}", config.display())]);
+        let _ = std::fs::remove_file(config);
+        bus
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let out = Command::new("dbus-daemon")
-            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .args(args)
+            .args(["--fork", "--print-address=1", "--print-pid=1"])
             .output()
             .expect("dbus-daemon runs (install the `dbus` package)");
         assert!(
@@ -198,19 +231,13 @@ impl PrivateBus {
     /// Calls a method of `org.dynplug.Manager` with busctl; returns what busctl printed
     /// (the reply, or the error on stderr appended).
     pub fn manager_call(&self, method: &str, signature: &str, args: &[&str]) -> String {
-        let mut cmd = self.command("busctl");
-        cmd.args([
-            "--user",
-            "call",
-            "org.dynplug.Manager",
+        let call = [
             "/org/dynplug/Manager",
             "org.dynplug.Manager",
             method,
-        ]);
-        if !signature.is_empty() {
-            cmd.arg(signature).args(args);
-        }
-        let (_, out, err) = run(cmd);
+            signature,
+        ];
+        let (_, out, err) = busctl_call(self.command("busctl"), call, args);
         out + &err
     }
 
@@ -264,6 +291,25 @@ impl Drop for PrivateBus {
     fn drop(&mut self) {
         send_signal(self.pid as u32, libc::SIGTERM);
     }
+}
+
+/// Runs `busctl` (`cmd`, which may be wrapped, e.g. in setpriv) to call a method of the
+/// daemon on the user bus: `[path, interface, method, signature]` and the arguments.
+/// Returns (exit code, stdout, stderr).
+pub fn busctl_call(mut cmd: Command, call: [&str; 4], args: &[&str]) -> (i32, String, String) {
+    let [path, interface, method, signature] = call;
+    cmd.args([
+        "--user",
+        "call",
+        "org.dynplug.Manager",
+        path,
+        interface,
+        method,
+    ]);
+    if !signature.is_empty() {
+        cmd.arg(signature).args(args);
+    }
+    run(cmd)
 }
 
 /// Sends signal `sig` to `pid`.

@@ -48,7 +48,7 @@ busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus Relo
 echo "# start and readiness"
 check "systemctl start returns success" systemctl start dynplugd
 check "active right after start (READY=1 was sent)" test "$(prop ActiveState)" = active
-contains "STATUS= line shown by systemctl status" "6 plugins, 6 enabled, 0 failed" systemctl status dynplugd --no-pager
+contains "STATUS= line shown by systemctl status" "8 plugins, 8 enabled, 0 failed" systemctl status dynplugd --no-pager
 contains "journal has the daemon's lines" "ready" journalctl -u dynplugd --no-pager
 
 echo "# busctl and dynplugctl as root"
@@ -61,11 +61,20 @@ contains "dynplugctl disable" "hash: disabled" ctl disable hash
 contains "dynplugctl enable" "hash: enabled" ctl enable hash
 contains "structured journal field DYNPLUG_PLUGIN" "plugin enabled" journalctl DYNPLUG_PLUGIN=hash --no-pager
 
+echo "# jobs, and a plugin's own log lines"
+job=$(busctl --system call $DEST $OBJ $DEST StartJob ss count 12 | cut -d'"' -f2)
+check "StartJob returns a job object" test -n "$job"
+contains "busctl sees the job object" "$job" busctl --system tree $DEST
+contains "dynplugctl follows the job to its output" "12" ctl job "$job" --wait
+contains "the job's state" 's "succeeded"' busctl --system get-property $DEST "$job" org.dynplug.Job State
+check "a plugin's log line is in the journal under its name (DYNPLUG_PLUGIN)" waitfor 10 sh -c 'journalctl -u dynplugd DYNPLUG_PLUGIN=count --no-pager | grep -q "step 10 of 12"'
+contains "dynplugctl execute runs a job" "3" ctl execute count 3
+
 echo "# unprivileged users"
 useradd --no-create-home alice
 useradd --no-create-home -G dynplug bob
 contains "alice may list" "echo" as_user alice dynplugctl list
-contains "alice may read properties" 'u 6' as_user alice busctl --system get-property $DEST $OBJ $DEST PluginCount
+contains "alice may read properties" 'u 8' as_user alice busctl --system get-property $DEST $OBJ $DEST PluginCount
 out=$(as_user alice dynplugctl execute echo x 2>&1); code=$?
 check "alice may not execute (exit 4)" test "$code" = 4
 contains "dynplugctl tells alice what to do" "dynplug" echo "$out"
@@ -73,6 +82,12 @@ contains "busctl as alice gets AccessDenied" "Access denied" as_user alice busct
 contains "alice may not reload" "access denied" as_user alice dynplugctl reload
 contains "bob (group dynplug) may execute" "x" as_user bob dynplugctl execute echo x
 contains "bob may disable" "json: disabled" as_user bob dynplugctl disable json
+contains "alice may list jobs" "count" as_user alice dynplugctl jobs
+contains "alice may not start jobs" "Access denied" as_user alice busctl --system call $DEST $OBJ $DEST StartJob ss count 1
+bobs=$(as_user bob busctl --system call $DEST $OBJ $DEST StartJob ss count 600 | cut -d'"' -f2)
+contains "root's job cannot be cancelled by bob" "started by someone else" as_user bob busctl --system call $DEST "$job" org.dynplug.Job Cancel
+check "bob cancels his own job" as_user bob busctl --system call $DEST "$bobs" org.dynplug.Job Cancel
+contains "bob's job ends cancelled" "cancelled" ctl job "$bobs" --wait
 ctl enable json >/dev/null
 
 echo "# reload"
@@ -100,7 +115,7 @@ ctl enable rot13 >/dev/null
 echo "# D-Bus activation"
 systemctl stop dynplugd
 check "stopped" test "$(prop ActiveState)" = inactive
-contains "a busctl call starts the daemon and gets its answer" 'u 6' busctl --system get-property $DEST $OBJ $DEST PluginCount
+contains "a busctl call starts the daemon and gets its answer" 'u 8' busctl --system get-property $DEST $OBJ $DEST PluginCount
 check "activated by the call" test "$(prop ActiveState)" = active
 
 echo "# an isolated plugin under the hardened unit"

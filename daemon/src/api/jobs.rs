@@ -200,8 +200,8 @@ fn sse_event(control: &Shared, event: Event) -> Option<SseEvent> {
 /// Streams plugin events, job changes and plugin state changes as server-sent events:
 /// `plugin_event`, `job`, `job_removed`, `plugin_state`, `plugin_added`,
 /// `plugin_removed`, `plugin_failed`, `service_state`, `config_reloaded`, and `lagged`
-/// (with the number of events a slow reader missed). The stream ends when the daemon
-/// stops.
+/// (with the number of events a slow reader missed). It opens with the comment
+/// `: subscribed`; it ends when the daemon stops.
 #[utoipa::path(get, path = "/events", tag = "jobs",
     responses((status = 200, description = "an endless text/event-stream", content_type = "text/event-stream", body = String),
         (status = 401, description = "token required", body = ErrorEnvelope)),
@@ -237,5 +237,10 @@ pub async fn events(
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // A comment first, so the response head goes out at once: a client knows it is
+    // subscribed as soon as it has the headers.
+    let opened = futures_util::stream::once(std::future::ready(Ok(
+        SseEvent::default().comment("subscribed")
+    )));
+    Sse::new(futures_util::StreamExt::chain(opened, stream)).keep_alive(KeepAlive::default())
 }
