@@ -925,6 +925,12 @@ mod tests {
                 "plugins:\n  x:\n    max_output_bytes: 0\n",
                 "plugins.x.max_output_bytes",
             ),
+            ("jobs:\n  max_running: 0\n", "jobs.max_running"),
+            ("jobs:\n  max_finished: 100001\n", "jobs.max_finished"),
+            (
+                "jobs:\n  keep_finished_ms: 604800001\n",
+                "jobs.keep_finished_ms",
+            ),
         ];
         for (yaml, field) in cases {
             let e = parse(yaml).unwrap_err();
@@ -932,6 +938,18 @@ mod tests {
             assert!(e.problem.contains("out of range (allowed: "), "{e}");
         }
         assert!(parse("plugins:\n  x:\n    workers: 64\n    memory_limit_mb: 1048576\n").is_ok());
+        let jobs = parse("jobs:\n  max_running: 2\n  max_finished: 0\n  keep_finished_ms: 0\n")
+            .unwrap()
+            .jobs
+            .limits();
+        assert_eq!(
+            (jobs.max_running, jobs.max_finished, jobs.keep_finished),
+            (2, 0, std::time::Duration::ZERO)
+        );
+        assert!(
+            parse("jobs:\n  max_runing: 2\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ impl Manager {
         tracing::info!(plugin = name, job = job.id(), "job started");
         let manager = self.clone();
         let running = Arc::clone(&job);
+        // Counted from now until the job's end is recorded, so a shutdown waits for it.
+        self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
+            let _guard = InFlightGuard(&manager.inner.in_flight);
             let result = manager.run(slot, input, Arc::new(host)).await;
             manager.inner.jobs.finish(&running, result);
             let view = running.view();
@@ -84,8 +87,7 @@ impl Manager {
     ) -> Result<String, ManagerError> {
         let inner = &self.inner;
         let name = slot.name();
-        inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlightGuard(&inner.in_flight);
+        let _guard = InFlightGuard::enter(&inner.in_flight);
         let limits = slot.limits();
         let timeout = limits.timeout;
         let began = Instant::now();

@@ -55,6 +55,14 @@ struct InFlight {
 
 struct InFlightGuard<'a>(&'a InFlight);
 
+impl<'a> InFlightGuard<'a> {
+    /// Counts one more call in flight until the guard is dropped.
+    fn enter(in_flight: &'a InFlight) -> Self {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(in_flight)
+    }
+}
+
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -555,5 +563,67 @@ mod tests {
             m.execute("hostile", "echo still".into()).await.unwrap(),
             "still"
         );
+    }
+
+    #[tokio::test]
+    async fn jobs_run_in_the_background_with_the_call_limits() {
+        use crate::jobs::{JobOwner, JobState};
+        let plugins = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        compile(plugins.path(), "hostile.c", "h.so", &[]);
+        let yaml = "plugins:\n  hostile:\n    timeout_ms: 100\njobs:\n  max_running: 1\n";
+        let (m, _) = Manager::start(config(plugins.path(), yaml), state.path(), ANY)
+            .await
+            .unwrap();
+        let mut events = m.subscribe();
+        let ended = |events: &mut broadcast::Receiver<Event>, id: u64| {
+            let mut events = events.resubscribe();
+            async move {
+                while !matches!(events.recv().await, Ok(Event::JobChanged { id: i, finished: true }) if i == id)
+                {
+                }
+            }
+        };
+        // A job past its timeout fails with Timeout: the timeout is not a cancellation.
+        let job = m
+            .start_job("hostile", "sleep 400".into(), JobOwner::Rest)
+            .unwrap();
+        let done = ended(&mut events, job.id());
+        assert!(matches!(
+            m.start_job("hostile", "echo x".into(), JobOwner::Rest),
+            Err(ManagerError::TooManyJobs(1))
+        ));
+        done.await;
+        let view = job.view();
+        assert_eq!(view.state, JobState::Failed);
+        assert!(
+            matches!(view.error, Some(ManagerError::Timeout { .. })),
+            "{view:?}"
+        );
+        // The usual refusals come at once, before a job exists.
+        assert!(matches!(
+            m.start_job("nope", String::new(), JobOwner::Rest),
+            Err(ManagerError::NotFound(_))
+        ));
+        // A version 2 call in process: events within the plugin's budget reach
+        // subscribers, the rest are dropped.
+        let accepted: usize = m
+            .execute("hostile", "flood 200".into())
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(accepted, crate::host::EVENT_BURST as usize);
+        let mut published = 0;
+        while let Ok(event) = events.try_recv() {
+            published += usize::from(matches!(event, Event::PluginEvent { .. }));
+        }
+        assert_eq!(published, accepted);
+        // Shutdown cancels running jobs.
+        let job = m
+            .start_job("hostile", "sleep 50".into(), JobOwner::Rest)
+            .unwrap();
+        m.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(job.view().state, JobState::Cancelled);
     }
 }

@@ -239,3 +239,123 @@ async fn the_rate_limit_answers_429() {
         .expect("a request over the limit");
     assert_eq!(limited.1["code"], "rate_limited");
 }
+
+/// Waits (on the manager's events, subscribed before the job started) for job `id` to
+/// end.
+async fn job_ended(
+    events: &mut tokio::sync::broadcast::Receiver<dynplug_core::events::Event>,
+    id: u64,
+) {
+    use dynplug_core::events::Event;
+    loop {
+        if let Ok(Event::JobChanged {
+            id: i,
+            finished: true,
+        }) = events.recv().await
+        {
+            if i == id {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn job_routes_start_show_list_and_cancel() {
+    use dynplug_core::jobs::JobOwner;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path()).await;
+    let app = router(Arc::clone(&shared), &settings(dir.path(), ""));
+    let mut events = shared.manager.subscribe();
+    let start = |body: &str, token: Option<&str>| {
+        let mut request =
+            Request::post("/plugins/hostile/jobs").header("content-type", "text/plain");
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        request.body(Body::from(body.to_owned())).unwrap()
+    };
+    let authorized = |request: axum::http::request::Builder| {
+        request
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    // 202, the job, and where to find it.
+    let mut request = start("echo job", Some("s3cret"));
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let id: u64 = location.trim_start_matches("/jobs/").parse().unwrap();
+    job_ended(&mut events, id).await;
+    let (status, v) = send(&app, authorized(Request::get(&location))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (v["data"]["state"].as_str(), v["data"]["output"].as_str()),
+        (Some("succeeded"), Some("job"))
+    );
+    assert!(v["data"]["finished_usec"].as_u64() >= v["data"]["started_usec"].as_u64());
+
+    // A failed job carries the code execute would have answered.
+    let (status, v) = send(&app, start("big 5000", Some("s3cret"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let failed = v["data"]["id"].as_u64().unwrap();
+    job_ended(&mut events, failed).await;
+    let (_, v) = send(&app, authorized(Request::get(format!("/jobs/{failed}")))).await;
+    assert_eq!(
+        (v["data"]["state"].as_str(), v["data"]["code"].as_str()),
+        (Some("failed"), Some("output_too_large"))
+    );
+    assert!(v["data"]["output"].is_null());
+
+    let (status, v) = send(&app, authorized(Request::get("/jobs"))).await;
+    assert_eq!(
+        (status, v["data"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(2))
+    );
+
+    // A job started over D-Bus belongs to its user: REST may not cancel it.
+    let theirs = shared
+        .manager
+        .start_job("hostile", "echo theirs".into(), JobOwner::Uid(1000))
+        .unwrap();
+    let (status, v) = send(
+        &app,
+        authorized(Request::delete(format!("/jobs/{}", theirs.id()))),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("access_denied"))
+    );
+    // Cancelling an ended REST job is accepted and changes nothing.
+    let (status, v) = send(&app, authorized(Request::delete(&location))).await;
+    assert_eq!(
+        (status, v["data"]["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("succeeded"))
+    );
+    let cases = [
+        (start("echo x", None), StatusCode::UNAUTHORIZED),
+        (get("/jobs"), StatusCode::UNAUTHORIZED),
+        (get("/events"), StatusCode::UNAUTHORIZED),
+        (authorized(Request::get("/jobs/999")), StatusCode::NOT_FOUND),
+        (authorized(Request::get("/jobs/abc")), StatusCode::NOT_FOUND),
+        (
+            {
+                let mut r = start("x", Some("s3cret"));
+                *r.uri_mut() = "/plugins/nope/jobs".parse().unwrap();
+                r
+            },
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (request, want) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let (status, v) = send(&app, request).await;
+        assert_eq!(status, want, "{what}: {v}");
+    }
+}
