@@ -331,6 +331,18 @@ pub enum Isolation {
     Process,
 }
 
+/// Whether calls of an in-process plugin may run on the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FastPath {
+    /// Learned: once its calls prove consistently fast, they run inline, without the
+    /// hand-off to a thread; one slow call sends them back to threads for good.
+    #[default]
+    Auto,
+    /// Every call goes to a thread of its own (the hung-call guarantees for every call).
+    Off,
+}
+
 /// Settings of one plugin (`plugins: NAME:`).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -343,6 +355,8 @@ pub struct PluginConfig {
     pub max_concurrency: Option<usize>,
     /// Where the plugin runs.
     pub isolation: Isolation,
+    /// Whether its calls may run inline once they prove fast (in-process plugins).
+    pub fast_path: FastPath,
     /// Worker processes for `isolation: process` (concurrent calls); default 2.
     pub workers: Option<usize>,
     /// Address-space limit per worker, in MiB (`isolation: process`).
@@ -648,6 +662,21 @@ impl Config {
             .get(name)
             .and_then(|p| p.max_concurrency)
             .unwrap_or(self.default_max_concurrency)
+    }
+
+    /// Whether `name`'s calls may run inline once they prove fast.
+    pub fn fast_path(&self, name: &str) -> FastPath {
+        self.plugins
+            .get(name)
+            .map(|p| p.fast_path)
+            .unwrap_or_default()
+    }
+
+    /// The retry policy of `name`: extra attempts, and whether timeouts are retried.
+    pub fn retry_policy(&self, name: &str) -> (u32, bool) {
+        self.plugins
+            .get(name)
+            .map_or((0, false), |p| (p.retries, p.idempotent))
     }
 
     /// How `name` runs.

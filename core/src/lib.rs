@@ -20,6 +20,7 @@
 //! - `events`: the lifecycle events the daemon publishes;
 //! - `host`: the host's services for a call (ABI version 2): logs, progress,
 //!   cancellation, events under a budget;
+//! - `fastpath`: when an in-process plugin's calls run inline (learned, watched);
 //! - `jobs`: background calls with progress, cancellation and bounded retention;
 //! - `worker`: process isolation (worker processes, their sandbox, protocol, pool);
 //! - `fatal`: fatal signals raised by plugin code end the process instead of vanishing;
@@ -39,6 +40,8 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "host")]
 pub mod events;
+#[cfg(feature = "host")]
+pub mod fastpath;
 #[cfg(feature = "host")]
 pub mod fatal;
 #[cfg(feature = "host")]

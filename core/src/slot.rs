@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::config::{Config, FastPath};
 use crate::error::LoadError;
+use crate::fastpath::Speed;
 use crate::host::PluginOutlet;
 use crate::library::{Instance, PluginLibrary};
 use crate::worker::WorkerPool;
@@ -50,16 +52,39 @@ pub(crate) struct Limits {
     /// even after the caller timed out, so a hung plugin runs out of permits instead
     /// of tying up ever more threads.
     pub(crate) permits: Arc<Semaphore>,
+    /// Extra attempts for transient failures.
+    pub(crate) retries: u32,
+    /// Whether timeouts are retried too.
+    pub(crate) idempotent: bool,
+    /// Whether calls may run inline once they prove fast.
+    pub(crate) fast_path: bool,
 }
 
 impl Limits {
-    pub(crate) fn new(timeout: Duration, max_concurrency: usize, max_output: usize) -> Self {
+    /// The limits of `name` in `config`.
+    pub(crate) fn of(config: &Config, name: &str) -> Self {
+        let max_concurrency = config.max_concurrency(name);
+        let (retries, idempotent) = config.retry_policy(name);
         Limits {
-            timeout,
+            timeout: config.timeout(name),
             max_concurrency,
-            max_output,
+            max_output: config.max_output_bytes(name),
             permits: Arc::new(Semaphore::new(max_concurrency)),
+            retries,
+            idempotent,
+            fast_path: config.fast_path(name) == FastPath::Auto,
         }
+    }
+
+    /// `self` updated to `new`, keeping the permits (and calls holding them) when the
+    /// concurrency did not change.
+    pub(crate) fn update(&mut self, new: Limits) {
+        let permits = if self.max_concurrency == new.max_concurrency {
+            Arc::clone(&self.permits)
+        } else {
+            new.permits.clone()
+        };
+        *self = Limits { permits, ..new };
     }
 }
 
@@ -74,6 +99,8 @@ pub(crate) struct Slot {
     pub(crate) label: Arc<str>,
     /// Where its events and log lines go, under its budgets.
     pub(crate) outlet: Arc<PluginOutlet>,
+    /// How fast its calls are: whether they run inline.
+    pub(crate) speed: Speed,
     instance: OnceLock<Result<Arc<Instance>, LoadError>>,
     /// Worker processes, for `isolation: process`; the instance is then never created here.
     pub(crate) pool: Option<Arc<WorkerPool>>,
@@ -95,6 +122,7 @@ impl Slot {
         Slot {
             label: library.name().into(),
             outlet,
+            speed: Speed::default(),
             library,
             instance: OnceLock::new(),
             pool,

@@ -237,6 +237,9 @@ impl Manager {
                 .unwrap_or_default()
         };
         self.inner.jobs.set_limits(config.jobs.limits());
+        self.inner
+            .max_input
+            .store(config.max_input_bytes, Ordering::Release);
         *write(&self.inner.config) = Arc::new(config.clone());
         {
             let mut reg = write(&self.inner.registry);
@@ -294,11 +297,7 @@ impl Manager {
     /// (quarantined again if the state file says so for this very file).
     fn make_slot(&self, library: Arc<PluginLibrary>, config: &Config, enabled: bool) -> Slot {
         let name = library.name().to_owned();
-        let limits = Limits::new(
-            config.timeout(&name),
-            config.max_concurrency(&name),
-            config.max_output_bytes(&name),
-        );
+        let limits = Limits::of(config, &name);
         let settings = config.settings_json(&name);
         let pool = self.pool_config(config, &name, library.path()).map(|pc| {
             let pool = WorkerPool::new(pc, settings.clone());
@@ -346,16 +345,7 @@ impl Manager {
         enabled: bool,
         report: &mut ReloadReport,
     ) {
-        let (timeout, concurrency) = (config.timeout(name), config.max_concurrency(name));
-        {
-            let mut limits = write(&slot.limits);
-            if limits.max_concurrency != concurrency {
-                *limits = Limits::new(timeout, concurrency, config.max_output_bytes(name));
-            } else {
-                limits.timeout = timeout;
-                limits.max_output = config.max_output_bytes(name);
-            }
-        }
+        write(&slot.limits).update(Limits::of(config, name));
         let settings = config.settings_json(name);
         let changed = {
             let mut current = lock(&slot.settings_json);

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Logs that a plugin's calls go back to threads.
+pub(super) fn warn_demoted(plugin: &str, demoted: Demoted) {
+    tracing::warn!(
+        plugin,
+        took_us = demoted.took.as_micros() as u64,
+        "an inline call ran long: this plugin's calls go to threads from now on"
+    );
+}
+
 impl Manager {
     /// Runs `name` on `input` and waits for the answer.
     pub async fn execute(&self, name: &str, input: String) -> Result<String, ManagerError> {
@@ -13,7 +22,8 @@ impl Manager {
             Some(Arc::clone(&slot.outlet)),
             None,
         );
-        self.run(slot, input, Arc::new(host)).await
+        let counted = InFlightGuard::enter(&self.inner.in_flight);
+        self.run(slot, input, Arc::new(host), &counted).await
     }
 
     /// Starts `name` on `input` as a job owned by `owner` and returns it at once; the
@@ -35,12 +45,13 @@ impl Manager {
         tracing::info!(plugin = name, job = job.id(), "job started");
         let manager = self.clone();
         let running = Arc::clone(&job);
-        // Counted from now until the job's end is recorded, so a shutdown waits for it.
+        // In flight from now until the job's end is recorded, so a shutdown waits for it.
         self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let _guard = InFlightGuard(&manager.inner.in_flight);
-            let result = manager.run(slot, input, Arc::new(host)).await;
+            let counted = InFlightGuard(&manager.inner.in_flight);
+            let result = manager.run(slot, input, Arc::new(host), &counted).await;
             manager.inner.jobs.finish(&running, result);
+            drop(counted);
             let view = running.view();
             tracing::info!(plugin = %view.plugin, job = view.id, state = view.state.as_str(), "job ended");
         });
@@ -58,7 +69,7 @@ impl Manager {
         if inner.shutting_down.load(Ordering::Acquire) {
             return Err(ManagerError::ShuttingDown);
         }
-        let max = read(&inner.config).max_input_bytes;
+        let max = inner.max_input.load(Ordering::Acquire);
         if input.len() > max {
             return Err(ManagerError::InvalidArgument(format!(
                 "input is {} bytes, more than the {max} allowed (max_input_bytes)",
@@ -78,80 +89,139 @@ impl Manager {
         Ok(slot)
     }
 
-    /// Makes an admitted call, with its timeout, retries and statistics.
+    /// Makes an admitted call, with its timeout, retries and statistics: inline when the
+    /// plugin has proven fast (see [`crate::fastpath`]), else on a thread or in a worker.
+    /// The call is counted in flight by `_counted`, which the caller drops when it has
+    /// dealt with the result.
     async fn run(
         &self,
         slot: Arc<Slot>,
         input: String,
         host: Arc<CallHost>,
+        _counted: &InFlightGuard<'_>,
     ) -> Result<String, ManagerError> {
-        let inner = &self.inner;
-        let name = slot.name();
-        let _guard = InFlightGuard::enter(&inner.in_flight);
         let limits = slot.limits();
-        let timeout = limits.timeout;
         let began = Instant::now();
-        let (retries, idempotent) = {
-            let config = read(&inner.config);
-            let p = config.plugin(name);
-            (p.retries, p.idempotent)
-        };
-        let mut attempt = 0;
-        let mut abandoned = inner.in_flight.abandon.subscribe();
-        let calls = async {
-            loop {
-                let outcome = if let Some(pool) = &slot.pool {
-                    Ok(self
-                        .execute_isolated(pool, &slot, &input, timeout, &host)
-                        .await)
-                } else {
-                    self.execute_in_process(
-                        Arc::clone(&slot),
-                        limits.clone(),
-                        input.clone(),
-                        timeout,
-                        Arc::clone(&host),
-                    )
-                    .await
-                };
-                let result = outcome.unwrap_or_else(|_| {
-                    // The plugin may still be running: tell it its caller gave up.
-                    host.cancel_flag().cancel();
-                    Err(ManagerError::Timeout {
-                        name: name.to_owned(),
-                        timeout,
-                    })
-                });
-                // Only failures of the machinery are retried: a crashed or restarting worker,
-                // and a timeout when the plugin says its calls may run twice. A plugin's own
-                // error is an answer, not a fault.
-                let transient = match &result {
-                    Err(ManagerError::Call(CallError::Crashed { .. })) => true,
-                    Err(ManagerError::Timeout { .. }) => idempotent,
-                    _ => false,
-                };
-                if !transient
-                    || attempt >= retries
-                    || inner.shutting_down.load(Ordering::Acquire)
-                    || host.cancel_flag().is_cancelled()
-                {
-                    break result;
+        let result = match self.inline(&slot, &limits, &input, &host) {
+            Some(result) => result,
+            None => {
+                let mut abandoned = self.inner.in_flight.abandon.subscribe();
+                tokio::select! {
+                    result = self.attempts(&slot, &limits, input, &host) => result,
+                    _ = abandoned.wait_for(|a| *a) => Err(ManagerError::ShuttingDown),
                 }
-                attempt += 1;
-                slot.record_retry();
-                if let Err(e) = &result {
-                    tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
-                }
-                tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
-                    .await;
             }
         };
-        let result = tokio::select! {
-            result = calls => result,
-            _ = abandoned.wait_for(|a| *a) => Err(ManagerError::ShuttingDown),
+        self.account(&slot, began.elapsed(), &result);
+        result
+    }
+
+    /// The fast path: a call on this thread, for an in-process plugin whose calls proved
+    /// fast, when an inline place and a permit are free at once. `None`: take the
+    /// threaded path. A call that runs long demotes the plugin; past its timeout it is
+    /// answered `Timeout` when it returns (an inline call cannot be abandoned earlier:
+    /// that is what docs/isolation.md says is given up for speed).
+    fn inline(
+        &self,
+        slot: &Slot,
+        limits: &Limits,
+        input: &str,
+        host: &CallHost,
+    ) -> Option<Result<String, ManagerError>> {
+        if !limits.fast_path || slot.pool.is_some() || !slot.speed.inline() {
+            return None;
+        }
+        let instance = slot.loaded()?;
+        let Some(_place) = self.inner.inline_slots.try_enter() else {
+            // Every inline place is taken: if one of this plugin's inline calls has been
+            // running too long (a hang), its calls go to threads from now on.
+            if let Some(demoted) = slot.speed.check_running() {
+                warn_demoted(slot.name(), demoted);
+            }
+            return None;
         };
-        let elapsed = began.elapsed();
-        match &result {
+        let _permit = limits.permits.try_acquire().ok()?;
+        slot.speed.begin();
+        let started = Instant::now();
+        let result = instance.execute_bounded(input, limits.max_output, Some(host));
+        let took = started.elapsed();
+        if let Some(demoted) = slot.speed.end(took) {
+            warn_demoted(slot.name(), demoted);
+        }
+        if took > limits.timeout {
+            host.cancel_flag().cancel();
+            return Some(Err(ManagerError::Timeout {
+                name: slot.name().to_owned(),
+                timeout: limits.timeout,
+            }));
+        }
+        Some(result.map_err(ManagerError::from))
+    }
+
+    /// The threaded path: attempts on a thread or in a worker, each under the timeout,
+    /// retried as the plugin's `retries` allow.
+    async fn attempts(
+        &self,
+        slot: &Arc<Slot>,
+        limits: &Limits,
+        mut input: String,
+        host: &Arc<CallHost>,
+    ) -> Result<String, ManagerError> {
+        let name = slot.name();
+        let timeout = limits.timeout;
+        let mut attempt = 0;
+        loop {
+            let outcome = if let Some(pool) = &slot.pool {
+                Ok(self
+                    .execute_isolated(pool, slot, &input, timeout, host)
+                    .await)
+            } else {
+                // The input moves to the thread; it is copied only for a retry.
+                let owned = if attempt < limits.retries {
+                    input.clone()
+                } else {
+                    std::mem::take(&mut input)
+                };
+                self.execute_in_process(Arc::clone(slot), limits.clone(), owned, Arc::clone(host))
+                    .await
+            };
+            let result = outcome.unwrap_or_else(|_| {
+                // The plugin may still be running: tell it its caller gave up.
+                host.cancel_flag().cancel();
+                Err(ManagerError::Timeout {
+                    name: name.to_owned(),
+                    timeout,
+                })
+            });
+            // Only failures of the machinery are retried: a crashed or restarting worker,
+            // and a timeout when the plugin says its calls may run twice. A plugin's own
+            // error is an answer, not a fault.
+            let transient = match &result {
+                Err(ManagerError::Call(CallError::Crashed { .. })) => true,
+                Err(ManagerError::Timeout { .. }) => limits.idempotent,
+                _ => false,
+            };
+            if !transient
+                || attempt >= limits.retries
+                || self.inner.shutting_down.load(Ordering::Acquire)
+                || host.cancel_flag().is_cancelled()
+            {
+                return result;
+            }
+            attempt += 1;
+            slot.record_retry();
+            if let Err(e) = &result {
+                tracing::warn!(plugin = name, attempt, error = %e, "retrying call");
+            }
+            tokio::time::sleep(Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6)))
+                .await;
+        }
+    }
+
+    /// Statistics, logs and failure events for a finished call.
+    fn account(&self, slot: &Slot, elapsed: Duration, result: &Result<String, ManagerError>) {
+        let name = slot.name();
+        match result {
             Ok(_) => {
                 slot.record(elapsed, Ok(()));
                 tracing::debug!(
@@ -172,14 +242,13 @@ impl Manager {
                     ManagerError::Call(CallError::Panicked { .. } | CallError::Crashed { .. })
                         | ManagerError::Timeout { .. }
                 ) {
-                    let _ = inner.events.send(Event::PluginFailed {
+                    let _ = self.inner.events.send(Event::PluginFailed {
                         name: name.to_owned(),
                         error: message,
                     });
                 }
             }
         }
-        result
     }
 
     /// An in-process call: on the blocking pool, under the concurrency limit. A call
@@ -190,11 +259,12 @@ impl Manager {
         call_slot: Arc<Slot>,
         limits: Limits,
         input: String,
-        timeout: Duration,
         host: Arc<CallHost>,
     ) -> Result<Result<String, ManagerError>, tokio::time::error::Elapsed> {
+        let timeout = limits.timeout;
         let name = call_slot.name().to_owned();
         let limits_max_output = limits.max_output;
+        let fast_path = limits.fast_path;
         let cancel = Arc::clone(host.cancel_flag());
         let abandon = async move {
             cancel.cancelled().await;
@@ -215,9 +285,17 @@ impl Manager {
                         name: call_slot.name().to_owned(),
                         reason: e.to_string(),
                     })?;
-                instance
+                let started = Instant::now();
+                let result = instance
                     .execute_bounded(&input, limits_max_output, Some(&*host))
-                    .map_err(ManagerError::from)
+                    .map_err(ManagerError::from);
+                if fast_path && call_slot.speed.observe(started.elapsed()) {
+                    tracing::info!(
+                        plugin = call_slot.name(),
+                        "calls proved fast: they run inline from now on"
+                    );
+                }
+                result
             });
             call.await.map_err(|e| {
                 ManagerError::Call(CallError::Panicked {

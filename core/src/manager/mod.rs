@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::config::{Config, Isolation};
 use crate::error::{CallError, ConfigError, LoadError, ManagerError};
 use crate::events::{Event, ServiceState};
+use crate::fastpath::{Demoted, InlineSlots};
 use crate::host::{CallHost, Cancel, PluginOutlet, CANCEL_GRACE};
 use crate::jobs::{Job, JobOwner, Jobs};
 use crate::library::{FileIdentity, PluginLibrary};
@@ -81,6 +82,10 @@ struct Inner {
     events: broadcast::Sender<Event>,
     services: Services,
     jobs: Jobs,
+    /// The calls that may run inline at once (see `crate::fastpath`).
+    inline_slots: InlineSlots,
+    /// `max_input_bytes` of the configuration in force (read on every call).
+    max_input: AtomicUsize,
     in_flight: InFlight,
     shutting_down: AtomicBool,
     /// Serialises reloads and enable/disable so they never interleave.
@@ -150,6 +155,10 @@ impl Manager {
                 policy,
                 services: Services::new(events.clone(), SERVICE_STOP_TIMEOUT),
                 jobs: Jobs::new(config.jobs.limits(), events.clone()),
+                max_input: AtomicUsize::new(config.max_input_bytes),
+                inline_slots: InlineSlots::for_workers(
+                    tokio::runtime::Handle::current().metrics().num_workers(),
+                ),
                 events,
                 in_flight: InFlight::default(),
                 shutting_down: AtomicBool::new(false),
