@@ -4,10 +4,12 @@
 //! The hand-off (a blocking-pool thread woken, then the caller woken) costs tens of
 //! microseconds and two futex round trips per call, many times what a fast plugin needs.
 //! So a plugin starts on threads and is watched: [`PROMOTE_AFTER`] calls in a row, each
-//! shorter than [`FAST_CALL`], move it inline ([`Speed`]). An inline call that takes
-//! longer than [`DEMOTE_AFTER`] (seen when it returns, or, while it still runs, by the
-//! next call that finds no inline place free) sends the plugin back to threads for good
-//! (until its library is loaded anew).
+//! shorter than [`FAST_CALL`], move it inline ([`Speed`]). Inline calls longer than
+//! [`SLOW_CALL`] are strikes: [`STRIKES`] of them within [`STRIKE_WINDOW`] inline calls
+//! (one slow call alone may just be the scheduler preempting a fast one), or one call
+//! running longer than [`HUNG_CALL`] (seen when it returns, or, while it still runs, by
+//! the next call that finds no inline place free), send the plugin back to threads for
+//! good (until its library is loaded anew).
 //!
 //! At most [`InlineSlots`] calls run inline at once across all plugins, one fewer than
 //! the runtime has workers: a plugin that hangs inline holds one worker, never all.
@@ -20,8 +22,15 @@ use std::time::{Duration, Instant};
 pub const FAST_CALL: Duration = Duration::from_micros(50);
 /// Fast calls in a row that move a plugin inline.
 pub const PROMOTE_AFTER: u32 = 32;
-/// An inline call longer than this sends the plugin back to threads.
-pub const DEMOTE_AFTER: Duration = Duration::from_millis(1);
+/// An inline call longer than this is a strike against the plugin.
+pub const SLOW_CALL: Duration = Duration::from_millis(1);
+/// Strikes within [`STRIKE_WINDOW`] inline calls that send the plugin back to threads.
+pub const STRIKES: u32 = 3;
+/// The inline calls over which strikes count.
+pub const STRIKE_WINDOW: u32 = 1000;
+/// An inline call longer than this sends the plugin back to threads at once: it
+/// blocks (or hangs), and no preemption lasts that long.
+pub const HUNG_CALL: Duration = Duration::from_millis(100);
 
 const LEARNING: u8 = 0;
 const INLINE: u8 = 1;
@@ -39,6 +48,9 @@ fn now_ns() -> u64 {
 pub struct Speed {
     mode: AtomicU8,
     streak: AtomicU32,
+    /// Slow inline calls counted in the current window, and the calls in it.
+    strikes: AtomicU32,
+    window: AtomicU32,
     running: AtomicU32,
     /// When the oldest inline call still running began (`now_ns`), if any runs.
     since_ns: AtomicU64,
@@ -88,23 +100,29 @@ impl Speed {
         }
     }
 
-    /// An inline call that began with [`Speed::begin`] ended after `took`; a slow one
-    /// demotes the plugin (returned, the first time).
+    /// An inline call that began with [`Speed::begin`] ended after `took`; a hung one,
+    /// or the last of [`STRIKES`] slow ones, demotes the plugin (returned, the first
+    /// time).
     pub fn end(&self, took: Duration) -> Option<Demoted> {
         self.running.fetch_sub(1, Ordering::AcqRel);
-        (took > DEMOTE_AFTER).then_some(())?;
-        self.demote().then_some(Demoted { took })
+        if self.window.fetch_add(1, Ordering::Relaxed) + 1 >= STRIKE_WINDOW {
+            self.window.store(0, Ordering::Relaxed);
+            self.strikes.store(0, Ordering::Relaxed);
+        }
+        let demote = took > HUNG_CALL
+            || (took > SLOW_CALL && self.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= STRIKES);
+        (demote && self.demote()).then_some(Demoted { took })
     }
 
     /// Demotes the plugin if an inline call has been running longer than
-    /// [`DEMOTE_AFTER`] (returned, the first time).
+    /// [`HUNG_CALL`] (returned, the first time).
     pub fn check_running(&self) -> Option<Demoted> {
         if self.running.load(Ordering::Acquire) == 0 {
             return None;
         }
         let since = self.since_ns.load(Ordering::Acquire);
         let took = Duration::from_nanos(now_ns().saturating_sub(since));
-        (took > DEMOTE_AFTER).then_some(())?;
+        (took > HUNG_CALL).then_some(())?;
         self.demote().then_some(Demoted { took })
     }
 
@@ -165,7 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_calls_promote_and_one_slow_call_demotes_for_good() {
+    fn fast_calls_promote_and_slow_ones_demote_for_good() {
         let speed = Speed::default();
         for _ in 0..PROMOTE_AFTER - 1 {
             assert!(!speed.observe(Duration::from_micros(5)));
@@ -180,8 +198,14 @@ mod tests {
         assert!(speed.inline());
         speed.begin();
         assert_eq!(speed.end(Duration::from_micros(3)), None);
-        speed.begin();
+        // Slow calls are strikes: the third demotes.
         let took = Duration::from_millis(5);
+        for _ in 0..STRIKES - 1 {
+            speed.begin();
+            assert_eq!(speed.end(took), None);
+        }
+        assert!(speed.inline());
+        speed.begin();
         assert_eq!(speed.end(took), Some(Demoted { took }));
         assert!(speed.demoted() && !speed.inline());
         // Never again: demoted plugins are not promoted.
@@ -192,6 +216,34 @@ mod tests {
     }
 
     #[test]
+    fn strikes_expire_but_one_hung_call_demotes_at_once() {
+        let promoted = || {
+            let speed = Speed::default();
+            for _ in 0..PROMOTE_AFTER {
+                speed.observe(Duration::ZERO);
+            }
+            speed
+        };
+        let speed = promoted();
+        let slow = SLOW_CALL * 2;
+        for _ in 0..STRIKES - 1 {
+            speed.begin();
+            speed.end(slow);
+        }
+        for _ in 0..STRIKE_WINDOW {
+            speed.begin();
+            speed.end(Duration::ZERO);
+        }
+        speed.begin();
+        assert_eq!(speed.end(slow), None, "the old strikes expired");
+        assert!(speed.inline());
+        let speed = promoted();
+        speed.begin();
+        assert!(speed.end(HUNG_CALL * 2).is_some());
+        assert!(speed.demoted());
+    }
+
+    #[test]
     fn a_call_still_running_too_long_demotes() {
         let speed = Speed::default();
         for _ in 0..PROMOTE_AFTER {
@@ -199,7 +251,7 @@ mod tests {
         }
         speed.begin();
         assert_eq!(speed.check_running(), None);
-        std::thread::sleep(DEMOTE_AFTER * 2);
+        std::thread::sleep(HUNG_CALL + Duration::from_millis(20));
         assert!(speed.check_running().is_some());
         assert_eq!(speed.check_running(), None, "reported once");
         assert!(speed.demoted());

@@ -1,6 +1,8 @@
 //! Execute over D-Bus: the real dynplugd (echo plugin) next to a minimal zbus echo
 //! service, both as separate processes on one private bus, measured in one run.
-//! Reports calls/s and p50/p99 latency for 1 and 16 concurrent clients.
+//! Reports calls/s, p50/p99 latency and the service's CPU time per call (from
+//! /proc/PID/stat) for 1 and 16 concurrent clients, in three interleaved rounds (to
+//! show the noise), then each figure of dynplugd as a ratio to the bare service's.
 //!
 //! Run: `cargo bench -p dynplug-tests --bench dbus`. The bare service is this same
 //! binary re-executed with `DYNPLUG_BENCH_BARE=ADDRESS`.
@@ -11,6 +13,24 @@ use dynplug_tests::{rust_plugin, Daemon, PluginDir, PrivateBus};
 
 const BARE_NAME: &str = "org.dynplug.BenchBare";
 const RUN: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+/// The input: 32 bytes.
+const INPUT: &str = "0123456789abcdef0123456789abcdef";
+
+/// One measured row.
+struct Row {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_us_per_call: f64,
+}
+
+/// The CPU time `pid` has used, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    dynplug_core::resources::of(&pid.to_string())
+        .expect("the service's /proc entry")
+        .cpu_usec
+}
 
 struct Bare;
 
@@ -52,10 +72,10 @@ async fn measure(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let out: String = proxy
-                    .call("Execute", &("echo", "hello"))
+                    .call("Execute", &("echo", INPUT))
                     .await
                     .expect("call");
-                assert_eq!(out, "hello");
+                assert_eq!(out, INPUT);
                 lat.push(t.elapsed());
             }
             lat
@@ -82,7 +102,12 @@ fn main() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
     plugins.add(&rust_plugin("echo"), "echo.so");
-    let _daemon = Daemon::start(&bus, plugins.path(), "log_level: warn\n");
+    // DYNPLUG_BENCH_FAST_PATH=off measures the threaded path (every call handed to a
+    // blocking thread), for comparison.
+    let fast_path = std::env::var("DYNPLUG_BENCH_FAST_PATH").unwrap_or_else(|_| "auto".into());
+    let config = format!("log_level: warn\nplugins:\n  echo:\n    fast_path: {fast_path}\n");
+    let daemon = Daemon::start(&bus, plugins.path(), &config);
+    println!("dynplugd with fast_path: {fast_path}\n");
     let mut bare = std::process::Command::new(std::env::current_exe().expect("exe"))
         .env("DYNPLUG_BENCH_BARE", bus.address())
         .spawn()
@@ -98,20 +123,60 @@ fn main() {
         while !dbus.name_has_owner(name.clone()).await.unwrap_or(false) {
             tokio::task::yield_now().await;
         }
-        println!("| service | clients | calls/s | p50 | p99 |\n|---|---|---|---|---|");
-        for clients in [1, 16] {
-            for (label, dest, path, iface) in [
-                ("bare zbus echo", BARE_NAME, "/bench", BARE_NAME),
-                (
-                    "dynplugd echo",
-                    "org.dynplug.Manager",
-                    "/org/dynplug/Manager",
-                    "org.dynplug.Manager",
-                ),
-            ] {
-                let (rate, p50, p99) = measure(&conn, dest, path, iface, clients).await;
-                println!("| {label} | {clients} | {rate:.0} | {p50:.0?} | {p99:.0?} |");
+        let services = [
+            ("bare zbus echo", BARE_NAME, "/bench", BARE_NAME, bare.id()),
+            (
+                "dynplugd echo",
+                "org.dynplug.Manager",
+                "/org/dynplug/Manager",
+                "org.dynplug.Manager",
+                daemon.pid(),
+            ),
+        ];
+        // Warm up both (dynplugd learns that echo is fast and calls it inline).
+        for (_, dest, path, iface, _) in services {
+            let proxy = zbus::Proxy::new(&conn, dest, path, iface).await.expect("proxy");
+            for _ in 0..200 {
+                let _: String = proxy.call("Execute", &("echo", INPUT)).await.expect("call");
             }
+        }
+        println!(
+            "| round | service | clients | calls/s | p50 | p99 | service CPU/call |\n|---|---|---|---|---|---|---|"
+        );
+        let mut ratios = Vec::new();
+        for round in 1..=ROUNDS {
+            for clients in [1, 16] {
+                let mut rows = Vec::new();
+                for (label, dest, path, iface, pid) in services {
+                    let cpu_before = cpu_us(pid);
+                    let (rate, p50, p99) = measure(&conn, dest, path, iface, clients).await;
+                    let calls = rate * RUN.as_secs_f64();
+                    let cpu_us_per_call = (cpu_us(pid) - cpu_before) as f64 / calls;
+                    println!(
+                        "| {round} | {label} | {clients} | {rate:.0} | {p50:.0?} | {p99:.0?} | {cpu_us_per_call:.1} µs |"
+                    );
+                    rows.push(Row {
+                        rate,
+                        p50,
+                        p99,
+                        cpu_us_per_call,
+                    });
+                }
+                ratios.push((round, clients, rows));
+            }
+        }
+        println!(
+            "\ndynplugd / bare:\n\n| round | clients | calls/s | p50 | p99 | CPU/call |\n|---|---|---|---|---|---|"
+        );
+        for (round, clients, rows) in ratios {
+            let (bare, ours) = (&rows[0], &rows[1]);
+            println!(
+                "| {round} | {clients} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+                ours.rate / bare.rate,
+                ours.p50.as_secs_f64() / bare.p50.as_secs_f64(),
+                ours.p99.as_secs_f64() / bare.p99.as_secs_f64(),
+                ours.cpu_us_per_call / bare.cpu_us_per_call,
+            );
         }
     });
     let _ = bare.kill();
