@@ -71,10 +71,7 @@ async fn measure(
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let out: String = proxy
-                    .call("Execute", &("echo", INPUT))
-                    .await
-                    .expect("call");
+                let out: String = proxy.call("Execute", &("echo", INPUT)).await.expect("call");
                 assert_eq!(out, INPUT);
                 lat.push(t.elapsed());
             }

@@ -31,6 +31,9 @@ fn serve_bare() {
 }
 
 /// Runs wrk; returns (requests/s, p50, p99) as printed by wrk.
+/// How long each wrk run lasts.
+const WRK_SECONDS: f64 = 5.0;
+
 fn wrk(url: &str, script: Option<&std::path::Path>, connections: u32) -> (String, String, String) {
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -39,7 +42,7 @@ fn wrk(url: &str, script: Option<&std::path::Path>, connections: u32) -> (String
         "-c",
         &connections.to_string(),
         "-d",
-        "5s",
+        &format!("{WRK_SECONDS}s"),
         "--latency",
     ]);
     if let Some(s) = script {
@@ -73,7 +76,7 @@ fn main() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
     plugins.add(&rust_plugin("echo"), "echo.so");
-    let _daemon = Daemon::start(
+    let daemon = Daemon::start(
         &bus,
         plugins.path(),
         "log_level: warn\nserver:\n  enabled: true\n  port: 0\n",
@@ -99,20 +102,51 @@ fn main() {
     )
     .expect("script");
 
+    let cpu_us = |pid: u32| {
+        dynplug_core::resources::of(&pid.to_string())
+            .expect("the server's /proc entry")
+            .cpu_usec
+    };
+    let servers = [
+        ("bare axum", bare_addr.as_str(), bare.id()),
+        ("dynplugd", daemon_addr.as_str(), daemon.pid()),
+    ];
     println!(
-        "| server | route | connections | requests/s | p50 | p99 |\n|---|---|---|---|---|---|"
+        "| round | server | route | connections | requests/s | p50 | p99 | server CPU/request |\n|---|---|---|---|---|---|---|---|"
     );
-    for connections in [1, 16] {
-        for (label, addr) in [("bare axum", &bare_addr), ("dynplugd", &daemon_addr)] {
-            let (rps, p50, p99) = wrk(&format!("http://{addr}/health"), None, connections);
-            println!("| {label} | GET /health | {connections} | {rps} | {p50} | {p99} |");
-            let (rps, p50, p99) = wrk(
-                &format!("http://{addr}/plugins/echo/execute"),
-                Some(&script),
-                connections,
-            );
-            println!("| {label} | POST execute | {connections} | {rps} | {p50} | {p99} |");
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        for connections in [1, 16] {
+            for (route, url, script) in [
+                ("GET /health", "/health", None),
+                (
+                    "POST execute",
+                    "/plugins/echo/execute",
+                    Some(script.as_path()),
+                ),
+            ] {
+                let mut rows = Vec::new();
+                for (label, addr, pid) in servers {
+                    let before = cpu_us(pid);
+                    let (rps, p50, p99) = wrk(&format!("http://{addr}{url}"), script, connections);
+                    let requests = rps.parse::<f64>().unwrap_or(f64::NAN) * WRK_SECONDS;
+                    let cpu = (cpu_us(pid) - before) as f64 / requests;
+                    println!(
+                        "| {round} | {label} | {route} | {connections} | {rps} | {p50} | {p99} | {cpu:.1} µs |"
+                    );
+                    rows.push((rps.parse::<f64>().unwrap_or(f64::NAN), cpu));
+                }
+                ratios.push((round, route, connections, rows));
+            }
         }
+    }
+    println!("\ndynplugd / bare axum:\n\n| round | route | connections | requests/s | CPU/request |\n|---|---|---|---|---|");
+    for (round, route, connections, rows) in ratios {
+        println!(
+            "| {round} | {route} | {connections} | {:.2}× | {:.2}× |",
+            rows[1].0 / rows[0].0,
+            rows[1].1 / rows[0].1
+        );
     }
     let _ = bare.kill();
     let _ = bare.wait();

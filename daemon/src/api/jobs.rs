@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use dynplug_core::events::Event;
@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope};
-use super::routes::parse_input;
+use super::routes::{parse_input, BodyKind};
 use crate::state::{Lifecycle, Shared, StateEvent};
 
 /// A job, as the API shows it.
@@ -92,10 +92,10 @@ fn job_id(id: &str) -> Result<u64, ApiError> {
 pub async fn start(
     State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    kind: BodyKind,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let input = parse_input(&headers, body)?;
+    let input = parse_input(kind, body)?;
     let job = control.manager.start_job(&name, input, JobOwner::Rest)?;
     let location = format!("/jobs/{}", job.id());
     Ok((

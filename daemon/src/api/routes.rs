@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use dynplug_core::{Change, PluginInfo, PluginStatus};
 use serde::{Deserialize, Serialize};
@@ -170,19 +170,48 @@ pub async fn info(
     Ok(ok(control.manager.info(&name)?.into()))
 }
 
+/// What an execute request's body is, from its `Content-Type` (read in place: no copy
+/// of the request's headers per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`: `{"input": ...}`.
+    Json,
+    /// `text/plain`: the input itself.
+    Text,
+    /// Anything else (refused with 415).
+    Other,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for BodyKind {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let essence = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        Ok(if essence.eq_ignore_ascii_case("application/json") {
+            BodyKind::Json
+        } else if essence.eq_ignore_ascii_case("text/plain") {
+            BodyKind::Text
+        } else {
+            BodyKind::Other
+        })
+    }
+}
+
 /// The input of an execute request: JSON `{"input": ...}` or the raw text/plain body.
-pub(crate) fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match content_type.as_str() {
-        "application/json" => serde_json::from_slice::<ExecuteRequest>(&body)
+pub fn parse_input(kind: BodyKind, body: Bytes) -> Result<String, ApiError> {
+    match kind {
+        BodyKind::Json => serde_json::from_slice::<ExecuteRequest>(&body)
             .map(|r| r.input)
             .map_err(|e| {
                 ApiError::new(
@@ -191,14 +220,14 @@ pub(crate) fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, Ap
                     format!("invalid JSON body: {e}"),
                 )
             }),
-        "text/plain" => String::from_utf8(body.to_vec()).map_err(|_| {
+        BodyKind::Text => String::from_utf8(body.to_vec()).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "text/plain body is not valid UTF-8",
             )
         }),
-        _ => Err(ApiError::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
+        BodyKind::Other => Err(ApiError::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
     }
 }
 
@@ -224,10 +253,10 @@ pub(crate) fn parse_input(headers: &HeaderMap, body: Bytes) -> Result<String, Ap
 pub async fn execute(
     State(control): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    kind: BodyKind,
     body: Bytes,
 ) -> Result<Envelope<ExecuteResponse>, ApiError> {
-    let input = parse_input(&headers, body)?;
+    let input = parse_input(kind, body)?;
     let began = Instant::now();
     let output = control.manager.execute(&name, input).await?;
     let elapsed = began.elapsed();
