@@ -346,48 +346,66 @@ impl Instance {
         &self.library
     }
 
-    /// Takes ownership of the bytes in `buf` (copying them, unless there are more than
-    /// `limit`) and frees it with the plugin.
-    fn take(&self, buf: Buf, limit: usize) -> Option<Vec<u8>> {
-        if buf.ptr.is_null() {
-            return Some(Vec::new());
+    /// Reads the answer in `buf` in place — `use_output` gets an OK answer as text,
+    /// errors become `CallError`s — then frees it with the plugin. An answer of more
+    /// than `limit` bytes is freed unread.
+    fn finish_with<R>(
+        &self,
+        status: i32,
+        buf: Buf,
+        limit: usize,
+        use_output: impl FnOnce(&str) -> R,
+    ) -> Result<R, CallError> {
+        let plugin = || self.library.name.clone();
+        let bytes: &[u8] = if buf.ptr.is_null() {
+            &[]
+        } else {
+            // SAFETY: the plugin filled `buf` with `len` readable bytes, valid until it
+            // is freed below.
+            unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }
+        };
+        let result = if bytes.len() > limit {
+            Err(CallError::OutputTooLarge {
+                plugin: plugin(),
+                limit,
+            })
+        } else {
+            match status {
+                abi::STATUS_OK => std::str::from_utf8(bytes)
+                    .map(use_output)
+                    .map_err(|_| CallError::InvalidOutput { plugin: plugin() }),
+                abi::STATUS_PANIC => Err(CallError::Panicked {
+                    plugin: plugin(),
+                    message: String::from_utf8_lossy(bytes).into_owned(),
+                }),
+                other => {
+                    let mut message = String::from_utf8_lossy(bytes).into_owned();
+                    if message.is_empty() {
+                        message = format!("error status {other} without a message");
+                    }
+                    Err(CallError::Failed {
+                        plugin: plugin(),
+                        message,
+                    })
+                }
+            }
+        };
+        if !buf.ptr.is_null() {
+            let free = self
+                .library
+                .loaded_table()
+                .free_buf
+                .expect("checked at open");
+            // SAFETY: the buffer came from this plugin and is released exactly once;
+            // `bytes` is not used after this.
+            unsafe { free(buf) };
         }
-        let bytes = (buf.len <= limit).then(|| {
-            // SAFETY: the plugin filled `buf` with `len` readable bytes.
-            unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec()
-        });
-        let free = self
-            .library
-            .loaded_table()
-            .free_buf
-            .expect("checked at open");
-        // SAFETY: the buffer came from this plugin and is released exactly once.
-        unsafe { free(buf) };
-        bytes
+        result
     }
 
-    /// Turns a status and buffer into a result.
+    /// Turns a status and buffer into a result, copying the answer out.
     fn finish(&self, status: i32, buf: Buf, limit: usize) -> Result<String, CallError> {
-        let plugin = self.library.name.clone();
-        let Some(bytes) = self.take(buf, limit) else {
-            return Err(CallError::OutputTooLarge { plugin, limit });
-        };
-        match status {
-            abi::STATUS_OK => {
-                String::from_utf8(bytes).map_err(|_| CallError::InvalidOutput { plugin })
-            }
-            abi::STATUS_PANIC => Err(CallError::Panicked {
-                plugin,
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-            other => {
-                let mut message = String::from_utf8_lossy(&bytes).into_owned();
-                if message.is_empty() {
-                    message = format!("error status {other} without a message");
-                }
-                Err(CallError::Failed { plugin, message })
-            }
-        }
+        self.finish_with(status, buf, limit, str::to_owned)
     }
 
     /// Calls `execute` with `input`, without host services.
@@ -405,6 +423,19 @@ impl Instance {
         max_output: usize,
         host: Option<&dyn Host>,
     ) -> Result<String, CallError> {
+        self.execute_borrowed(input, max_output, host, str::to_owned)
+    }
+
+    /// Like [`Instance::execute_bounded`], handing the answer to `use_output` in the
+    /// plugin's own buffer (before it is freed) instead of copying it out: for a caller
+    /// that puts it elsewhere anyway.
+    pub fn execute_borrowed<R>(
+        &self,
+        input: &str,
+        max_output: usize,
+        host: Option<&dyn Host>,
+        use_output: impl FnOnce(&str) -> R,
+    ) -> Result<R, CallError> {
         let mut out = Buf::EMPTY;
         let status = match (self.library.execute_ctx, host) {
             (Some(f), Some(host)) => {
@@ -430,7 +461,7 @@ impl Instance {
                 unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) }
             }
         };
-        self.finish(status, out, max_output)
+        self.finish_with(status, out, max_output, use_output)
     }
 
     /// Calls `configure` with settings as JSON text; a plugin without the hook accepts all.

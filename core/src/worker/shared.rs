@@ -151,11 +151,15 @@ impl Region {
         if len > self.len {
             return None;
         }
-        let mut out = vec![0u8; len];
+        let mut out = Vec::with_capacity(len);
         // SAFETY: `len` bytes of the mapping are readable; `out` is a separate buffer
-        // of that size. The other process may write meanwhile: the bytes are only
-        // copied, never interpreted in place.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), out.as_mut_ptr(), len) };
+        // with room for them, all initialised by the copy before `set_len`. The other
+        // process may write meanwhile: the bytes are only copied, never interpreted in
+        // place.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
         Some(out)
     }
 }
