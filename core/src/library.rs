@@ -346,7 +346,7 @@ impl Instance {
         &self.library
     }
 
-    /// Reads the answer in `buf` in place — `use_output` gets an OK answer as text,
+    /// Reads the answer in `buf` in place — `use_output` gets an OK answer's bytes,
     /// errors become `CallError`s — then frees it with the plugin. An answer of more
     /// than `limit` bytes is freed unread.
     fn finish_with<R>(
@@ -354,7 +354,7 @@ impl Instance {
         status: i32,
         buf: Buf,
         limit: usize,
-        use_output: impl FnOnce(&str) -> R,
+        use_output: impl FnOnce(&[u8]) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let plugin = || self.library.name.clone();
         let bytes: &[u8] = if buf.ptr.is_null() {
@@ -371,9 +371,7 @@ impl Instance {
             })
         } else {
             match status {
-                abi::STATUS_OK => std::str::from_utf8(bytes)
-                    .map(use_output)
-                    .map_err(|_| CallError::InvalidOutput { plugin: plugin() }),
+                abi::STATUS_OK => use_output(bytes),
                 abi::STATUS_PANIC => Err(CallError::Panicked {
                     plugin: plugin(),
                     message: String::from_utf8_lossy(bytes).into_owned(),
@@ -403,9 +401,16 @@ impl Instance {
         result
     }
 
+    /// `bytes` as text, or [`CallError::InvalidOutput`].
+    fn text<'b>(&self, bytes: &'b [u8]) -> Result<&'b str, CallError> {
+        std::str::from_utf8(bytes).map_err(|_| CallError::InvalidOutput {
+            plugin: self.library.name.clone(),
+        })
+    }
+
     /// Turns a status and buffer into a result, copying the answer out.
     fn finish(&self, status: i32, buf: Buf, limit: usize) -> Result<String, CallError> {
-        self.finish_with(status, buf, limit, str::to_owned)
+        self.finish_with(status, buf, limit, |b| self.text(b).map(str::to_owned))
     }
 
     /// Calls `execute` with `input`, without host services.
@@ -423,18 +428,19 @@ impl Instance {
         max_output: usize,
         host: Option<&dyn Host>,
     ) -> Result<String, CallError> {
-        self.execute_borrowed(input, max_output, host, str::to_owned)
+        self.execute_borrowed(input, max_output, host, |b| self.text(b).map(str::to_owned))
     }
 
-    /// Like [`Instance::execute_bounded`], handing the answer to `use_output` in the
-    /// plugin's own buffer (before it is freed) instead of copying it out: for a caller
-    /// that puts it elsewhere anyway.
+    /// Like [`Instance::execute_bounded`], handing the answer's bytes — not checked
+    /// for UTF-8 — to `use_output` in the plugin's own buffer (before it is freed)
+    /// instead of copying them out: for a worker, which passes them on to the daemon,
+    /// which checks them.
     pub fn execute_borrowed<R>(
         &self,
         input: &str,
         max_output: usize,
         host: Option<&dyn Host>,
-        use_output: impl FnOnce(&str) -> R,
+        use_output: impl FnOnce(&[u8]) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         let mut out = Buf::EMPTY;
         let status = match (self.library.execute_ctx, host) {

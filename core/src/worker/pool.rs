@@ -268,11 +268,14 @@ impl Worker {
             body.drain(..RESULT_HEAD);
             body
         };
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
         let plugin = plugin.to_owned();
+        // An answer must be UTF-8 (checked here, once: the worker does not); a message
+        // is shown as best it can be.
+        let text = match (status, String::from_utf8(bytes)) {
+            (_, Ok(text)) => text,
+            (RESULT_OK, Err(_)) => return Ok(Err(CallError::InvalidOutput { plugin })),
+            (_, Err(e)) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
         Ok(match status {
             RESULT_OK => Ok(text),
             RESULT_PANIC => Err(CallError::Panicked {
@@ -845,6 +848,8 @@ while True:
         if k == 11 and read_exact(n - 1) == call:
             send(4, call + b"\1" + b"stopped")
             continue
+    if kind == 3 and payload == b"badutf8":
+        payload = b"\xff\xfe"
     if kind == 3 and payload == b"big":
         payload = b"x" * 5000
     send(4, call + b"\0" + payload)
@@ -981,6 +986,11 @@ while True:
         assert!(matches!(
             pool.call("big", T, &host()).await,
             Err((PoolError::OutputTooLarge(1000), None))
+        ));
+        // An answer that is not UTF-8 is refused here (the worker does not check).
+        assert!(matches!(
+            pool.call("badutf8", T, &host()).await,
+            Err((PoolError::Call(CallError::InvalidOutput { .. }), None))
         ));
         // Neither counts as a crash, and the next call gets a fresh worker.
         assert_eq!(pool.call("again", T, &host()).await.unwrap(), "again");

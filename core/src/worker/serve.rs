@@ -26,13 +26,13 @@ pub const WORKER_FD: i32 = 3;
 
 /// The result frame for an answer: the text in the frame, or, when it is large and the
 /// shared region holds it, in the region with only its length in the frame.
-fn answer_frame(call: u64, status: u8, text: &str, region: Option<&Region>) -> (Kind, Vec<u8>) {
+fn answer_frame(call: u64, status: u8, text: &[u8], region: Option<&Region>) -> (Kind, Vec<u8>) {
     match region {
-        Some(r) if text.len() > shared::THRESHOLD && r.put(text.as_bytes()) => (
+        Some(r) if text.len() > shared::THRESHOLD && r.put(text) => (
             Kind::ResultShared,
             result_body(call, status, &(text.len() as u64).to_le_bytes()),
         ),
-        _ => (Kind::Result, result_body(call, status, text.as_bytes())),
+        _ => (Kind::Result, result_body(call, status, text)),
     }
 }
 
@@ -46,7 +46,7 @@ fn error_frame(call: u64, error: CallError, region: Option<&Region>) -> (Kind, V
         }
         other => (RESULT_ERROR, other.to_string()),
     };
-    answer_frame(call, status, &text, region)
+    answer_frame(call, status, text.as_bytes(), region)
 }
 
 /// The host services of a worker: each becomes a frame to the daemon, which applies
@@ -244,16 +244,17 @@ pub fn serve(path: &Path) -> i32 {
                     cancelled: AtomicBool::new(false),
                     write: Mutex::new(()),
                 };
-                // The answer goes from the plugin's buffer to the frame or the region.
+                // The answer goes from the plugin's buffer to the frame or the region;
+                // the daemon checks it is UTF-8 (it must, whatever a worker says).
                 instance.execute_borrowed(input, usize::MAX, Some(&host), |out| {
-                    answer_frame(call, RESULT_OK, out, region)
+                    Ok(answer_frame(call, RESULT_OK, out, region))
                 })
             }
             // A cancel that crossed the result of its call: nothing left to cancel.
             (Kind::Cancel, _) => continue,
             (Kind::Configure, Ok(settings)) => instance
                 .configure(settings)
-                .map(|()| answer_frame(call, RESULT_OK, "", region)),
+                .map(|()| answer_frame(call, RESULT_OK, b"", region)),
             _ => return 3,
         };
         let (kind, frame) = outcome.unwrap_or_else(|e| error_frame(call, e, region));
