@@ -69,6 +69,15 @@ impl Speed {
         self.mode.load(Ordering::Relaxed) == INLINE
     }
 
+    /// `inline` when calls run inline, else `threads`.
+    pub fn path(&self) -> &'static str {
+        if self.inline() {
+            "inline"
+        } else {
+            "threads"
+        }
+    }
+
     /// Whether the plugin was sent back to threads.
     pub fn demoted(&self) -> bool {
         self.mode.load(Ordering::Relaxed) == THREADED

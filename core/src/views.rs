@@ -57,6 +57,10 @@ pub struct PluginInfo {
     pub stats: CallStats,
     /// Where it runs.
     pub isolation: Isolation,
+    /// How its calls are made: `inline` (proven fast, on the caller's thread),
+    /// `threads` (handed to a thread each: learning, demoted or `fast_path: off`), or
+    /// `workers` (isolated).
+    pub call_path: &'static str,
     /// The configured version requirement, if any.
     pub version_requirement: Option<String>,
     /// Its worker processes, for `isolation: process`.

@@ -119,6 +119,7 @@ fn detail_fields(d: &PluginDetails) -> Vec<(&'static str, Value)> {
         ("LastUs", json!(d.last_us)),
         ("LastError", json!(d.last_error)),
         ("Isolation", json!(d.isolation)),
+        ("CallPath", json!(d.call_path)),
         ("Workers", json!(d.workers)),
         ("WorkerRestarts", json!(d.worker_restarts)),
         ("WorkerCrashes", json!(d.worker_crashes)),

@@ -82,6 +82,8 @@ pub struct PluginDetails {
     pub last_error: Option<String>,
     /// `in-process` or `process`.
     pub isolation: Option<String>,
+    /// How calls are made: `inline`, `threads` or `workers`.
+    pub call_path: Option<String>,
     /// Live worker processes.
     pub workers: Option<u32>,
     /// Workers started after the first ones.

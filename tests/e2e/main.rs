@@ -3,6 +3,7 @@
 mod ctl;
 mod daemon;
 mod extras;
+mod fastpath;
 mod hostile;
 mod isolation;
 mod jobs;

@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// Lets the worker run what waits in its "next" slot before this task goes on: the task
+/// is woken during its own poll, which the runtime takes as a yield to the back of the
+/// worker's queue, behind that slot (unlike `tokio::task::yield_now`, without waiting
+/// for a poll of the I/O driver).
+async fn step_aside() {
+    let mut stepped = false;
+    std::future::poll_fn(move |cx| {
+        if stepped {
+            return std::task::Poll::Ready(());
+        }
+        stepped = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Logs that a plugin's calls go back to threads.
 pub(super) fn warn_demoted(plugin: &str, demoted: Demoted) {
     tracing::warn!(
@@ -102,6 +119,13 @@ impl Manager {
     ) -> Result<String, ManagerError> {
         let limits = slot.limits();
         let began = Instant::now();
+        if slot.speed.inline() {
+            // Let this worker first run what is queued on it: the task a waker put in
+            // its "next" slot cannot be stolen by another worker, so it would wait for
+            // the whole inline call (the bus itself stalled behind a plugin that blocks
+            // inline, until this yield).
+            step_aside().await;
+        }
         let result = match self.inline(&slot, &limits, &input, &host) {
             Some(result) => result,
             None => {

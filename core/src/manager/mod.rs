@@ -219,6 +219,11 @@ impl Manager {
                 Isolation::InProcess
             },
             version_requirement: read(&self.inner.config).version_requirement(slot.name()),
+            call_path: if slot.pool.is_some() {
+                "workers"
+            } else {
+                slot.speed.path()
+            },
             workers,
         }
     }
@@ -244,6 +249,7 @@ impl Manager {
             max_concurrency: 0,
             stats: CallStats::default(),
             isolation: Isolation::InProcess,
+            call_path: "",
             version_requirement: None,
             workers: None,
         }

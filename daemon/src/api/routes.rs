@@ -49,6 +49,8 @@ pub struct PluginView {
     pub last_error: Option<String>,
     /// `in-process` or `process`.
     pub isolation: String,
+    /// How calls are made: `inline` (proven fast), `threads` or `workers`.
+    pub call_path: String,
     /// Worker processes alive (isolated plugins).
     pub workers: Option<usize>,
     /// Worker crashes so far (isolated plugins).
@@ -88,6 +90,7 @@ impl From<PluginInfo> for PluginView {
                 dynplug_core::config::Isolation::InProcess => "in-process".into(),
                 dynplug_core::config::Isolation::Process => "process".into(),
             },
+            call_path: p.call_path.to_owned(),
             workers: p.workers.as_ref().map(|w| w.running),
             worker_crashes: p.workers.as_ref().map(|w| w.crashes),
             quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some()),

@@ -54,7 +54,8 @@ impl ManagerIface {
     /// Everything known about one plugin, as a dictionary: Name, Version, Description,
     /// Path, Enabled, Loaded, State, Error, AbiVersion, Service, ServiceState, TimeoutMs,
     /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError, Isolation
-    /// (in-process or process), Workers, WorkerRestarts, WorkerCrashes, Quarantined,
+    /// (in-process or process), CallPath (inline, threads or workers), Workers,
+    /// WorkerRestarts, WorkerCrashes, Quarantined,
     /// VersionRequirement (the configured `version:` pin, empty if none), WorkerCpuUsec,
     /// WorkerRssBytes (CPU time and memory of the live workers).
     async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {

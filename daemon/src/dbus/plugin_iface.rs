@@ -57,6 +57,7 @@ pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
         last_us: Some(p.stats.last_us),
         last_error: Some(p.stats.last_error.clone().unwrap_or_default()),
         isolation: Some(isolation.to_owned()),
+        call_path: Some(p.call_path.to_owned()),
         workers: Some(u32::try_from(workers.running).unwrap_or(u32::MAX)),
         worker_restarts: Some(workers.restarts),
         worker_crashes: Some(workers.crashes),
