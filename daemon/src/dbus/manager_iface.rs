@@ -55,9 +55,9 @@ impl ManagerIface {
     /// Path, Enabled, Loaded, State, Error, AbiVersion, Service, ServiceState, TimeoutMs,
     /// MaxConcurrency, Calls, Errors, Timeouts, TotalUs, LastUs, LastError, Isolation
     /// (in-process or process), CallPath (inline, threads or workers), Workers,
-    /// WorkerRestarts, WorkerCrashes, Quarantined,
-    /// VersionRequirement (the configured `version:` pin, empty if none), WorkerCpuUsec,
-    /// WorkerRssBytes (CPU time and memory of the live workers).
+    /// WorkerRestarts, WorkerCrashes, Quarantined, VersionRequirement (the configured
+    /// `version:` pin, empty if none), WorkerCpuUsec, WorkerRssBytes (CPU time and
+    /// memory of the live workers).
     async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {
         Ok(details(&self.shared.manager.info(name).or_dbus()?))
     }
