@@ -2,7 +2,7 @@
 //! plugin's name, progress for the job that made the call, cancellation, and events
 //! published under a per-plugin budget.
 //!
-//! [`CallHost`] is the same whether the plugin runs in this process (through
+//! [`CallHost`] is the same whether the plugin runs in this process (through the SDK's
 //! [`HostFrame`], the C context handed to `execute_ctx`) or in a worker process (whose
 //! frames the pool hands to it): one set of limits for both.
 
@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use tokio::sync::{broadcast, Notify};
 
-use crate::abi::{self, HostContext};
 use crate::events::Event;
 use crate::jobs::Job;
+pub use dynplug_sdk::host::{Host, HostFrame};
 pub use dynplug_sdk::Level;
 
 /// Longest log line kept, in bytes; the rest is cut (at a character boundary).
@@ -37,19 +37,6 @@ pub const LOG_BURST: f64 = 500.0;
 /// How long a cancelled call has to return before it is abandoned (in process) or its
 /// worker killed (isolated).
 pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What a plugin may ask of the host during a call; [`HostFrame`] exposes it through
-/// the C context.
-pub trait Host: Sync {
-    /// A log line.
-    fn log(&self, level: Level, message: &str);
-    /// Progress of the call.
-    fn progress(&self, fraction: f64, text: &str);
-    /// Whether the caller gave up.
-    fn cancelled(&self) -> bool;
-    /// An event; false when it was dropped.
-    fn emit(&self, event: &str, payload: &str) -> bool;
-}
 
 /// A flag the caller raises when it gives up on a call; plugins poll it, the pool waits
 /// for it.
@@ -260,98 +247,6 @@ impl Host for CallHost {
         });
         true
     }
-}
-
-/// The C context for one call, followed by the host it speaks for.
-#[repr(C)]
-pub struct HostFrame<'a> {
-    ctx: HostContext,
-    host: &'a dyn Host,
-}
-
-impl<'a> HostFrame<'a> {
-    /// The context for a call served by `host`.
-    pub fn new(host: &'a dyn Host) -> Self {
-        HostFrame {
-            ctx: HostContext {
-                struct_size: abi::CONTEXT_SIZE,
-                reserved: 0,
-                log: frame_log,
-                progress: frame_progress,
-                cancelled: frame_cancelled,
-                emit: frame_emit,
-            },
-            host,
-        }
-    }
-
-    /// The pointer handed to the plugin.
-    pub fn as_ptr(&self) -> *const HostContext {
-        &self.ctx
-    }
-}
-
-/// The host behind a context made by [`HostFrame::new`].
-///
-/// # Safety
-/// `ctx` must be the context of a live [`HostFrame`].
-unsafe fn host_of<'a>(ctx: *const HostContext) -> &'a dyn Host {
-    // SAFETY: `ctx` is the first field of a `#[repr(C)]` HostFrame, per the contract.
-    unsafe { (*ctx.cast::<HostFrame<'a>>()).host }
-}
-
-/// Borrows `len` bytes at `ptr` as text, replacing what is not UTF-8.
-///
-/// # Safety
-/// `ptr` must be valid for `len` bytes, or null.
-unsafe fn text<'a>(ptr: *const u8, len: usize) -> std::borrow::Cow<'a, str> {
-    if ptr.is_null() || len == 0 {
-        return "".into();
-    }
-    // SAFETY: guaranteed by the caller.
-    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(ptr, len) })
-}
-
-// The functions below are called by plugin code with the context it was given. A
-// plugin that passes another pointer breaks the ABI as surely as one that writes
-// through a stray pointer: in-process plugins are trusted not to.
-
-unsafe extern "C" fn frame_log(ctx: *const HostContext, level: u32, msg: *const u8, len: usize) {
-    // SAFETY: the plugin passes back its context and a valid slice (see above).
-    let (host, msg) = unsafe { (host_of(ctx), text(msg, len.min(MAX_LOG_BYTES))) };
-    host.log(Level::from_abi(level), &msg);
-}
-
-unsafe extern "C" fn frame_progress(ctx: *const HostContext, f: f64, t: *const u8, len: usize) {
-    // SAFETY: as in `frame_log`.
-    let (host, t) = unsafe { (host_of(ctx), text(t, len.min(MAX_STATUS_BYTES))) };
-    host.progress(f, &t);
-}
-
-unsafe extern "C" fn frame_cancelled(ctx: *const HostContext) -> i32 {
-    // SAFETY: as in `frame_log`.
-    i32::from(unsafe { host_of(ctx) }.cancelled())
-}
-
-unsafe extern "C" fn frame_emit(
-    ctx: *const HostContext,
-    event: *const u8,
-    event_len: usize,
-    payload: *const u8,
-    payload_len: usize,
-) -> i32 {
-    if event_len > MAX_EVENT_NAME || payload_len > MAX_EVENT_PAYLOAD {
-        return 1;
-    }
-    // SAFETY: as in `frame_log`.
-    let (host, e, p) = unsafe {
-        (
-            host_of(ctx),
-            text(event, event_len),
-            text(payload, payload_len),
-        )
-    };
-    i32::from(!host.emit(&e, &p))
 }
 
 #[cfg(test)]

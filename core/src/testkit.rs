@@ -19,32 +19,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dynplug_sdk::{Level, Recorder};
+use dynplug_sdk::Recorder;
 
 use crate::error::{CallError, LoadError};
-use crate::host::Host;
 use crate::library::{Instance, PluginLibrary};
 use crate::trust::TrustPolicy;
-
-/// The host services of a test call: everything goes to the recorder.
-#[derive(Debug, Default)]
-struct Recording(Arc<Recorder>);
-
-impl Host for Recording {
-    fn log(&self, level: Level, message: &str) {
-        self.0.log(level, message);
-    }
-    fn progress(&self, fraction: f64, text: &str) {
-        self.0.report_progress(fraction, text);
-    }
-    fn cancelled(&self) -> bool {
-        self.0.is_cancelled()
-    }
-    fn emit(&self, event: &str, payload: &str) -> bool {
-        self.0.emit(event, payload);
-        true
-    }
-}
 
 /// A plugin loaded as dynplugd would load it, for tests. Its calls get a host context
 /// (ABI version 2) that records into a [`Recorder`], whose methods (`logs`,
@@ -52,14 +31,14 @@ impl Host for Recording {
 #[derive(Debug)]
 pub struct TestHost {
     instance: Arc<Instance>,
-    recording: Recording,
+    recorder: Arc<Recorder>,
 }
 
 impl std::ops::Deref for TestHost {
     type Target = Recorder;
 
     fn deref(&self) -> &Recorder {
-        &self.recording.0
+        &self.recorder
     }
 }
 
@@ -76,7 +55,7 @@ impl TestHost {
         let instance = Arc::new(library.instantiate()?);
         Ok(TestHost {
             instance,
-            recording: Recording::default(),
+            recorder: Arc::default(),
         })
     }
 
@@ -135,12 +114,12 @@ impl TestHost {
     /// Runs one call, with a host context that records what the plugin does.
     pub fn execute(&self, input: &str) -> Result<String, CallError> {
         self.instance
-            .execute_bounded(input, usize::MAX, Some(&self.recording))
+            .execute_bounded(input, usize::MAX, Some(&*self.recorder))
     }
 
     /// The recorder, shared with the calls: to cancel one from another thread.
     pub fn recorder(&self) -> Arc<Recorder> {
-        Arc::clone(&self.recording.0)
+        Arc::clone(&self.recorder)
     }
 
     /// Starts the plugin's service on a thread of its own, as the daemon does.

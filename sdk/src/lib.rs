@@ -7,6 +7,8 @@
 //!   journal, progress, cancellation, events;
 //! - [`export`]: the `extern "C"` shims [`register_plugin!`] instantiates (panics
 //!   caught at the boundary, memory freed by its owner);
+//! - [`host`]: the host's side of that context ([`host::Host`], [`host::HostFrame`]),
+//!   shared by the daemon and the test host;
 //! - [`TestHost`]: the daemon's side of the ABI for a plugin's own tests.
 //!
 //! ```
@@ -46,6 +48,7 @@
 pub mod abi;
 mod context;
 pub mod export;
+pub mod host;
 mod testhost;
 
 /// The directory holding `dynplug.h`, the C header of the ABI (for `cc -I`).

@@ -43,8 +43,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::abi::{self, Buf, EntryFn, HostContext, PluginTable, PluginTableV2};
+use crate::abi::{self, Buf, EntryFn, PluginTable, PluginTableV2};
 use crate::context::Level;
+use crate::host::{Host, HostFrame};
 
 /// What a plugin did through its host context, and whether its caller gave up: the
 /// record a [`TestHost`] keeps (its methods are reachable on the host itself).
@@ -121,68 +122,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The context handed to the plugin, followed by what its functions record into.
-#[repr(C)]
-struct Frame {
-    ctx: HostContext,
-    record: Arc<Recorder>,
-}
-
-/// Recovers the record behind a context made by [`TestHost::execute`].
-///
-/// # Safety
-/// `ctx` must be the `ctx` field of a live [`Frame`].
-unsafe fn record<'a>(ctx: *const HostContext) -> &'a Recorder {
-    // SAFETY: `ctx` is the first field of a `#[repr(C)]` Frame, per the contract.
-    unsafe { &(*ctx.cast::<Frame>()).record }
-}
-
-/// Borrows `len` bytes at `ptr` as text (lossily).
-///
-/// # Safety
-/// `ptr` must be valid for `len` bytes, or null.
-unsafe fn text(ptr: *const u8, len: usize) -> String {
-    if ptr.is_null() || len == 0 {
-        return String::new();
+impl Host for Recorder {
+    fn log(&self, level: Level, message: &str) {
+        Recorder::log(self, level, message);
     }
-    // SAFETY: guaranteed by the caller.
-    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(ptr, len) }).into_owned()
-}
-
-unsafe extern "C" fn log(ctx: *const HostContext, level: u32, msg: *const u8, len: usize) {
-    // SAFETY: the plugin passes back the context it was given, with a valid slice.
-    let (r, msg) = unsafe { (record(ctx), text(msg, len)) };
-    r.log(Level::from_abi(level), &msg);
-}
-
-unsafe extern "C" fn progress(ctx: *const HostContext, fraction: f64, t: *const u8, len: usize) {
-    // SAFETY: as in `log`.
-    let (r, t) = unsafe { (record(ctx), text(t, len)) };
-    r.report_progress(fraction, &t);
-}
-
-unsafe extern "C" fn cancelled(ctx: *const HostContext) -> i32 {
-    // SAFETY: as in `log`.
-    i32::from(unsafe { record(ctx) }.is_cancelled())
-}
-
-unsafe extern "C" fn emit(
-    ctx: *const HostContext,
-    event: *const u8,
-    event_len: usize,
-    payload: *const u8,
-    payload_len: usize,
-) -> i32 {
-    // SAFETY: as in `log`.
-    let (r, e, p) = unsafe {
-        (
-            record(ctx),
-            text(event, event_len),
-            text(payload, payload_len),
-        )
-    };
-    r.emit(&e, &p);
-    0
+    fn progress(&self, fraction: f64, text: &str) {
+        self.report_progress(fraction, text);
+    }
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+    fn emit(&self, event: &str, payload: &str) -> bool {
+        Recorder::emit(self, event, payload);
+        true
+    }
 }
 
 /// A host for one plugin instance, made from the plugin's entry point
@@ -318,22 +271,12 @@ impl TestHost {
         let mut out = Buf::EMPTY;
         let status = match self.execute_ctx {
             Some(f) => {
-                let frame = Frame {
-                    ctx: HostContext {
-                        struct_size: abi::CONTEXT_SIZE,
-                        reserved: 0,
-                        log,
-                        progress,
-                        cancelled,
-                        emit,
-                    },
-                    record: Arc::clone(&self.record),
-                };
+                let frame = HostFrame::new(&*self.record);
                 // SAFETY: a live instance; the context and input outlive the call.
                 unsafe {
                     f(
                         self.instance.as_ptr(),
-                        &frame.ctx,
+                        frame.as_ptr(),
                         input.as_ptr(),
                         input.len(),
                         &mut out,
