@@ -248,7 +248,7 @@ fn demo() -> Result<(), String> {
     let bin = target_dir().join("debug");
     let ctl = bin.join("dynplugctl");
     println!(
-        "\nA private bus is running at\n  {address}\n\nIn another terminal, talk to the daemon with:\n  {ctl} --address '{address}' list\n  {ctl} --address '{address}' execute text 'hello world'\n  echo '{{\"a\": [1, 2]}}' | {ctl} --address '{address}' execute json\n  {ctl} --address '{address}' watch\n  busctl --address='{address}' tree org.dynplug.Manager\n  busctl --address='{address}' call org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager Execute ss hash abc\n\nStarting dynplugd (Ctrl-C stops it and the bus)...\n",
+        "\nA private bus is running at\n  {address}\n\nIn another terminal, talk to the daemon with:\n  {ctl} --address '{address}' list\n  {ctl} --address '{address}' execute text 'hello world'\n  echo '{{\"a\": [1, 2]}}' | {ctl} --address '{address}' execute json\n  {ctl} --address '{address}' execute count 30   # a job: progress bar, Ctrl-C cancels\n  {ctl} --address '{address}' watch\n  busctl --address='{address}' tree org.dynplug.Manager\n  busctl --address='{address}' call org.dynplug.Manager /org/dynplug/Manager org.dynplug.Manager Execute ss hash abc\n\nStarting dynplugd (Ctrl-C stops it and the bus)...\n",
         ctl = ctl.display()
     );
     let daemon = Command::new(bin.join("dynplugd"))
