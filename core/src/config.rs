@@ -274,9 +274,14 @@ pub struct ServerConfig {
     pub host: String,
     /// TCP port; 0 picks a free one (see the `ApiAddress` D-Bus property).
     pub port: u16,
-    /// File holding the bearer token. A relative path is looked up in
-    /// `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
+    /// File holding the bearer token, which may do everything (scope `manage`). A
+    /// relative path is looked up in `$CREDENTIALS_DIRECTORY` (systemd's
+    /// `LoadCredential=`).
     pub token_file: Option<PathBuf>,
+    /// More tokens, each limited to a scope and optionally to some plugins.
+    pub tokens: Vec<ScopedToken>,
+    /// A token for `GET /metrics` (which is open without it); a `manage` token works too.
+    pub metrics_token_file: Option<PathBuf>,
     /// Serve on a non-loopback address without a token anyway.
     pub allow_insecure_bind: bool,
     /// Largest request body, in bytes.
@@ -291,6 +296,42 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Per-client-address rate limit; none unless configured.
     pub rate_limit: Option<RateLimit>,
+}
+
+/// What a REST token may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Read jobs and the event stream (the plugin list and details are open to all).
+    Read,
+    /// Run plugins: execute, start and cancel jobs.
+    Execute,
+    /// Everything: also enable and disable plugins.
+    Manage,
+}
+
+impl Scope {
+    /// `read`, `execute` or `manage`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Execute => "execute",
+            Scope::Manage => "manage",
+        }
+    }
+}
+
+/// A REST token limited to a scope (`server.tokens[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedToken {
+    /// The file holding it (relative: in `$CREDENTIALS_DIRECTORY`).
+    pub file: PathBuf,
+    /// What it may do.
+    pub scope: Scope,
+    /// The plugins it may run; absent means all.
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
 }
 
 /// A token-bucket rate limit per client address (`server.rate_limit`).
@@ -310,6 +351,8 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             token_file: None,
+            tokens: Vec::new(),
+            metrics_token_file: None,
             allow_insecure_bind: false,
             max_body_bytes: 1024 * 1024,
             request_timeout_ms: 60_000,
@@ -574,9 +617,17 @@ impl Config {
                 format!("`{}` is not an IP address", server.host),
             )
         })?;
+        for (i, token) in server.tokens.iter().enumerate() {
+            for name in token.plugins.iter().flatten() {
+                validate_plugin_name(name).map_err(|e| {
+                    ConfigError::field(file, format!("server.tokens[{i}].plugins"), e)
+                })?;
+            }
+        }
         if server.enabled
             && !host.is_loopback()
             && server.token_file.is_none()
+            && server.tokens.is_empty()
             && !server.allow_insecure_bind
         {
             return Err(ConfigError::field(
@@ -898,6 +949,19 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("server.host"));
         assert!(e.problem.contains("without server.token_file"), "{e}");
         assert!(parse("server:\n  enabled: true\n  host: 0.0.0.0\n  token_file: /t\n").is_ok());
+        // Scoped tokens guard a non-loopback address too; their plugin names are checked.
+        let scoped = "server:\n  enabled: true\n  host: 0.0.0.0\n  tokens:\n    - {file: /t, scope: execute, plugins: [hash]}\n";
+        let server = parse(scoped).unwrap().server;
+        assert_eq!(
+            (server.tokens[0].scope, server.tokens[0].plugins.clone()),
+            (Scope::Execute, Some(vec!["hash".to_owned()]))
+        );
+        assert!(Scope::Read < Scope::Execute && Scope::Execute < Scope::Manage);
+        let e =
+            parse("server:\n  tokens:\n    - {file: /t, scope: read, plugins: [\"Bad Name\"]}\n")
+                .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("server.tokens[0].plugins"));
+        assert!(parse("server:\n  tokens:\n    - {file: /t, scope: admin}\n").is_err());
         assert!(
             parse("server:\n  enabled: true\n  host: 0.0.0.0\n  allow_insecure_bind: true\n")
                 .is_ok()

@@ -95,9 +95,25 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     // A token file that cannot be read is a configuration error (exit 78), found
     // before anything starts.
     if server.enabled {
-        if let Some(path) = &server.token_file {
+        let scoped = server
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("server.tokens[{i}].file"), &t.file));
+        let files = server
+            .token_file
+            .iter()
+            .map(|p| ("server.token_file".to_owned(), p))
+            .chain(scoped)
+            .chain(
+                server
+                    .metrics_token_file
+                    .iter()
+                    .map(|p| ("server.metrics_token_file".to_owned(), p)),
+            );
+        for (field, path) in files {
             crate::api::Token::load(path)
-                .map_err(|e| ConfigError::field(&config_path, "server.token_file", e))?;
+                .map_err(|e| ConfigError::field(&config_path, field, e))?;
         }
     }
     let open_files = crate::limits::raise_open_files_limit();

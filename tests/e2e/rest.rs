@@ -565,3 +565,85 @@ fn the_original_designs_response_types_read_every_answer() {
         );
     }
 }
+
+/// Scoped tokens over real HTTP: each scope, a plugin list, the metrics token, and a
+/// bad token file refused at start with its field named.
+#[test]
+fn scoped_tokens_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        path.display().to_string()
+    };
+    let extra = format!(
+        "  tokens:\n    - {{file: {}, scope: read}}\n    - {{file: {}, scope: execute, plugins: [hash]}}\n    - {{file: {}, scope: manage}}\n  metrics_token_file: {}\n",
+        file("ro", "r3ad"),
+        file("hash", "h4sh"),
+        file("admin", "adm1n"),
+        file("metrics", "m3trics"),
+    );
+    let api = Api::start(&extra);
+    let bearer = |t: &str| format!("authorization: Bearer {t}");
+    let text = ["-H", "content-type: text/plain", "--data-binary", "abc"];
+    let call = |route: &str, method: &str, token: Option<&str>, body: bool| {
+        let header = token.map(bearer);
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(h) = &header {
+            args.extend(["-H", h.as_str()]);
+        }
+        if body {
+            args.extend(text);
+        }
+        api.curl(method, route, &args)
+    };
+    let (status, v) = call("/plugins/hash/execute", "POST", Some("h4sh"), true);
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = call("/plugins/text/execute", "POST", Some("h4sh"), true);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not run plugin `text`"),
+        "{v}"
+    );
+    let (status, v) = call("/plugins/hash/execute", "POST", Some("r3ad"), true);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("`execute` scope"),
+        "{v}"
+    );
+    let (status, v) = call("/plugins/hash/disable", "PUT", Some("h4sh"), false);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("`manage` scope"),
+        "{v}"
+    );
+    assert_eq!(
+        call("/plugins/hash/disable", "PUT", Some("adm1n"), false).0,
+        200
+    );
+    assert_eq!(
+        call("/plugins/hash/enable", "PUT", Some("adm1n"), false).0,
+        200
+    );
+    assert_eq!(call("/jobs", "GET", Some("r3ad"), false).0, 200);
+    assert_eq!(call("/jobs", "GET", None, false).0, 401);
+    assert_eq!(
+        call("/plugins", "GET", None, false).0,
+        200,
+        "listing stays open"
+    );
+    assert_eq!(call("/metrics", "GET", None, false).0, 401);
+    assert_eq!(call("/metrics", "GET", Some("r3ad"), false).0, 403);
+    assert_eq!(call("/metrics", "GET", Some("m3trics"), false).0, 200);
+    // A scoped token whose file is missing: exit 78 at start, the field named.
+    let (code, err) = api.bus.run_daemon_once(
+        api._plugins.path(),
+        "server:\n  enabled: true\n  port: 0\n  tokens:\n    - {file: /nonexistent/t, scope: read}\n",
+        &[],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("server.tokens[0].file"), "{err}");
+}

@@ -1,4 +1,5 @@
-//! Bearer-token authentication for mutating routes and execute.
+//! Bearer-token authentication: tokens with scopes (`read`, `execute`, `manage`),
+//! optionally limited to some plugins, and a token of its own for `/metrics`.
 //!
 //! Hand-written rather than tower-http's `ValidateRequestHeaderLayer::bearer`, because
 //! the token must be compared in constant time (subtle) and a missing token (401) must
@@ -7,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use dynplug_core::config::{Scope, ServerConfig};
+
 use super::envelope::ApiError;
+use crate::state::Shared;
 
 /// A bearer token. Its `Debug` never shows the value.
 #[derive(Clone)]
@@ -62,33 +66,173 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-/// Requires `Authorization: Bearer <token>` when a token is configured.
-pub(super) async fn require_token(
-    State(token): State<Option<Token>>,
+/// What a presented token may do.
+#[derive(Debug, Clone)]
+pub(super) struct Grant {
+    scope: Scope,
+    /// The plugins it may run; `None` means all.
+    plugins: Option<Arc<[String]>>,
+}
+
+impl Grant {
+    fn allows_plugin(&self, name: &str) -> bool {
+        self.plugins
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|n| n == name))
+    }
+}
+
+/// Every configured token with what it may do, and the metrics token.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    entries: Vec<(Token, Grant)>,
+    metrics: Option<Token>,
+}
+
+impl Tokens {
+    /// Reads every token file of the `server:` section; `None` when no token is
+    /// configured (the API is then open, as before tokens).
+    pub fn load(config: &ServerConfig) -> Result<Option<Tokens>, String> {
+        let mut entries = Vec::new();
+        if let Some(path) = &config.token_file {
+            let grant = Grant {
+                scope: Scope::Manage,
+                plugins: None,
+            };
+            entries.push((Token::load(path)?, grant));
+        }
+        for scoped in &config.tokens {
+            let grant = Grant {
+                scope: scoped.scope,
+                plugins: scoped.plugins.as_deref().map(Arc::from),
+            };
+            entries.push((Token::load(&scoped.file)?, grant));
+        }
+        let metrics = config
+            .metrics_token_file
+            .as_deref()
+            .map(Token::load)
+            .transpose()?;
+        Ok((!entries.is_empty() || metrics.is_some()).then_some(Tokens { entries, metrics }))
+    }
+
+    /// No token at all.
+    pub fn none() -> Tokens {
+        Tokens {
+            entries: Vec::new(),
+            metrics: None,
+        }
+    }
+
+    /// Whether any token guards the scoped routes.
+    pub fn guards_routes(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// Whether a token guards `/metrics`.
+    pub fn guards_metrics(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// What `presented` may do. Every token is compared, each in constant time.
+    fn grant(&self, presented: &[u8]) -> Option<&Grant> {
+        let mut found = None;
+        for (token, grant) in &self.entries {
+            if token.matches(presented) && found.is_none() {
+                found = Some(grant);
+            }
+        }
+        found
+    }
+}
+
+/// What a route needs, for [`require_scope`].
+#[derive(Clone)]
+pub(super) struct Needs {
+    pub(super) tokens: Arc<Tokens>,
+    pub(super) scope: Scope,
+    /// To find the plugin of a job (`/jobs/{id}`) for tokens limited to some plugins.
+    pub(super) shared: Arc<Shared>,
+}
+
+fn unauthorized() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs Authorization: Bearer <token>",
+    )
+    .into_response()
+}
+
+fn forbidden(message: String) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+}
+
+/// The bearer credentials of `request`, if any.
+fn presented(request: &Request) -> Option<&[u8]> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer_credentials(v.as_bytes()))
+}
+
+/// Requires a token whose scope covers the route's, and, on routes naming a plugin (or
+/// a job), one that may run that plugin. 401 without a token, 403 naming the scope or
+/// the plugin otherwise.
+pub(super) async fn require_scope(
+    State(needs): State<Needs>,
+    params: RawPathParams,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = token else {
-        return next.run(request).await;
+    let Some(presented) = presented(&request) else {
+        return unauthorized();
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| bearer_credentials(v.as_bytes()));
-    match presented {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs Authorization: Bearer <token>",
-        )
-        .into_response(),
-        Some(p) if token.matches(p) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the bearer token is not valid",
-        )
-        .into_response(),
+    let Some(grant) = needs.tokens.grant(presented) else {
+        return forbidden("the bearer token is not valid".into());
+    };
+    if grant.scope < needs.scope {
+        return forbidden(format!(
+            "this needs a token with the `{}` scope; this one has `{}`",
+            needs.scope.as_str(),
+            grant.scope.as_str()
+        ));
+    }
+    let plugin = params.iter().find_map(|(key, value)| match key {
+        "name" => Some(value.to_owned()),
+        "id" => value
+            .parse()
+            .ok()
+            .and_then(|id| needs.shared.manager.jobs().get(id).ok())
+            .map(|job| job.view().plugin),
+        _ => None,
+    });
+    if let Some(name) = plugin.filter(|name| !grant.allows_plugin(name)) {
+        return forbidden(format!("this token may not run plugin `{name}`"));
+    }
+    next.run(request).await
+}
+
+/// Requires the metrics token, or a `manage` token, for `/metrics`.
+pub(super) async fn require_metrics_token(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(presented) = presented(&request) else {
+        return unauthorized();
+    };
+    let metrics = tokens
+        .metrics
+        .as_ref()
+        .is_some_and(|t| t.matches(presented));
+    let manage = tokens
+        .grant(presented)
+        .is_some_and(|g| g.scope == Scope::Manage);
+    if metrics || manage {
+        next.run(request).await
+    } else {
+        forbidden("this needs the metrics token (or one with the `manage` scope)".into())
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use dynplug_core::config::ServerConfig;
+use dynplug_core::config::{Scope, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -31,15 +31,15 @@ use tower_governor::GovernorLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-pub use auth::Token;
+pub use auth::{Token, Tokens};
 
 use crate::state::{ApiRequest, Shared};
 
 /// Everything the router needs besides the daemon state.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Bearer token for mutating routes and execute.
-    pub token: Option<Token>,
+    /// The bearer tokens and their scopes; `None`: no token configured, all open.
+    pub tokens: Option<Arc<Tokens>>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Time a request may take in all.
@@ -54,7 +54,7 @@ impl Settings {
     /// Reads the settings (and the token file) from the `server:` section.
     pub fn from_config(config: &ServerConfig) -> Result<Settings, String> {
         Ok(Settings {
-            token: config.token_file.as_deref().map(Token::load).transpose()?,
+            tokens: Tokens::load(config)?.map(Arc::new),
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             rate_limit: config.rate_limit,
@@ -69,27 +69,59 @@ impl Settings {
 
 /// The application.
 pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
-    let mut guarded = Router::new()
-        .route("/plugins/{name}/execute", post(routes::execute))
-        .route("/plugins/{name}/enable", put(routes::enable))
-        .route("/plugins/{name}/disable", put(routes::disable))
-        // Jobs and events carry plugin outputs and payloads: as guarded as execute.
-        .route("/plugins/{name}/jobs", post(jobs::start))
-        .route("/jobs", get(jobs::list))
-        .route("/jobs/{id}", get(jobs::get).merge(delete(jobs::cancel)))
-        .route("/events", get(jobs::events));
-    // Without a token there is nothing to check: no middleware on the call path.
-    if settings.token.is_some() {
-        guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-            settings.token.clone(),
-            auth::require_token,
+    // Routes by the scope they need. Without tokens there is nothing to check: no
+    // middleware on the call path.
+    let needs = |scope| auth::Needs {
+        tokens: settings
+            .tokens
+            .clone()
+            .unwrap_or_else(|| Arc::new(Tokens::none())),
+        scope,
+        shared: Arc::clone(&shared),
+    };
+    let guard = |routes: Router<Arc<Shared>>, scope| {
+        if settings.tokens.as_ref().is_some_and(|t| t.guards_routes()) {
+            routes.route_layer(axum::middleware::from_fn_with_state(
+                needs(scope),
+                auth::require_scope,
+            ))
+        } else {
+            routes
+        }
+    };
+    let running = guard(
+        Router::new()
+            .route("/plugins/{name}/execute", post(routes::execute))
+            .route("/plugins/{name}/jobs", post(jobs::start))
+            .route("/jobs/{id}", delete(jobs::cancel)),
+        Scope::Execute,
+    );
+    let managing = guard(
+        Router::new()
+            .route("/plugins/{name}/enable", put(routes::enable))
+            .route("/plugins/{name}/disable", put(routes::disable)),
+        Scope::Manage,
+    );
+    // Jobs and events carry plugin outputs and payloads: not open when tokens are set.
+    let reading = guard(
+        Router::new()
+            .route("/jobs", get(jobs::list))
+            .route("/jobs/{id}", get(jobs::get))
+            .route("/events", get(jobs::events)),
+        Scope::Read,
+    );
+    let mut metrics = Router::new().route("/metrics", get(routes::metrics));
+    if let Some(tokens) = settings.tokens.as_ref().filter(|t| t.guards_metrics()) {
+        metrics = metrics.route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(tokens),
+            auth::require_metrics_token,
         ));
     }
+    let guarded = running.merge(managing).merge(reading).merge(metrics);
     let mut app = Router::new()
         .route("/plugins", get(routes::list))
         .route("/plugins/{name}", get(routes::info))
         .route("/health", get(routes::health))
-        .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .merge(guarded)
         .with_state(shared)
@@ -130,7 +162,7 @@ pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
 struct Running {
     address: SocketAddr,
     config: ServerConfig,
-    token: Option<Vec<u8>>,
+    token: Vec<Option<Vec<u8>>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -149,11 +181,15 @@ impl std::fmt::Debug for ApiServer {
     }
 }
 
-fn token_bytes(config: &ServerConfig) -> Option<Vec<u8>> {
+fn token_bytes(config: &ServerConfig) -> Vec<Option<Vec<u8>>> {
+    let scoped = config.tokens.iter().map(|t| &t.file);
     config
         .token_file
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
+        .iter()
+        .chain(scoped)
+        .chain(config.metrics_token_file.iter())
+        .map(|p| std::fs::read(p).ok())
+        .collect()
 }
 
 impl ApiServer {
@@ -206,7 +242,7 @@ impl ApiServer {
         let (stop, stop_rx) = watch::channel(false);
         let limits = settings.connections;
         let task = tokio::spawn(serve::serve(listener, app, limits, stop_rx));
-        tracing::info!(address = %address, auth = settings.token.is_some(), "REST API listening");
+        tracing::info!(address = %address, auth = settings.tokens.is_some(), "REST API listening");
         if let Ok(mut r) = self.running.lock() {
             *r = Some(Running {
                 address,

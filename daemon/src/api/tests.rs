@@ -359,3 +359,125 @@ async fn job_routes_start_show_list_and_cancel() {
         assert_eq!(status, want, "{what}: {v}");
     }
 }
+
+#[tokio::test]
+async fn scoped_tokens_allow_what_their_scope_and_plugins_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path()).await;
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        path.display().to_string()
+    };
+    let extra = format!(
+        "tokens:\n  - {{file: {}, scope: read}}\n  - {{file: {}, scope: execute, plugins: [hostile]}}\n  - {{file: {}, scope: execute, plugins: [other]}}\nmetrics_token_file: {}\n",
+        file("ro", "r3ad"),
+        file("ex", "ex3c"),
+        file("ex2", "0ther"),
+        file("m", "m3trics"),
+    );
+    let app = router(Arc::clone(&shared), &settings(dir.path(), &extra));
+    let with = |request: axum::http::request::Builder, token: Option<&str>| {
+        let request = match token {
+            Some(t) => request.header("authorization", format!("Bearer {t}")),
+            None => request,
+        };
+        request
+            .header("content-type", "text/plain")
+            .body(Body::from("echo hi"))
+            .unwrap()
+    };
+    let run = || Request::post("/plugins/hostile/execute");
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (with(Request::get("/plugins"), None), StatusCode::OK, ""),
+        (with(run(), None), StatusCode::UNAUTHORIZED, ""),
+        (
+            with(run(), Some("r3ad")),
+            StatusCode::FORBIDDEN,
+            "the `execute` scope; this one has `read`",
+        ),
+        (with(run(), Some("ex3c")), StatusCode::OK, ""),
+        (
+            with(run(), Some("0ther")),
+            StatusCode::FORBIDDEN,
+            "may not run plugin `hostile`",
+        ),
+        (with(run(), Some("s3cret")), StatusCode::OK, ""),
+        (
+            with(Request::put("/plugins/hostile/disable"), Some("ex3c")),
+            StatusCode::FORBIDDEN,
+            "the `manage` scope",
+        ),
+        (
+            with(Request::get("/jobs"), None),
+            StatusCode::UNAUTHORIZED,
+            "",
+        ),
+        (
+            with(Request::get("/jobs"), Some("r3ad")),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            with(Request::get("/metrics"), None),
+            StatusCode::UNAUTHORIZED,
+            "",
+        ),
+        (
+            with(Request::get("/metrics"), Some("r3ad")),
+            StatusCode::FORBIDDEN,
+            "metrics token",
+        ),
+        (
+            with(Request::get("/metrics"), Some("m3trics")),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            with(Request::get("/metrics"), Some("s3cret")),
+            StatusCode::OK,
+            "",
+        ),
+        (
+            with(Request::get("/metrics"), Some("wrong")),
+            StatusCode::FORBIDDEN,
+            "",
+        ),
+    ];
+    for (request, want, says) in cases {
+        let what = format!(
+            "{} {} {:?}",
+            request.method(),
+            request.uri(),
+            request.headers().get("authorization")
+        );
+        let response = {
+            let mut request = request;
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+            app.clone().oneshot(request).await.unwrap()
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    // Cancelling a job is running its plugin: the plugin list applies.
+    let job = shared
+        .manager
+        .start_job(
+            "hostile",
+            "sleep 50".into(),
+            dynplug_core::jobs::JobOwner::Rest,
+        )
+        .unwrap();
+    let cancel = |token: &str| with(Request::delete(format!("/jobs/{}", job.id())), Some(token));
+    let (status, v) = send(&app, cancel("0ther")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, _) = send(&app, cancel("ex3c")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
