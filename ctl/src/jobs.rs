@@ -71,8 +71,9 @@ async fn snapshot(client: &Client, path: &str) -> Result<Snapshot, CtlError> {
             state: job.state().await?,
             progress: job.progress().await?,
             status_text: job.status_text().await?,
-            output: job.output().await?,
-            error: job.error().await?,
+            // Readable by the job's owner and root only: others see them empty.
+            output: job.output().await.unwrap_or_default(),
+            error: job.error().await.unwrap_or_default(),
             error_name: job.error_name().await?,
             started_usec: job.started_usec().await?,
             finished_usec: job.finished_usec().await?,

@@ -262,6 +262,25 @@ async fn jobs_are_bounded_owned_and_forgotten() {
     assert_ne!(code, 0);
     assert!(err.contains("started by someone else"), "{err}");
     assert_eq!(job(&bus, &first).await.state().await.unwrap(), "running");
+    // Nor read what it produced (its state and progress are open to all).
+    let read_as_nobody = |path: &str, property: &str| {
+        let mut cmd = as_nobody(&bus, "busctl");
+        cmd.args([
+            "--user",
+            "get-property",
+            "org.dynplug.Manager",
+            path,
+            "org.dynplug.Job",
+            property,
+        ]);
+        run(cmd)
+    };
+    let (code, _, err) = read_as_nobody(&first, "Output");
+    assert_ne!(code, 0);
+    assert!(err.contains("only the user who started the job"), "{err}");
+    assert_ne!(read_as_nobody(&first, "Error").0, 0);
+    let (code, out, _) = read_as_nobody(&first, "State");
+    assert_eq!((code, out.trim()), (0, "s \"running\""));
     // Root may cancel anything; both end cancelled (one ended job is kept: the second
     // one's end makes the first be forgotten).
     job(&bus, &first).await.cancel().await.unwrap();
@@ -288,6 +307,9 @@ async fn jobs_are_bounded_owned_and_forgotten() {
     let (code, _, err) = busctl_job(as_nobody(&bus, "busctl"), &theirs, "Cancel");
     assert_eq!(code, 0, "{err}");
     assert_eq!(finished(&bus, &theirs).await, "cancelled");
+    let (code, out, err) = read_as_nobody(&theirs, "Error");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("was cancelled"), "its owner reads it: {out}");
     // Only one ended job is kept: the two older ones were forgotten.
     let jobs = m.list_jobs().await.unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");

@@ -86,6 +86,8 @@ contains "alice may list jobs" "count" as_user alice dynplugctl jobs
 contains "alice may not start jobs" "Access denied" as_user alice busctl --system call $DEST $OBJ $DEST StartJob ss count 1
 bobs=$(as_user bob busctl --system call $DEST $OBJ $DEST StartJob ss count 600 | cut -d'"' -f2)
 contains "root's job cannot be cancelled by bob" "started by someone else" as_user bob busctl --system call $DEST "$job" org.dynplug.Job Cancel
+contains "nor its output read by bob" "only the user who started the job" as_user bob busctl --system get-property $DEST "$job" org.dynplug.Job Output
+contains "whose state is open to all" 's "succeeded"' as_user alice busctl --system get-property $DEST "$job" org.dynplug.Job State
 check "bob cancels his own job" as_user bob busctl --system call $DEST "$bobs" org.dynplug.Job Cancel
 contains "bob's job ends cancelled" "cancelled" ctl job "$bobs" --wait
 ctl enable json >/dev/null

@@ -32,6 +32,29 @@ pub struct JobIface {
     pub(crate) job: Arc<Job>,
 }
 
+impl JobIface {
+    /// Whether the caller of the message with `header` may read what the job produced:
+    /// the user who started it, or root. Without a message (a signal being built) no one.
+    async fn readable_by(
+        &self,
+        conn: &Connection,
+        header: Option<Header<'_>>,
+    ) -> Result<(), DynplugError> {
+        let denied = || {
+            DynplugError::AccessDenied(
+                "only the user who started the job, or root, may read its output".into(),
+            )
+        };
+        let header = header.ok_or_else(denied)?;
+        let uid = caller_uid(conn, &header).await.map_err(|_| denied())?;
+        if uid == 0 || self.job.view().owner == JobOwner::Uid(uid) {
+            Ok(())
+        } else {
+            Err(denied())
+        }
+    }
+}
+
 /// The server side of `org.dynplug.Job`.
 #[interface(name = "org.dynplug.Job")]
 impl JobIface {
@@ -73,20 +96,33 @@ impl JobIface {
         self.job.view().status_text
     }
 
-    /// The output, once the job succeeded.
-    #[zbus(property)]
-    fn output(&self) -> String {
-        self.job.view().output
+    /// The output, once the job succeeded. Readable by the user who started the job,
+    /// or root; changes are signalled without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn output(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> Result<String, DynplugError> {
+        self.readable_by(conn, header).await?;
+        Ok(self.job.view().output)
     }
 
-    /// Why it failed or was cancelled.
-    #[zbus(property)]
-    fn error(&self) -> String {
-        self.job
+    /// Why it failed or was cancelled (it may quote the plugin). Readable by the user
+    /// who started the job, or root; changes are signalled without the value.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn error(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> Result<String, DynplugError> {
+        self.readable_by(conn, header).await?;
+        Ok(self
+            .job
             .view()
             .error
             .map(|e| e.to_string())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// The D-Bus error name of the failure (empty otherwise).

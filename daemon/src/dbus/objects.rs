@@ -146,8 +146,8 @@ async fn job_changed(conn: &Connection, id: u64, finished: bool) -> zbus::Result
     iface.status_text_changed(emitter).await?;
     if finished {
         iface.state_changed(emitter).await?;
-        iface.output_changed(emitter).await?;
-        iface.error_changed(emitter).await?;
+        iface.output_invalidate(emitter).await?;
+        iface.error_invalidate(emitter).await?;
         iface.error_name_changed(emitter).await?;
         iface.finished_usec_changed(emitter).await?;
         let state = iface.job.view().state;
