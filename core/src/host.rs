@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::events::Event;
 use crate::jobs::Job;
+use crate::locks::lock;
 pub use dynplug_sdk::host::{Host, HostFrame};
 pub use dynplug_sdk::Level;
 
@@ -98,10 +99,7 @@ impl Budget {
 
     /// Takes one token if there is one.
     pub fn take(&self) -> bool {
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = lock(&self.state);
         let now = Instant::now();
         let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
         s.0 = (s.0 + refill).min(self.burst);

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use crate::error::ManagerError;
 use crate::events::Event;
 use crate::host::Cancel;
+use crate::locks::lock;
 
 /// Progress changes are published at most this often per job (state changes at once).
 pub const JOB_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -106,10 +107,6 @@ pub struct Job {
     requested: std::sync::atomic::AtomicBool,
     data: Mutex<Data>,
     events: broadcast::Sender<Event>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_usec() -> u64 {

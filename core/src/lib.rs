@@ -51,6 +51,8 @@ pub mod jobs;
 #[cfg(feature = "host")]
 pub mod library;
 #[cfg(feature = "host")]
+mod locks;
+#[cfg(feature = "host")]
 pub mod manager;
 #[cfg(feature = "host")]
 pub mod name;

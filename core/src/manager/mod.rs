@@ -23,6 +23,7 @@ use crate::fastpath::{Demoted, InlineSlots};
 use crate::host::{CallHost, Cancel, PluginOutlet, CANCEL_GRACE};
 use crate::jobs::{Job, JobOwner, Jobs};
 use crate::library::{FileIdentity, PluginLibrary};
+use crate::locks::{lock, read, write};
 use crate::scan::{scan, Probe, Scanned};
 use crate::services::Services;
 use crate::slot::{CallStats, Limits, Slot};
@@ -104,20 +105,6 @@ impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager").finish_non_exhaustive()
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Manager {

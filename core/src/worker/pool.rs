@@ -29,6 +29,7 @@ use super::sandbox::{SandboxReport, Spec};
 use super::shared;
 use crate::error::CallError;
 use crate::host::{CallHost, Host, Level, CANCEL_GRACE, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD};
+use crate::locks::lock;
 
 /// Resource limits applied to each worker process (setrlimit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,10 +441,6 @@ impl std::fmt::Debug for WorkerPool {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl WorkerPool {
