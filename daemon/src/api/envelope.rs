@@ -69,11 +69,6 @@ impl ApiError {
         }
     }
 
-    /// The machine-readable code (`not_found`, `timeout`, ...).
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
     /// The generic error for a status produced outside the handlers (framework,
     /// middleware).
     pub fn for_status(status: StatusCode) -> Self {
@@ -102,42 +97,48 @@ impl ApiError {
     }
 }
 
+/// The status and code of a core error, or `None` for an internal failure whose
+/// details stay in the log.
+pub fn status_of(e: &ManagerError) -> Option<(StatusCode, &'static str)> {
+    Some(match e {
+        ManagerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ManagerError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
+        ManagerError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ManagerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        ManagerError::Call(CallError::Crashed { .. } | CallError::Protocol { .. }) => {
+            (StatusCode::BAD_GATEWAY, "worker_crashed")
+        }
+        ManagerError::Call(CallError::OutputTooLarge { .. }) => {
+            (StatusCode::BAD_GATEWAY, "output_too_large")
+        }
+        // The plugin answered with an error: it refused this input.
+        ManagerError::Call(CallError::Failed { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "execution_failed")
+        }
+        // A fault in the plugin itself.
+        ManagerError::Call(CallError::Panicked { .. } | CallError::InvalidOutput { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed")
+        }
+        ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
+        ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        ManagerError::Cancelled(_) => (StatusCode::CONFLICT, "cancelled"),
+        ManagerError::JobNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ManagerError::TooManyJobs(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
+        ManagerError::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
+        _ => return None,
+    })
+}
+
 impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
         let message = e.to_string();
-        let (status, code) = match e {
-            ManagerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ManagerError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
-            ManagerError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ManagerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ManagerError::Call(CallError::Crashed { .. } | CallError::Protocol { .. }) => {
-                (StatusCode::BAD_GATEWAY, "worker_crashed")
-            }
-            ManagerError::Call(CallError::OutputTooLarge { .. }) => {
-                (StatusCode::BAD_GATEWAY, "output_too_large")
-            }
-            // The plugin answered with an error: it refused this input.
-            ManagerError::Call(CallError::Failed { .. }) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "execution_failed")
-            }
-            // A fault in the plugin itself.
-            ManagerError::Call(CallError::Panicked { .. } | CallError::InvalidOutput { .. }) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed")
-            }
-            ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
-            ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ManagerError::Cancelled(_) => (StatusCode::CONFLICT, "cancelled"),
-            ManagerError::JobNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ManagerError::TooManyJobs(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
-            ManagerError::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
-            _ => {
-                tracing::error!(error = %message, "request failed");
-                return ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                );
-            }
+        let Some((status, code)) = status_of(&e) else {
+            tracing::error!(error = %message, "request failed");
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            );
         };
         ApiError::new(status, code, message)
     }

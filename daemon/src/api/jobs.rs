@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope};
+use super::envelope::{ok, status_of, ApiError, Envelope, ErrorEnvelope};
 use super::routes::{parse_input, BodyKind};
 use crate::state::{Lifecycle, Shared, StateEvent};
 
@@ -49,8 +49,8 @@ pub struct JobInfo {
 impl From<JobView> for JobInfo {
     fn from(v: JobView) -> Self {
         let failure = v.error.map(|e| {
-            let message = e.to_string();
-            (message, ApiError::from(e).code())
+            let code = status_of(&e).map_or("internal", |(_, code)| code);
+            (e.to_string(), code)
         });
         let ended = v.finished_usec != 0;
         JobInfo {
