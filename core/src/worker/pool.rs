@@ -838,6 +838,8 @@ while True:
         send(8, call + b"\3" + b"a line")
         send(9, call + struct.pack("<d", 0.5) + b"half")
         send(10, call + struct.pack("<H", 4) + b"tick" + b"{}")
+    if kind == 3 and payload == b"hugelog":
+        send(8, call + b"\3" + b"x" * (200 * 1024))
     if kind == 3 and payload == b"stray":
         send(8, b"\1" * 8 + b"\3" + b"not yours")
     if kind == 3 and payload == b"cancelable":
@@ -935,6 +937,12 @@ while True:
             event: "tick".into(),
             payload: "{}".into()
         }));
+        // A host call larger than any the daemon takes breaks the protocol, refused from
+        // its header.
+        match pool.call("hugelog", T, &host()).await {
+            Err((PoolError::Protocol(why), None)) => assert!(why.contains("Log frame"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         // A host call for another call id breaks the protocol.
         assert!(matches!(
             pool.call("stray", T, &host()).await,
