@@ -25,6 +25,10 @@ pub(crate) struct Cli {
     /// Print JSON (stdout carries only JSON, errors included).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Never ask for a password: calls polkit would let you make after authenticating
+    /// fail instead (without it, dynplugctl asks on a terminal, as systemctl does).
+    #[arg(long, global = true)]
+    pub(crate) no_ask_password: bool,
     /// Seconds to wait for an answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 120, global = true)]
     pub(crate) timeout: u64,

@@ -184,8 +184,10 @@ impl IntoCtlError for DynplugError {
             DynplugError::InvalidArgument(m) => CtlError::new(Kind::InvalidArgument, m),
             DynplugError::Config(m) => CtlError::new(Kind::Config, m)
                 .hint("fix the file, then run `dynplugctl reload` again; the previous configuration stays in force"),
-            DynplugError::AccessDenied(m) => CtlError::new(Kind::AccessDenied, m)
-                .hint("this needs root or membership in the `dynplug` group (try sudo)"),
+            DynplugError::AccessDenied(m) => {
+                let hint = denial_hint(&m);
+                CtlError::new(Kind::AccessDenied, m).hint(hint)
+            }
             DynplugError::ShuttingDown(m) => CtlError::unavailable(m, bus),
             DynplugError::Unavailable(m) => {
                 CtlError::new(Kind::Failure, m).hint("see `dynplugctl info NAME` and the journal for the reason")
@@ -198,17 +200,43 @@ impl IntoCtlError for DynplugError {
     }
 }
 
+/// What to do about a denial the daemon explained: a polkit rule for the action it
+/// names, or root.
+fn denial_hint(message: &str) -> String {
+    let action = [
+        "org.dynplug.execute",
+        "org.dynplug.manage",
+        "org.dynplug.jobs.cancel-any",
+    ]
+    .into_iter()
+    .find(|a| message.contains(a));
+    match action {
+        Some(action) => format!(
+            "an administrator can grant {action} with a polkit rule in /etc/polkit-1/rules.d/ \
+             (examples in /usr/share/doc/dynplugd/operations.md), or add you to the `dynplug` group; \
+             root is always allowed"
+        ),
+        None => "this needs root or membership in the `dynplug` group (try sudo)".to_owned(),
+    }
+}
+
 /// A connection to dynplugd.
 pub(crate) struct Client {
     /// The manager proxy (properties are read fresh, never from a cache).
     pub(crate) manager: ManagerProxy<'static>,
     bus: Bus,
+    ask_password: bool,
     owner_lost: tokio::sync::Mutex<NameOwnerChangedStream>,
 }
 
 impl Client {
-    /// Connects to `bus` with a method-call timeout.
-    pub(crate) async fn connect(bus: Bus, timeout: Duration) -> Result<Client, CtlError> {
+    /// Connects to `bus` with a method-call timeout. With `ask_password`, calls the
+    /// daemon authorizes may ask for authentication (see [`Client::act`]).
+    pub(crate) async fn connect(
+        bus: Bus,
+        timeout: Duration,
+        ask_password: bool,
+    ) -> Result<Client, CtlError> {
         let builder = match &bus {
             Bus::System => zbus::connection::Builder::system(),
             Bus::Session => zbus::connection::Builder::session(),
@@ -234,6 +262,7 @@ impl Client {
         Ok(Client {
             manager,
             bus,
+            ask_password,
             owner_lost: tokio::sync::Mutex::new(owner_lost),
         })
     }
@@ -261,6 +290,37 @@ impl Client {
             result = call => result.map_err(|e| e.into_ctl(&self.bus)),
             () = lost => Err(CtlError::unavailable("dynplugd went away during the call", &self.bus)),
         }
+    }
+
+    /// Calls `method` of `proxy` with `body`: a call the daemon authorizes (through
+    /// polkit on the system bus). Unless `--no-ask-password` was given it allows
+    /// interactive authorization and, on a terminal, runs a text agent meanwhile.
+    pub(crate) async fn act<B, R>(
+        &self,
+        proxy: &zbus::Proxy<'_>,
+        method: &'static str,
+        body: &B,
+    ) -> Result<R, CtlError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
+        let flags = if self.ask_password {
+            zbus::proxy::MethodFlags::ALLOW_INTERACTIVE_AUTH
+        } else {
+            zbus::proxy::MethodFlags::empty()
+        };
+        let _agent = (self.ask_password && self.bus == Bus::System)
+            .then(crate::agent::Agent::start)
+            .flatten();
+        let call = async {
+            match proxy.call_with_flags::<_, B, R>(method, flags, body).await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(DynplugError::Failed(format!("{method} sent no reply"))),
+                Err(e) => Err(DynplugError::from(e)),
+            }
+        };
+        self.call(call).await
     }
 
     /// The connection.

@@ -8,7 +8,7 @@ use dynplug_dbus::{PluginDetails, PluginRow};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::client::{Client, CtlError, Kind};
+use crate::client::{Client, CtlError, IntoCtlError, Kind};
 use crate::output::{print_stdout, Colour, Output};
 
 fn row_json(r: &PluginRow) -> Value {
@@ -233,11 +233,13 @@ pub(crate) async fn toggle(
         names
     };
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let results = if on {
-        client.call(client.manager.enable_plugins(&refs)).await?
+    let method = if on {
+        "EnablePlugins"
     } else {
-        client.call(client.manager.disable_plugins(&refs)).await?
+        "DisablePlugins"
     };
+    let results: Vec<dynplug_dbus::BulkResult> =
+        client.act(client.manager.inner(), method, &(refs,)).await?;
     let verb = if on { "enabled" } else { "disabled" };
     let mut first_error: Option<CtlError> = None;
     let mut json_rows = Vec::new();
@@ -256,12 +258,15 @@ pub(crate) async fn toggle(
             text.push_str(&format!("{name}: {}\n", out.paint(&message, Colour::Red)));
         }
         if !ok && first_error.is_none() {
-            let kind = if message.starts_with("no plugin named") {
-                Kind::NotFound
+            // The daemon's refusals start so ("not authorized: org.dynplug.manage ...").
+            let error = if message.starts_with("not authorized") {
+                dynplug_dbus::DynplugError::AccessDenied(message).into_ctl(client.bus())
+            } else if message.starts_with("no plugin named") {
+                CtlError::new(Kind::NotFound, message)
             } else {
-                Kind::Failure
+                CtlError::new(Kind::Failure, message)
             };
-            first_error = Some(with_suggestions(client, &name, CtlError::new(kind, message)).await);
+            first_error = Some(with_suggestions(client, &name, error).await);
         }
     }
     if out.json {
@@ -323,7 +328,9 @@ pub(crate) async fn execute(
     let began = Instant::now();
     // Listen for Ctrl-C before the job exists, so no interrupt can fall in between.
     let interrupts = crate::jobs::interrupts()?;
-    let path = match client.call(client.manager.start_job(name, &input)).await {
+    let args = (name, &input);
+    let started = client.act::<_, zbus::OwnedObjectPath>(client.manager.inner(), "StartJob", &args);
+    let path = match started.await {
         Ok(path) => path,
         Err(e) => return Err(with_suggestions(client, name, e).await),
     };
@@ -354,7 +361,7 @@ pub(crate) async fn execute(
 
 /// `reload`.
 pub(crate) async fn reload(client: &Client, out: Output) -> Result<(), CtlError> {
-    let summary = client.call(client.manager.reload()).await?;
+    let summary: String = client.act(client.manager.inner(), "Reload", &()).await?;
     if out.json {
         out.json_value(&json!({"reloaded": true, "changes": summary}));
     } else {

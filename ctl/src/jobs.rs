@@ -350,8 +350,9 @@ pub(crate) async fn show(
 pub(crate) async fn cancel(client: &Client, out: Output, id: &str) -> Result<(), CtlError> {
     let path = resolve(id)?;
     let job = proxy(client, &path, false).await?;
+    // Perhaps another user's job: the daemon may ask polkit (jobs.cancel-any).
     client
-        .call(job.cancel())
+        .act::<_, ()>(job.inner(), "Cancel", &())
         .await
         .map_err(|e| no_job(&path, e))?;
     if out.json {

@@ -1,5 +1,6 @@
 //! `dynplugctl`: a thin D-Bus client for dynplugd.
 
+mod agent;
 mod cli;
 mod client;
 mod commands;
@@ -28,7 +29,8 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
         }
         _ => None,
     };
-    let mut client = Client::connect(bus, Duration::from_secs(cli.timeout.max(1))).await?;
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    let mut client = Client::connect(bus, timeout, !cli.no_ask_password).await?;
     match cli.command {
         Command::List => commands::list(&client, out).await,
         Command::Info { name } => commands::info(&client, out, &name).await,

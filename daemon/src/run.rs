@@ -12,6 +12,7 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::api::ApiServer;
 use crate::cli::{Args, Bus};
+use crate::dbus::authority::Authority;
 use crate::dbus::objects::{self, Published};
 use crate::dbus::{ManagerIface, BUS_NAME, MANAGER_PATH};
 use crate::logging;
@@ -150,14 +151,18 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
         api_inbox,
     ));
     shared.apply_api(&server).await.map_err(DaemonError::Api)?;
+    let authority = Arc::new(Authority::default());
+    let bus = args.bus();
     let conn = connect(
-        &args.bus(),
+        &bus,
         ManagerIface {
             shared: Arc::clone(&shared),
+            authority: Arc::clone(&authority),
         },
     )
     .await?;
-    let published = Published::attach(conn.clone(), &manager).await?;
+    authority.settle(&conn, &bus).await;
+    let published = Published::attach(conn.clone(), &manager, authority).await?;
     tokio::spawn(objects::forward(
         conn.clone(),
         manager.clone(),

@@ -44,12 +44,35 @@ check "policy installed" test -f /usr/share/dbus-1/system.d/org.dynplug.Manager.
 check "plugins installed root-owned, 0644" test "$(stat -c '%U %a' /usr/lib/dynplug/plugins/echo.so)" = "root 644"
 check "man page installed" test -f /usr/share/man/man1/dynplugctl.1
 busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+check "polkit actions installed" pkaction --action-id org.dynplug.execute
+check "polkit rules installed" test -f /usr/share/polkit-1/rules.d/60-dynplug.rules
+# The checks' own polkit rules (not the package's): group ops may run hash and nothing
+# else, and may cancel anyone's job; reloading needs admin authentication, whoever asks.
+groupadd ops
+cat >/etc/polkit-1/rules.d/10-e2e-ops.rules <<'RULES'
+polkit.addRule(function (action, subject) {
+    if (action.id == "org.dynplug.execute" && subject.isInGroup("ops")) {
+        return action.lookup("plugin") == "hash" ? polkit.Result.YES : polkit.Result.NO;
+    }
+    if (action.id == "org.dynplug.jobs.cancel-any" && subject.isInGroup("ops")) {
+        return polkit.Result.YES;
+    }
+});
+RULES
+cat >/etc/polkit-1/rules.d/20-e2e-reload.rules <<'RULES'
+polkit.addRule(function (action, subject) {
+    if (action.id == "org.dynplug.manage" && action.lookup("verb") == "reload") {
+        return polkit.Result.AUTH_ADMIN;
+    }
+});
+RULES
 
 echo "# start and readiness"
 check "systemctl start returns success" systemctl start dynplugd
 check "active right after start (READY=1 was sent)" test "$(prop ActiveState)" = active
 contains "STATUS= line shown by systemctl status" "8 plugins, 8 enabled, 0 failed" systemctl status dynplugd --no-pager
 contains "journal has the daemon's lines" "ready" journalctl -u dynplugd --no-pager
+contains "the daemon authorizes with polkit" "authorizing mutating calls with polkit" journalctl -u dynplugd --no-pager
 
 echo "# busctl and dynplugctl as root"
 contains "busctl tree shows plugin objects" "/org/dynplug/Manager/plugins/rot13" busctl --system tree $DEST
@@ -78,19 +101,63 @@ contains "alice may read properties" 'u 8' as_user alice busctl --system get-pro
 out=$(as_user alice dynplugctl execute echo x 2>&1); code=$?
 check "alice may not execute (exit 4)" test "$code" = 4
 contains "dynplugctl tells alice what to do" "dynplug" echo "$out"
-contains "busctl as alice gets AccessDenied" "Access denied" as_user alice busctl --system call $DEST $OBJ $DEST DisablePlugin s echo
-contains "alice may not reload" "access denied" as_user alice dynplugctl reload
+contains "dynplugctl names the action alice lacks" "org.dynplug.execute" echo "$out"
+contains "busctl as alice: polkit refuses org.dynplug.manage" "not authorized: org.dynplug.manage (disable of plugin \`echo\`)" as_user alice busctl --system call $DEST $OBJ $DEST DisablePlugin s echo
+contains "alice may not reload" "org.dynplug.manage" as_user alice dynplugctl reload
 contains "bob (group dynplug) may execute" "x" as_user bob dynplugctl execute echo x
 contains "bob may disable" "json: disabled" as_user bob dynplugctl disable json
 contains "alice may list jobs" "count" as_user alice dynplugctl jobs
-contains "alice may not start jobs" "Access denied" as_user alice busctl --system call $DEST $OBJ $DEST StartJob ss count 1
+contains "alice may not start jobs" "not authorized: org.dynplug.execute" as_user alice busctl --system call $DEST $OBJ $DEST StartJob ss count 1
 bobs=$(as_user bob busctl --system call $DEST $OBJ $DEST StartJob ss count 600 | cut -d'"' -f2)
-contains "root's job cannot be cancelled by bob" "started by someone else" as_user bob busctl --system call $DEST "$job" org.dynplug.Job Cancel
+contains "root's job cannot be cancelled by bob" "org.dynplug.jobs.cancel-any" as_user bob busctl --system call $DEST "$job" org.dynplug.Job Cancel
 contains "nor its output read by bob" "only the user who started the job" as_user bob busctl --system get-property $DEST "$job" org.dynplug.Job Output
 contains "whose state is open to all" 's "succeeded"' as_user alice busctl --system get-property $DEST "$job" org.dynplug.Job State
 check "bob cancels his own job" as_user bob busctl --system call $DEST "$bobs" org.dynplug.Job Cancel
 contains "bob's job ends cancelled" "cancelled" ctl job "$bobs" --wait
 ctl enable json >/dev/null
+
+echo "# polkit rules of the admin's own (group ops: hash only)"
+useradd --no-create-home -G ops olga
+contains "olga (ops) may run hash" "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" as_user olga dynplugctl execute hash abc
+contains "olga may run hash through its object too" "ba7816bf" as_user olga busctl --system call $DEST $OBJ/plugins/hash org.dynplug.Plugin Execute s abc
+out=$(as_user olga dynplugctl execute text abc 2>&1); code=$?
+check "olga may not run text (exit 4)" test "$code" = 4
+contains "the denial names the action and plugin" "org.dynplug.execute (start-job of plugin \`text\`)" echo "$out"
+contains "the D-Bus error is org.dynplug.Error.AccessDenied" "Error org.dynplug.Error.AccessDenied" \
+    as_user olga dbus-send --system --print-reply --dest=$DEST $OBJ $DEST.Execute string:text string:abc
+out=$(as_user olga dynplugctl disable hash 2>&1); code=$?
+check "olga may not disable hash (exit 4)" test "$code" = 4
+contains "that denial names org.dynplug.manage" "org.dynplug.manage" echo "$out"
+contains "hash is still enabled" "true" busctl --system get-property $DEST $OBJ/plugins/hash org.dynplug.Plugin Enabled
+contains "olga may not enable either" "org.dynplug.manage" as_user olga busctl --system call $DEST $OBJ $DEST EnablePlugin s hash
+bobs=$(as_user bob busctl --system call $DEST $OBJ $DEST StartJob ss count 600 | cut -d'"' -f2)
+check "olga (granted org.dynplug.jobs.cancel-any) cancels bob's job" as_user olga dynplugctl cancel "$bobs"
+contains "bob's job ends cancelled by her" "cancelled" ctl job "$bobs" --wait
+out=$(as_user bob dynplugctl reload 2>&1); code=$?
+check "a rule asking admin authentication for reload stops bob (exit 4)" test "$code" = 4
+contains "bob is told it needs authentication" "needs authentication" echo "$out"
+contains "--no-ask-password gives the same answer" "needs authentication" as_user bob dynplugctl --no-ask-password reload
+contains "busctl (interactive allowed, no agent) is refused too" "needs authentication" as_user bob busctl --system call $DEST $OBJ $DEST Reload
+contains "bob still disables (the reload rule names its verb only)" "echo: disabled" as_user bob dynplugctl disable echo
+contains "root reloads without asking" "configuration reloaded" ctl reload
+ctl enable echo >/dev/null
+
+echo "# without polkit the daemon applies the old rule itself"
+systemctl stop dynplugd
+mv /usr/share/dbus-1/system-services/org.freedesktop.PolicyKit1.service /root/
+systemctl stop polkit
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+check "restart without polkit" systemctl start dynplugd
+contains "the daemon says polkit is not running" "polkit is not running" journalctl -u dynplugd --no-pager
+contains "bob (group dynplug) may execute" "x" as_user bob dynplugctl execute echo x
+out=$(as_user olga dynplugctl execute hash abc 2>&1); code=$?
+check "olga may not, without polkit (exit 4)" test "$code" = 4
+contains "she is told only root and the dynplug group may" "only root and members of the \`dynplug\` group" echo "$out"
+contains "root may" "HELLO" busctl --system call $DEST $OBJ $DEST Execute ss text hello
+systemctl stop dynplugd
+mv /root/org.freedesktop.PolicyKit1.service /usr/share/dbus-1/system-services/
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+check "restart with polkit" systemctl start dynplugd
 
 echo "# reload"
 sed -i 's/mode: upper .*/mode: reverse/' /etc/dynplug/config.yaml
@@ -119,6 +186,41 @@ systemctl stop dynplugd
 check "stopped" test "$(prop ActiveState)" = inactive
 contains "a busctl call starts the daemon and gets its answer" 'u 8' busctl --system get-property $DEST $OBJ $DEST PluginCount
 check "activated by the call" test "$(prop ActiveState)" = active
+
+echo "# REST tokens of each scope, from systemd credentials"
+cp /etc/dynplug/config.yaml /tmp/config.before-rest
+for t in read hash manage metrics; do head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/dynplug/token-$t; done
+chmod 600 /etc/dynplug/token-*
+mkdir -p /etc/systemd/system/dynplugd.service.d
+cat >/etc/systemd/system/dynplugd.service.d/tokens.conf <<'UNIT'
+[Service]
+LoadCredential=api-read:/etc/dynplug/token-read
+LoadCredential=api-hash:/etc/dynplug/token-hash
+LoadCredential=api-manage:/etc/dynplug/token-manage
+LoadCredential=api-metrics:/etc/dynplug/token-metrics
+UNIT
+sed -i 's/^server:$/server:\n  tokens:\n    - {file: api-read, scope: read}\n    - {file: api-hash, scope: execute, plugins: [hash]}\n    - {file: api-manage, scope: manage}\n  metrics_token_file: api-metrics/' /etc/dynplug/config.yaml
+sed -i '/^server:/,/^jobs:/{s/^  enabled: false/  enabled: true/;s/^  port: 8080 /  port: 8089 /}' /etc/dynplug/config.yaml
+systemctl daemon-reload
+check "restart with the REST API and four tokens" systemctl restart dynplugd
+api() { local token=$1; shift; curl -s -w ' HTTP %{http_code}' -H "Authorization: Bearer $(cat /etc/dynplug/token-$token 2>/dev/null)" "$@"; }
+U=http://127.0.0.1:8089
+contains "no token: 401" "HTTP 401" curl -s -w ' HTTP %{http_code}' -X POST -d abc $U/plugins/hash/execute
+contains "read token lists plugins" "HTTP 200" api read $U/plugins
+contains "read token may not execute: 403 naming the scope" "needs a token with the \`execute\` scope; this one has \`read\`" api read -X POST -d abc $U/plugins/hash/execute
+contains "hash token runs hash" "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" api hash -X POST -d abc $U/plugins/hash/execute
+contains "hash token may not run text: 403" "this token may not run plugin \`text\`" api hash -X POST -d abc $U/plugins/text/execute
+contains "hash token may not disable: 403 naming manage" "\`manage\` scope" api hash -X PUT $U/plugins/hash/disable
+contains "manage token disables" "HTTP 200" api manage -X PUT $U/plugins/echo/disable
+contains "manage token enables" "HTTP 200" api manage -X PUT $U/plugins/echo/enable
+contains "metrics token reads /metrics" "dynplug_" api metrics $U/metrics
+contains "/metrics without a token: 401" "HTTP 401" curl -s -w ' HTTP %{http_code}' $U/metrics
+contains "the hash token does not open /metrics" "HTTP 403" api hash $U/metrics
+check "no token in the journal" sh -c "! journalctl -u dynplugd --no-pager | grep -q -F \"\$(cat /etc/dynplug/token-hash)\""
+cp /tmp/config.before-rest /etc/dynplug/config.yaml
+rm -r /etc/systemd/system/dynplugd.service.d
+systemctl daemon-reload
+check "restart without the REST API" systemctl restart dynplugd
 
 echo "# an isolated plugin under the hardened unit"
 install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so

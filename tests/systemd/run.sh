@@ -24,10 +24,11 @@ cargo deb --version >/dev/null 2>&1 || skip "cargo-deb is missing (cargo install
 work="$root/target/systemd-e2e"
 rootfs="$work/rootfs"
 mkdir -p "$work"
-if [ ! -x "$rootfs/lib/systemd/systemd" ]; then
+# polkitd decides who may call the daemon's mutating methods (checks.sh writes rules).
+if [ ! -x "$rootfs/lib/systemd/systemd" ] || [ ! -x "$rootfs/usr/bin/pkaction" ] || [ ! -x "$rootfs/usr/bin/curl" ]; then
     echo "== building a Debian root for the container (once)"
-    rm -rf "$rootfs.tmp"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,util-linux,passwd \
+    rm -rf "$rootfs" "$rootfs.tmp"
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,util-linux,passwd,libpam-systemd,polkitd,curl \
         bookworm "$rootfs.tmp" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
         { tail -20 "$work/debootstrap.log"; exit 1; }
     mv "$rootfs.tmp" "$rootfs"
@@ -41,6 +42,7 @@ deb=$(ls -t "$root"/target/debian/dynplugd_*.deb | head -1)
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents.txt"
 for f in ./usr/bin/dynplugd ./usr/bin/dynplugctl ./usr/lib/systemd/system/dynplugd.service \
     ./usr/share/dbus-1/system.d/org.dynplug.Manager.conf ./usr/share/dbus-1/system-services/org.dynplug.Manager.service \
+    ./usr/share/polkit-1/actions/org.dynplug.policy ./usr/share/polkit-1/rules.d/60-dynplug.rules \
     ./usr/lib/sysusers.d/dynplug.conf ./usr/lib/tmpfiles.d/dynplug.conf ./etc/dynplug/config.yaml \
     ./usr/lib/dynplug/plugins/echo.so ./usr/lib/dynplug/plugins/rot13.so ./usr/share/man/man1/dynplugctl.1 \
     ./usr/share/man/man8/dynplugd.8 ./usr/share/bash-completion/completions/dynplugctl; do

@@ -10,6 +10,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError};
 
+use super::authority::{Action, Authority, Request};
 use super::errors::{dbus_error, OrDbus};
 
 /// The user id of the sender of the message with `header`.
@@ -30,6 +31,7 @@ pub(crate) async fn caller_uid(
 pub struct JobIface {
     pub(crate) manager: Manager,
     pub(crate) job: Arc<Job>,
+    pub(crate) authority: Arc<Authority>,
 }
 
 impl JobIface {
@@ -58,16 +60,27 @@ impl JobIface {
 /// The server side of `org.dynplug.Job`.
 #[interface(name = "org.dynplug.Job")]
 impl JobIface {
-    /// Asks the job to stop. Only the user who started it, or root, may.
+    /// Asks the job to stop. The user who started it may; anyone else needs
+    /// `org.dynplug.jobs.cancel-any` (root always has it; without polkit, root alone).
     async fn cancel(
         &self,
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), DynplugError> {
         let uid = caller_uid(conn, &header).await?;
+        let view = self.job.view();
+        let own = view.owner == JobOwner::Uid(uid);
+        if !own {
+            let request = Request {
+                action: Action::CancelAny,
+                verb: "cancel",
+                plugin: Some(&view.plugin),
+            };
+            self.authority.check(conn, &header, request).await?;
+        }
         self.manager
             .jobs()
-            .cancel(self.job.id(), JobOwner::Uid(uid), uid == 0)
+            .cancel(self.job.id(), JobOwner::Uid(uid), !own)
             .or_dbus()
             .map(drop)
     }

@@ -10,6 +10,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::OwnedObjectPath;
 use zbus::{interface, Connection};
 
+use super::authority::{Action, Authority, Request};
 use super::errors::OrDbus;
 use super::job_iface::caller_uid;
 use super::plugin_iface::details;
@@ -26,6 +27,59 @@ fn bulk(results: Vec<(String, bool, String)>) -> Bulk {
 /// The manager object.
 pub struct ManagerIface {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) authority: Arc<Authority>,
+}
+
+impl ManagerIface {
+    /// Refuses the call unless the caller may do `verb` (of `action`) on `plugin`.
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        action: Action,
+        verb: &str,
+        plugin: Option<&str>,
+    ) -> Result<(), DynplugError> {
+        let request = Request {
+            action,
+            verb,
+            plugin,
+        };
+        self.authority.check(conn, header, request).await
+    }
+
+    /// Enables or disables `names`, each as the caller is allowed to.
+    async fn set_many(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        names: Vec<String>,
+        on: bool,
+    ) -> Bulk {
+        let verb = if on { "enable" } else { "disable" };
+        // One verdict per name, in the order asked; the allowed ones change together.
+        let mut verdicts = Vec::with_capacity(names.len());
+        let mut allowed = Vec::new();
+        for name in &names {
+            let verdict = self
+                .authorize(conn, header, Action::Manage, verb, Some(name))
+                .await;
+            if verdict.is_ok() {
+                allowed.push(name.clone());
+            }
+            verdicts.push(verdict);
+        }
+        let mut done = self.shared.set_many(&allowed, on).await.into_iter();
+        let mut results = Vec::with_capacity(names.len());
+        for (name, verdict) in names.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => results.extend(done.next()),
+                Err(DynplugError::AccessDenied(m)) => results.push((name, false, m)),
+                Err(e) => results.push((name, false, e.to_string())),
+            }
+        }
+        bulk(results)
+    }
 }
 
 type Bulk = Vec<BulkResult>;
@@ -63,36 +117,74 @@ impl ManagerIface {
     }
 
     /// Runs plugin `name` on `input` and returns its output.
-    async fn execute(&self, name: &str, input: String) -> Result<String, DynplugError> {
+    async fn execute(
+        &self,
+        name: &str,
+        input: String,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(conn, &header, Action::Execute, "execute", Some(name))
+            .await?;
         let output = self.shared.manager.execute(name, input).await.or_dbus()?;
         super::errors::fit_for_bus(name, output)
     }
 
     /// Enables a plugin (persisted across restarts). Returns false if it already was.
-    async fn enable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
+    async fn enable_plugin(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, DynplugError> {
+        self.authorize(conn, &header, Action::Manage, "enable", Some(name))
+            .await?;
         Ok(self.shared.manager.enable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Disables a plugin (persisted across restarts). Returns false if it already was.
-    async fn disable_plugin(&self, name: &str) -> Result<bool, DynplugError> {
+    async fn disable_plugin(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<bool, DynplugError> {
+        self.authorize(conn, &header, Action::Manage, "disable", Some(name))
+            .await?;
         Ok(self.shared.manager.disable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
     /// Enables several plugins; one (name, ok, message) per name, in order. The message
     /// is "changed", "unchanged" or the error.
-    async fn enable_plugins(&self, names: Vec<String>) -> Bulk {
-        bulk(self.shared.set_many(&names, true).await)
+    async fn enable_plugins(
+        &self,
+        names: Vec<String>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Bulk {
+        self.set_many(conn, &header, names, true).await
     }
 
     /// Disables several plugins; one (name, ok, message) per name, in order.
-    async fn disable_plugins(&self, names: Vec<String>) -> Bulk {
-        bulk(self.shared.set_many(&names, false).await)
+    async fn disable_plugins(
+        &self,
+        names: Vec<String>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Bulk {
+        self.set_many(conn, &header, names, false).await
     }
 
     /// Re-reads the configuration file and applies what changed. Fails with
     /// org.dynplug.Error.Config, leaving the old configuration in force, if the new one
     /// is invalid. Returns a summary of the changes.
-    async fn reload(&self) -> Result<String, DynplugError> {
+    async fn reload(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(conn, &header, Action::Manage, "reload", None)
+            .await?;
         self.shared.reload().await.map_err(|e| match e {
             ReloadError::Config(m) | ReloadError::Partial(m) => DynplugError::Config(m),
             ReloadError::Failed(m) => DynplugError::Failed(m),
@@ -108,6 +200,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<OwnedObjectPath, DynplugError> {
+        self.authorize(conn, &header, Action::Execute, "start-job", Some(name))
+            .await?;
         let uid = caller_uid(conn, &header).await?;
         let job = self
             .shared
@@ -115,7 +209,7 @@ impl ManagerIface {
             .start_job(name, input, JobOwner::Uid(uid))
             .or_dbus()?;
         // Served before the reply, so the caller can read it at once.
-        super::objects::publish_job(conn, &self.shared.manager, job.id()).await?;
+        super::objects::publish_job(conn, &self.shared.manager, &self.authority, job.id()).await?;
         OwnedObjectPath::try_from(job_path(job.id()))
             .map_err(|e| DynplugError::Failed(e.to_string()))
     }

@@ -3,6 +3,7 @@
 //! over the core manager. Names, paths, errors and the typed values the methods return
 //! come from the contract crate `dynplug-dbus`, which clients use too.
 
+pub mod authority;
 pub mod errors;
 pub mod job_iface;
 pub mod manager_iface;

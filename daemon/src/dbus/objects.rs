@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
+use super::authority::Authority;
 use super::job_iface::JobIface;
 use super::manager_iface::ManagerIface;
 use super::plugin_iface::PluginIface;
@@ -19,14 +20,20 @@ use dynplug_dbus::{job_path, plugin_path, MANAGER_PATH};
 /// The plugin objects this connection serves.
 pub struct Published {
     conn: Connection,
+    authority: Arc<Authority>,
     served: tokio::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Published {
-    /// Publishes the current plugins on `conn`.
-    pub async fn attach(conn: Connection, manager: &Manager) -> zbus::Result<Arc<Published>> {
+    /// Publishes the current plugins on `conn`, their calls authorized by `authority`.
+    pub async fn attach(
+        conn: Connection,
+        manager: &Manager,
+        authority: Arc<Authority>,
+    ) -> zbus::Result<Arc<Published>> {
         let published = Arc::new(Published {
             conn,
+            authority,
             served: tokio::sync::Mutex::new(BTreeSet::new()),
         });
         published.sync(manager).await?;
@@ -35,7 +42,13 @@ impl Published {
 
     /// Brings the plugin objects in step with the manager.
     pub async fn sync(&self, manager: &Manager) -> zbus::Result<()> {
-        sync(&self.conn, manager, &mut *self.served.lock().await).await
+        sync(
+            &self.conn,
+            manager,
+            &self.authority,
+            &mut *self.served.lock().await,
+        )
+        .await
     }
 
     /// Removes every object from the bus, waiting for calls being dispatched to finish
@@ -100,6 +113,7 @@ pub async fn follow_state(published: Arc<Published>, shared: Arc<Shared>) {
 pub async fn sync(
     conn: &Connection,
     manager: &Manager,
+    authority: &Arc<Authority>,
     served: &mut BTreeSet<String>,
 ) -> zbus::Result<()> {
     let now: BTreeSet<String> = manager.names().into_iter().collect();
@@ -112,6 +126,7 @@ pub async fn sync(
         let iface = PluginIface {
             manager: manager.clone(),
             name: new.clone(),
+            authority: Arc::clone(authority),
         };
         conn.object_server().at(plugin_path(new), iface).await?;
     }
@@ -120,11 +135,17 @@ pub async fn sync(
 }
 
 /// Serves job `id` if the manager still knows it and it is not served yet.
-pub async fn publish_job(conn: &Connection, manager: &Manager, id: u64) -> zbus::Result<()> {
+pub async fn publish_job(
+    conn: &Connection,
+    manager: &Manager,
+    authority: &Arc<Authority>,
+    id: u64,
+) -> zbus::Result<()> {
     if let Ok(job) = manager.jobs().get(id) {
         let iface = JobIface {
             manager: manager.clone(),
             job,
+            authority: Arc::clone(authority),
         };
         conn.object_server().at(job_path(id), iface).await?;
     }
@@ -224,7 +245,10 @@ pub async fn publish(conn: &Connection, manager_core: &Manager, event: &Event) -
             event,
             payload,
         } => ManagerIface::plugin_event(emitter, plugin, event, payload).await?,
-        Event::JobAdded { id } => publish_job(conn, manager_core, *id).await?,
+        Event::JobAdded { id } => {
+            let authority = Arc::clone(&manager.get().await.authority);
+            publish_job(conn, manager_core, &authority, *id).await?;
+        }
         Event::JobChanged { id, finished } => job_changed(conn, *id, *finished).await?,
         Event::JobRemoved { id } => {
             conn.object_server()

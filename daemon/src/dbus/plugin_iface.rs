@@ -1,15 +1,20 @@
 //! `org.dynplug.Plugin`: one object per plugin under `/org/dynplug/Manager/plugins/`.
 
+use std::sync::Arc;
+
 use dynplug_core::{Manager, PluginInfo};
 use dynplug_dbus::{DynplugError, PluginDetails};
-use zbus::interface;
+use zbus::message::Header;
+use zbus::{interface, Connection};
 
+use super::authority::{Action, Authority, Request};
 use super::errors::OrDbus;
 
 /// The object of one plugin.
 pub struct PluginIface {
     pub(crate) manager: Manager,
     pub(crate) name: String,
+    pub(crate) authority: Arc<Authority>,
 }
 
 impl PluginIface {
@@ -73,7 +78,18 @@ pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
 #[interface(name = "org.dynplug.Plugin")]
 impl PluginIface {
     /// Runs this plugin on `input`.
-    async fn execute(&self, input: String) -> Result<String, DynplugError> {
+    async fn execute(
+        &self,
+        input: String,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        let request = Request {
+            action: Action::Execute,
+            verb: "execute",
+            plugin: Some(&self.name),
+        };
+        self.authority.check(conn, &header, request).await?;
         let output = self.manager.execute(&self.name, input).await.or_dbus()?;
         super::errors::fit_for_bus(&self.name, output)
     }
