@@ -67,6 +67,20 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The plugin's table says something else than its metadata section.
+    #[error(
+        "{path}: its .dynplug.meta section says {field} `{section}`, but its table says `{table}`"
+    )]
+    MetadataMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which field disagrees.
+        field: &'static str,
+        /// What the section says.
+        section: String,
+        /// What the table says.
+        table: String,
+    },
     /// Another loaded library already uses this plugin name.
     #[error("{path}: name `{name}` is already provided by {other}")]
     DuplicateName {

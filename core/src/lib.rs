@@ -47,6 +47,8 @@ pub mod fatal;
 #[cfg(feature = "host")]
 pub mod host;
 #[cfg(feature = "host")]
+pub mod inspect;
+#[cfg(feature = "host")]
 pub mod jobs;
 #[cfg(feature = "host")]
 pub mod library;
@@ -54,6 +56,8 @@ pub mod library;
 mod locks;
 #[cfg(feature = "host")]
 pub mod manager;
+#[cfg(feature = "host")]
+pub mod metadata;
 #[cfg(feature = "host")]
 pub mod name;
 #[cfg(feature = "host")]

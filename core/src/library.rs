@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::abi::{self, Buf, PluginTable};
 use crate::error::{CallError, LoadError};
 use crate::host::{Host, HostFrame};
+use crate::metadata::{self, Metadata};
 use crate::name::validate_plugin_name;
 use crate::trust::{self, TrustPolicy};
 
@@ -62,6 +63,8 @@ pub struct PluginLibrary {
     name: String,
     version: String,
     description: String,
+    /// What the file's `.dynplug.meta` section says, if it has one.
+    metadata: Option<Arc<Metadata>>,
 }
 
 // SAFETY: the table is immutable static data of a library that is never unloaded; the
@@ -113,6 +116,13 @@ impl PluginLibrary {
                 reason: "no ELF header".into(),
             });
         }
+        // The metadata section, read from the descriptor just checked, before any code runs.
+        let metadata = metadata::read_from(&file)
+            .map_err(|e| LoadError::BadMetadata {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?
+            .map(Arc::new);
         // Load through the descriptor just checked, not the path: no race with a file
         // swapped in after the checks, and a unique name, because the dynamic linker
         // returns the already-loaded library for a path it has seen before, which
@@ -150,7 +160,43 @@ impl PluginLibrary {
         std::mem::forget(lib);
         // SAFETY: the entry point takes no arguments and returns a pointer to static data.
         let table_ptr = unsafe { entry() };
-        Self::from_table(path, FileIdentity::of(&meta), table_ptr)
+        let mut lib = Self::from_table(path, FileIdentity::of(&meta), table_ptr)?;
+        if let Some(metadata) = metadata {
+            lib.agrees_with(&metadata)?;
+            lib.metadata = Some(metadata);
+        }
+        Ok(lib)
+    }
+
+    /// Refuses a table that says otherwise than the file's metadata section.
+    fn agrees_with(&self, m: &Metadata) -> Result<(), LoadError> {
+        let fields: [(&'static str, String, String); 5] = [
+            ("name", m.name.clone(), self.name.clone()),
+            ("version", m.version.clone(), self.version.clone()),
+            (
+                "description",
+                m.description.clone(),
+                self.description.clone(),
+            ),
+            (
+                "abi",
+                m.abi_version.to_string(),
+                self.abi_version.to_string(),
+            ),
+            ("service", m.service.to_string(), self.service.to_string()),
+        ];
+        match fields
+            .into_iter()
+            .find(|(_, section, table)| section != table)
+        {
+            None => Ok(()),
+            Some((field, section, table)) => Err(LoadError::MetadataMismatch {
+                path: self.path.clone(),
+                field,
+                section,
+                table,
+            }),
+        }
     }
 
     fn from_table(
@@ -236,6 +282,7 @@ impl PluginLibrary {
             name,
             version,
             description,
+            metadata: None,
         })
     }
 
@@ -257,7 +304,31 @@ impl PluginLibrary {
             name: hello.name,
             version: hello.version,
             description: hello.description,
+            metadata: None,
         }
+    }
+
+    /// Describes a library from its metadata section alone, without loading it: for
+    /// plugins that run only in worker processes, whose workers check the table
+    /// against the section when they load it.
+    pub fn from_metadata(path: &Path, identity: FileIdentity, metadata: Metadata) -> PluginLibrary {
+        PluginLibrary {
+            path: path.to_owned(),
+            identity,
+            table: None,
+            execute_ctx: None,
+            abi_version: metadata.abi_version,
+            service: metadata.service,
+            name: metadata.name.clone(),
+            version: metadata.version.clone(),
+            description: metadata.description.clone(),
+            metadata: Some(Arc::new(metadata)),
+        }
+    }
+
+    /// What the file's metadata section says, if it has one.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_deref()
     }
 
     /// Whether the library is loaded into this process (false for plugins that only

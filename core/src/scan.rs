@@ -29,6 +29,21 @@ pub(crate) struct Probe {
 
 impl Probe {
     fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+        // A plugin that says its name in its metadata section and runs isolated is
+        // known without running any of its code, here or in a probe.
+        if let Some(metadata) = crate::metadata::read(path).ok().flatten() {
+            if self.isolated.contains(&metadata.name) {
+                let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                return Ok(PluginLibrary::from_metadata(
+                    path,
+                    FileIdentity::of(&meta),
+                    metadata,
+                ));
+            }
+        }
         let hello = crate::worker::probe(&self.program, path, &self.spec)?;
         if self.isolated.contains(&hello.name) {
             let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {

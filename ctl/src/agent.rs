@@ -1,10 +1,11 @@
 //! A polkit text agent for the length of a call that may need authentication, started
-//! the way systemctl starts one: `pkttyagent --notify-fd FD --fallback`, only when
-//! asking is allowed, standard input and error are a terminal, and the caller is not
-//! root (root is always allowed).
+//! much as systemctl starts one (`pkttyagent --notify-fd FD --fallback`), and registered
+//! for this process (`--process PID`) so it also answers outside a login session (su,
+//! a service's shell). Only when asking is allowed, standard input and error are a
+//! terminal, and the caller is not root (root is always allowed).
 
 use std::io::{IsTerminal, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -25,6 +26,9 @@ impl Agent {
         if unsafe { libc::geteuid() } == 0 {
             return None;
         }
+        // The agent talks on the terminal: its stdout goes to our stderr (a terminal
+        // here), so that our stdout stays clean for pipes and `--json`.
+        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
         let (mut registered, notify) = std::io::pipe().ok()?;
         let fd = notify.as_raw_fd();
         let mut command = Command::new("pkttyagent");
@@ -32,7 +36,9 @@ impl Agent {
             .arg("--notify-fd")
             .arg(fd.to_string())
             .arg("--fallback")
-            .stdout(Stdio::null());
+            .arg("--process")
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::from(terminal));
         // SAFETY: between fork and exec only fcntl runs, which is async-signal-safe; it
         // lets the agent inherit the write end of the pipe (created close-on-exec).
         unsafe {

@@ -96,6 +96,12 @@ pub(crate) enum Command {
         /// The job: its number or object path.
         id: String,
     },
+    /// Show everything known about a plugin file without running any of its code
+    /// (runs `dynplugd --inspect FILE`; needs no daemon).
+    Inspect {
+        /// The plugin file.
+        file: PathBuf,
+    },
     /// Make the daemon re-read its configuration.
     Reload,
     /// Show the daemon's state.

@@ -45,7 +45,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
         Command::Reload => commands::reload(&client, out).await,
         Command::Status => commands::status(&client, out).await,
         Command::Watch => commands::watch(&mut client, out).await,
-        Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Completions { .. } | Command::Man | Command::Inspect { .. } => Ok(()),
     }
 }
 
@@ -81,6 +81,28 @@ fn parse() -> Cli {
     }
 }
 
+/// `inspect FILE`: the daemon's binary reads the file (`dynplugd --inspect`), so the
+/// client never links the plugin host. Returns only if it cannot be started.
+fn inspect(file: &std::path::Path, json: bool) -> CtlError {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("dynplugd")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| "dynplugd".into());
+    let mut command = std::process::Command::new(&program);
+    command.arg("--inspect").arg(file);
+    if json {
+        command.arg("--json");
+    }
+    let e = command.exec();
+    CtlError::new(
+        client::Kind::Failure,
+        format!("cannot run {}: {e}", program.display()),
+    )
+    .hint("inspect needs dynplugd installed beside dynplugctl or in PATH")
+}
+
 fn main() {
     let cli = parse();
     match &cli.command {
@@ -104,6 +126,11 @@ fn main() {
             return;
         }
         _ => {}
+    }
+    if let Command::Inspect { file } = &cli.command {
+        let error = inspect(file, cli.json);
+        Output::new(cli.json).error(&error);
+        std::process::exit(exit::FAILURE);
     }
     let out = Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_current_thread()

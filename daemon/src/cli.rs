@@ -40,6 +40,14 @@ pub struct Args {
     /// Seconds in-flight calls get to finish on SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_timeout: u64,
+    /// Print everything known about a plugin file without running any of its code
+    /// (metadata section, trust checks, settings schema), then exit: 0 if the file
+    /// could be a plugin for this host, 1 if not.
+    #[arg(long, value_name = "FILE")]
+    pub inspect: Option<PathBuf>,
+    /// With --inspect: print JSON.
+    #[arg(long, requires = "inspect")]
+    pub json: bool,
     /// Print the man page (roff) and exit (used to build the package).
     #[arg(long, hide = true)]
     pub man_page: bool,

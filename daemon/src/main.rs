@@ -32,6 +32,22 @@ fn main() {
         let _ = std::io::stdout().write_all(&page);
         return;
     }
+    if let Some(file) = &args.inspect {
+        let report = dynplug_core::inspect::inspect(
+            file,
+            dynplug_core::trust::TrustPolicy::for_current_process(),
+        );
+        let text = if args.json {
+            serde_json::to_string(&report)
+                .map(|j| j + "\n")
+                .unwrap_or_default()
+        } else {
+            dynplug_core::inspect::render(&report)
+        };
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        std::process::exit(if report.usable() { 0 } else { 1 });
+    }
     // Nothing of the daemon's own user (isolated plugins included, where they share it)
     // may ptrace it or read its /proc files; and a SIGSEGV raised by in-process plugin
     // code ends the daemon instead of being swallowed.

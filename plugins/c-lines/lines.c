@@ -75,6 +75,9 @@ static int32_t lines_execute(void *instance, const uint8_t *input, size_t len,
     return answer(out, DYNPLUG_STATUS_ERROR, "this plugin needs a host context (ABI 2)");
 }
 
+DYNPLUG_METADATA("lines", "1.0.0", "counts lines, words and bytes (C, with progress: ABI version 2)",
+                 "false", "");
+
 static const struct dynplug_plugin table = {
     .magic = DYNPLUG_MAGIC,
     .abi_version = DYNPLUG_ABI_VERSION,

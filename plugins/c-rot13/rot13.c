@@ -44,6 +44,8 @@ static int32_t rot13_execute(void *instance, const uint8_t *input, size_t len,
 
 static void rot13_free_buf(struct dynplug_buf buf) { free(buf.ptr); }
 
+DYNPLUG_METADATA("rot13", "1.0.0", "ROT13 of ASCII letters (a plugin written in C)", "false", "");
+
 static const struct dynplug_plugin table = {
     .magic = DYNPLUG_MAGIC,
     .abi_version = DYNPLUG_ABI_VERSION,

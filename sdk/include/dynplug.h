@@ -129,6 +129,26 @@ static inline int32_t dynplug_emit(const struct dynplug_context *ctx, const char
 
 const struct dynplug_plugin *dynplug_plugin_entry(void);
 
+/*
+ * Metadata the host reads without loading the library or running any of its code
+ * (the ELF section ".dynplug.meta"; `dynplugd --inspect FILE` shows it):
+ *
+ *     DYNPLUG_METADATA("rot13", "1.0.0", "ROT13 of its input", "false", "");
+ *
+ * Every argument is a string literal: name, version, description, service ("true" or
+ * "false"), and a JSON Schema for the plugin's `settings` ("" for none), which the
+ * host checks the configuration against before applying it. They must agree with the
+ * table: the host refuses a plugin whose table says otherwise, naming both. The
+ * layout: "DYNPLUG\0", then records "key=value\0", then an empty record; "abi=2"
+ * is DYNPLUG_ABI_VERSION.
+ */
+#define DYNPLUG_METADATA(name, version, description, service, settings_schema)     \
+    __attribute__((used, section(".dynplug.meta"), aligned(1)))                 \
+    static const char dynplug_metadata_[] =                                     \
+        "DYNPLUG\0" "meta=1\0" "name=" name "\0" "version=" version "\0"          \
+        "description=" description "\0" "abi=2\0" "service=" service "\0"       \
+        "settings_schema=" settings_schema "\0"
+
 #ifdef __cplusplus
 }
 #endif

@@ -36,6 +36,31 @@ pub const STATUS_ERROR: i32 = 1;
 /// The plugin panicked (or, in C, hit an internal fault); the buffer holds a message.
 pub const STATUS_PANIC: i32 = 2;
 
+/// The ELF section that carries a plugin's metadata, readable without loading the
+/// library (see [`META_MAGIC`] for its layout).
+pub const META_SECTION: &str = ".dynplug.meta";
+
+/// How the metadata section begins. After it come records `key=value`, each ended by a
+/// NUL byte, and an empty record at the end: `meta` (the layout's version, `1`), `name`,
+/// `version`, `description`, `abi` (the plugin's ABI version), and optionally `service`
+/// (`true`/`false`), `settings_schema` (a JSON Schema for the plugin's `settings`) and
+/// `sandbox` (what an isolated worker of it needs, free text). Unknown keys are kept.
+pub const META_MAGIC: &[u8] = b"DYNPLUG\0";
+
+/// The bytes of `text` as an array, for a `#[link_section]` static built at compile time
+/// by [`register_plugin!`](crate::register_plugin).
+#[doc(hidden)]
+pub const fn meta_bytes<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 /// Flag: the plugin runs a long-lived service through `start`/`stop`.
 pub const FLAG_SERVICE: u32 = 1;
 

@@ -84,8 +84,60 @@ pub trait Plugin: Send + Sync {
 /// a static, versioned table of C function pointers; every call through it is wrapped
 /// so that a panic becomes an error result instead of unwinding into the host. The
 /// crate must be built with the default `panic = "unwind"` for that to work.
+///
+/// With a `metadata { ... }` block the macro also writes the plugin's metadata into the
+/// library's `.dynplug.meta` ELF section, so that hosts (and `dynplugd --inspect`) know
+/// the plugin without running any of its code. Every value must be a literal (or
+/// `env!`/`concat!`); the host refuses a plugin whose table disagrees with it.
+///
+/// ```
+/// use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+///
+/// pub struct Upper;
+/// impl Upper { pub fn new() -> Self { Upper } }
+/// impl Plugin for Upper {
+///     fn name(&self) -> &str { "upper" }
+///     fn version(&self) -> &str { "1.2.0" }
+///     fn description(&self) -> &str { "upper-cases its input" }
+///     fn execute(&self, input: &str) -> PluginResult<String> { Ok(input.to_uppercase()) }
+/// }
+/// register_plugin!(Upper, metadata {
+///     name: "upper",
+///     version: "1.2.0",
+///     description: "upper-cases its input",
+///     settings_schema: r#"{"type": "object", "additionalProperties": false}"#,
+/// });
+/// ```
 #[macro_export]
 macro_rules! register_plugin {
+    ($ty:ty, metadata {
+        name: $name:expr,
+        version: $version:expr,
+        description: $description:expr
+        $(, service: $service:literal)?
+        $(, settings_schema: $schema:expr)?
+        $(, sandbox: $sandbox:expr)?
+        $(,)?
+    }) => {
+        $crate::register_plugin!($ty);
+        const _: () = {
+            // The ABI version this SDK builds (`abi::ABI_VERSION`, checked by a test).
+            const TEXT: &str = concat!(
+                "DYNPLUG\0", "meta=1\0",
+                "name=", $name, "\0",
+                "version=", $version, "\0",
+                "description=", $description, "\0",
+                "abi=2\0",
+                $("service=", $service, "\0",)?
+                $("settings_schema=", $schema, "\0",)?
+                $("sandbox=", $sandbox, "\0",)?
+                "\0"
+            );
+            #[used]
+            #[unsafe(link_section = ".dynplug.meta")]
+            static DYNPLUG_METADATA: [u8; TEXT.len()] = $crate::abi::meta_bytes(TEXT);
+        };
+    };
     ($ty:ty) => {
         /// DynPlug entry point: returns this library's plugin table.
         #[unsafe(no_mangle)]

@@ -9,4 +9,5 @@ mod isolation;
 mod jobs;
 mod limits;
 mod manager;
+mod metadata;
 mod rest;

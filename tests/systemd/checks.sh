@@ -140,6 +140,11 @@ contains "--no-ask-password gives the same answer" "needs authentication" as_use
 contains "busctl (interactive allowed, no agent) is refused too" "needs authentication" as_user bob busctl --system call $DEST $OBJ $DEST Reload
 contains "bob still disables (the reload rule names its verb only)" "echo: disabled" as_user bob dynplugctl disable echo
 contains "root reloads without asking" "configuration reloaded" ctl reload
+contains "on a terminal dynplugctl runs a polkit agent, which asks for authentication" "AUTHENTICATING FOR org.dynplug.manage" \
+    as_user bob timeout 20 script -qec "dynplugctl reload" /dev/null </dev/null
+rm /etc/polkit-1/rules.d/10-e2e-ops.rules
+check "with the ops rule removed, olga's next call is refused (nothing cached)" \
+    waitfor 10 sh -c '! setpriv --reuid=olga --regid=olga --init-groups dynplugctl execute hash abc'
 ctl enable echo >/dev/null
 
 echo "# without polkit the daemon applies the old rule itself"
@@ -205,11 +210,11 @@ systemctl daemon-reload
 check "restart with the REST API and four tokens" systemctl restart dynplugd
 api() { local token=$1; shift; curl -s -w ' HTTP %{http_code}' -H "Authorization: Bearer $(cat /etc/dynplug/token-$token 2>/dev/null)" "$@"; }
 U=http://127.0.0.1:8089
-contains "no token: 401" "HTTP 401" curl -s -w ' HTTP %{http_code}' -X POST -d abc $U/plugins/hash/execute
+contains "no token: 401" "HTTP 401" curl -s -w ' HTTP %{http_code}' -X POST -H "Content-Type: text/plain" -d abc $U/plugins/hash/execute
 contains "read token lists plugins" "HTTP 200" api read $U/plugins
-contains "read token may not execute: 403 naming the scope" "needs a token with the \`execute\` scope; this one has \`read\`" api read -X POST -d abc $U/plugins/hash/execute
-contains "hash token runs hash" "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" api hash -X POST -d abc $U/plugins/hash/execute
-contains "hash token may not run text: 403" "this token may not run plugin \`text\`" api hash -X POST -d abc $U/plugins/text/execute
+contains "read token may not execute: 403 naming the scope" "needs a token with the \`execute\` scope; this one has \`read\`" api read -X POST -H "Content-Type: text/plain" -d abc $U/plugins/hash/execute
+contains "hash token runs hash" "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" api hash -X POST -H "Content-Type: text/plain" -d abc $U/plugins/hash/execute
+contains "hash token may not run text: 403" "this token may not run plugin \`text\`" api hash -X POST -H "Content-Type: text/plain" -d abc $U/plugins/text/execute
 contains "hash token may not disable: 403 naming manage" "\`manage\` scope" api hash -X PUT $U/plugins/hash/disable
 contains "manage token disables" "HTTP 200" api manage -X PUT $U/plugins/echo/disable
 contains "manage token enables" "HTTP 200" api manage -X PUT $U/plugins/echo/enable

@@ -29,7 +29,14 @@ impl Plugin for Echo {
     }
 }
 
-register_plugin!(Echo);
+register_plugin!(
+    Echo,
+    metadata {
+        name: "echo",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Returns its input unchanged",
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,182 @@
+//! Everything known about a plugin file without running any of its code, as
+//! `dynplugd --inspect FILE` (and `dynplugctl inspect FILE`) print it, like `modinfo`:
+//! the trust checks the loader would apply, and the metadata section. Nothing is
+//! loaded or executed; the file is only stat'ed and its ELF headers and metadata
+//! section read.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::metadata::{self, Metadata};
+use crate::trust::{self, TrustPolicy};
+
+/// What inspecting a file found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The file.
+    pub path: String,
+    /// Its size in bytes, if it could be stat'ed.
+    pub size: Option<u64>,
+    /// Whether the loader's trust checks pass (owner, mode, file type), and why not.
+    pub trust: Verdict,
+    /// `section` (metadata read from the file), `none` (no section: the daemon learns
+    /// the plugin by loading it in a probe process) or `error`.
+    pub metadata_source: &'static str,
+    /// The metadata, when the file has a section.
+    pub metadata: Option<Metadata>,
+    /// Why the file's metadata could not be read, if it could not.
+    pub metadata_error: Option<String>,
+}
+
+/// Pass or fail, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Whether it passes.
+    pub ok: bool,
+    /// What was found.
+    pub reason: String,
+}
+
+impl Report {
+    /// Whether the file looks like a plugin this host could load (trusted, readable
+    /// metadata or none).
+    pub fn usable(&self) -> bool {
+        self.trust.ok && self.metadata_error.is_none()
+    }
+}
+
+/// Inspects the file at `path` as a daemon with `policy` would see it.
+pub fn inspect(path: &Path, policy: TrustPolicy) -> Report {
+    let stat = std::fs::metadata(path).ok();
+    let trust = match trust::check_path(path, policy) {
+        Ok(_) => Verdict {
+            ok: true,
+            reason: "a regular file with a trusted owner and mode".into(),
+        },
+        Err(e) => Verdict {
+            ok: false,
+            reason: e.to_string(),
+        },
+    };
+    // Only regular files are opened: a FIFO or device must not block or be read.
+    let readable = stat.as_ref().is_some_and(std::fs::Metadata::is_file);
+    let (metadata_source, metadata, metadata_error) = if !readable {
+        (
+            "error",
+            None,
+            Some("not a regular file; not opened".to_owned()),
+        )
+    } else {
+        match metadata::read(path) {
+            Ok(Some(m)) => ("section", Some(m), None),
+            Ok(None) => ("none", None, None),
+            Err(e) => ("error", None, Some(e.to_string())),
+        }
+    };
+    Report {
+        path: path.display().to_string(),
+        size: stat.map(|m| m.len()),
+        trust,
+        metadata_source,
+        metadata,
+        metadata_error,
+    }
+}
+
+/// The report as text for a person.
+pub fn render(report: &Report) -> String {
+    let mut out = format!("file:        {}\n", report.path);
+    if let Some(size) = report.size {
+        out.push_str(&format!("size:        {size} bytes\n"));
+    }
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    match &report.metadata {
+        Some(m) => {
+            out.push_str(&format!("name:        {}\n", m.name));
+            out.push_str(&format!("version:     {}\n", m.version));
+            out.push_str(&format!("description: {}\n", m.description));
+            out.push_str(&format!("abi:         {}\n", m.abi_version));
+            out.push_str(&format!("service:     {}\n", yes_no(m.service)));
+            if let Some(sandbox) = &m.sandbox {
+                out.push_str(&format!("sandbox:     {sandbox}\n"));
+            }
+            for (key, value) in &m.other {
+                out.push_str(&format!("{key}: {value}\n"));
+            }
+            out.push_str("metadata:    from the .dynplug.meta section (no code was run)\n");
+        }
+        None if report.metadata_source == "none" => out.push_str(
+            "metadata:    none in the file (built before the section existed, or without it); \
+             the daemon learns its name by loading it in a probe process\n",
+        ),
+        None => out.push_str(&format!(
+            "metadata:    unreadable: {}\n",
+            report.metadata_error.as_deref().unwrap_or("unknown")
+        )),
+    }
+    out.push_str(&format!(
+        "trust:       {}: {}\n",
+        if report.trust.ok { "ok" } else { "refused" },
+        report.trust.reason
+    ));
+    let schema = report
+        .metadata
+        .as_ref()
+        .and_then(|m| m.settings_schema.as_deref());
+    match schema {
+        Some(schema) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(schema)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or_else(|| schema.to_owned());
+            out.push_str("settings schema:\n");
+            for line in pretty.lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        None => out.push_str("settings schema: none\n"),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lenient() -> TrustPolicy {
+        TrustPolicy {
+            required_owner: None,
+            check_modes: false,
+        }
+    }
+
+    #[test]
+    fn files_without_a_section_or_not_elf_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("x.so");
+        std::fs::write(&text, "hello").unwrap();
+        let r = inspect(&text, lenient());
+        assert_eq!(r.metadata_source, "error");
+        assert!(
+            r.metadata_error.as_deref().unwrap().contains("not an ELF"),
+            "{r:?}"
+        );
+        assert!(!r.usable());
+        assert!(render(&r).contains("unreadable"));
+    }
+
+    #[test]
+    fn special_files_are_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        // Would block forever if opened for reading.
+        let r = inspect(&fifo, lenient());
+        assert!(!r.trust.ok, "{r:?}");
+        assert!(r.trust.reason.contains("not a regular file"), "{r:?}");
+        assert_eq!(r.metadata_source, "error");
+    }
+}

@@ -1,0 +1,156 @@
+//! Plugin metadata read from the file's `.dynplug.meta` section: inspected without
+//! running any code, checked against the table, and used to list isolated plugins
+//! without loading them anywhere.
+
+use std::path::Path;
+
+use dynplug_core::error::LoadError;
+use dynplug_core::library::PluginLibrary;
+use dynplug_core::trust::TrustPolicy;
+use dynplug_tests::{binary, busctl_call, run, PluginDir, PrivateBus};
+
+fn marker_define(marker: &Path) -> String {
+    format!("MARKER=\"{}\"", marker.display())
+}
+
+#[test]
+fn inspect_reads_a_plugin_without_running_any_of_its_code() {
+    let plugins = PluginDir::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("ran");
+    let file = plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "marked.so",
+        &[
+            &marker_define(&marker),
+            "SCHEMA=\"{\\\"type\\\": \\\"object\\\"}\"",
+        ],
+    );
+
+    let mut cmd = std::process::Command::new(binary("dynplugd"));
+    cmd.arg("--inspect").arg(&file);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("name:        marked"), "{out}");
+    assert!(out.contains("no code was run"), "{out}");
+    assert!(out.contains("\"type\": \"object\""), "{out}");
+    assert!(
+        !marker.exists(),
+        "dynplugd --inspect ran the plugin's initialiser"
+    );
+
+    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    cmd.args(["inspect", "--json"]).arg(&file);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["metadata"]["name"], "marked", "{report}");
+    assert_eq!(report["metadata_source"], "section");
+    assert_eq!(report["trust"]["ok"], true);
+    assert!(
+        !marker.exists(),
+        "dynplugctl inspect ran the plugin's initialiser"
+    );
+
+    // The fixture does leave its mark once loaded: the checks above can fail.
+    PluginLibrary::open(&file, TrustPolicy::for_current_process()).unwrap();
+    assert!(
+        marker.exists(),
+        "loading the plugin should have run its initialiser"
+    );
+}
+
+#[test]
+fn inspect_says_what_it_cannot_know() {
+    let plugins = PluginDir::new();
+    let old = plugins.add_c("tests/fixtures/c/marked.c", "old.so", &["NO_METADATA"]);
+    let mut cmd = std::process::Command::new(binary("dynplugd"));
+    cmd.arg("--inspect").arg(&old);
+    let (code, out, _) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("none in the file"), "{out}");
+
+    let text = plugins.path().join("notes.so");
+    std::fs::write(&text, "not a library").unwrap();
+    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    cmd.arg("inspect").arg(&text);
+    let (code, out, _) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not an ELF shared library"), "{out}");
+}
+
+#[test]
+fn a_table_that_disagrees_with_its_section_is_refused_naming_both() {
+    let plugins = PluginDir::new();
+    let file = plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "liar.so",
+        &["TABLE_NAME=\"impostor\""],
+    );
+    match PluginLibrary::open(&file, TrustPolicy::for_current_process()) {
+        Err(e @ LoadError::MetadataMismatch { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("says name `marked`") && m.contains("table says `impostor`"),
+                "{m}"
+            );
+        }
+        other => panic!("expected a metadata mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_isolated_plugin_with_metadata_is_listed_without_being_loaded() {
+    let plugins = PluginDir::new();
+    // Both abort as soon as they are loaded. The one with a section is never loaded at
+    // start; the one without must be probed, and its probe dies.
+    plugins.add_c("tests/fixtures/c/marked.c", "marked.so", &["ABORT_ON_LOAD"]);
+    plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "blind.so",
+        &["ABORT_ON_LOAD", "NO_METADATA"],
+    );
+    let bus = PrivateBus::start();
+    let daemon = dynplug_tests::Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  marked:\n    isolation: process\n",
+    );
+    let marked = bus.manager_call("GetPlugin", "s", &["marked"]);
+    assert!(marked.contains("\"State\" s \"loaded\""), "{marked}");
+    let blind = bus.manager_call("GetPlugin", "s", &["blind.so"]);
+    assert!(blind.contains("\"State\" s \"failed\""), "{blind}");
+    // Its first call loads it in a worker, which dies: the daemon says so and lives.
+    let (code, _, err) = busctl_call(
+        bus.command("busctl"),
+        [
+            "/org/dynplug/Manager",
+            "org.dynplug.Manager",
+            "Execute",
+            "ss",
+        ],
+        &["marked", "x"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("SIGABRT") && err.contains("while loading"),
+        "{err}"
+    );
+    assert_eq!(bus.manager_property("State").trim(), "running");
+    drop(daemon);
+}
+
+#[test]
+fn rust_plugins_built_with_the_macro_carry_their_metadata() {
+    let lib = PluginLibrary::open(
+        &dynplug_tests::rust_plugin("echo"),
+        TrustPolicy::for_current_process(),
+    )
+    .unwrap();
+    let m = lib.metadata().expect("echo declares its metadata");
+    assert_eq!(
+        (m.name.as_str(), m.abi_version),
+        ("echo", dynplug_core::abi::ABI_VERSION)
+    );
+    assert_eq!(m.version, lib.version());
+}
