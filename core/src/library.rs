@@ -93,6 +93,24 @@ fn read_c_str(path: &Path, field: &str, ptr: *const std::ffi::c_char) -> Result<
         .map_err(|_| bad(format!("{field} is not valid UTF-8")))
 }
 
+/// A path to descriptor `fd` under /proc that no earlier load used. The dynamic linker
+/// finds an already-loaded library by the name it was loaded under, so reusing
+/// "/proc/self/fd/7" for another file would hand back the old library. Every load
+/// spells the path differently: after "/proc/self/fd/" come the bits of a counter,
+/// "../fd/" for a one and "./" for a zero, then the number. At most 64 steps of 6
+/// bytes, well within PATH_MAX.
+fn unique_fd_path(fd: std::os::fd::RawFd) -> PathBuf {
+    static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut path = String::from("/proc/self/fd/");
+    while n > 0 {
+        path.push_str(if n & 1 == 1 { "../fd/" } else { "./" });
+        n >>= 1;
+    }
+    path.push_str(&fd.to_string());
+    PathBuf::from(path)
+}
+
 impl PluginLibrary {
     /// Checks, opens and validates the library at `path`.
     pub fn open(path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
@@ -124,10 +142,10 @@ impl PluginLibrary {
             })?
             .map(Arc::new);
         // Load through the descriptor just checked, not the path: no race with a file
-        // swapped in after the checks, and a unique name, because the dynamic linker
-        // returns the already-loaded library for a path it has seen before, which
-        // would defeat replacing a plugin file and reloading.
-        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        // swapped in after the checks. Under a name never used before, because the
+        // dynamic linker returns the already-loaded library for a name it has seen,
+        // which would defeat replacing a plugin file and reloading.
+        let fd_path = unique_fd_path(file.as_raw_fd());
         // SAFETY: loading a library runs its initialisers. That is the point of a plugin
         // host; the trust checks above limit it to files only trusted users can write.
         let lib = unsafe {
@@ -142,9 +160,9 @@ impl PluginLibrary {
                 .to_string()
                 .replace(&*fd_path.to_string_lossy(), &path.to_string_lossy()),
         })?;
-        // The library is mapped under the descriptor's name: keep the descriptor open for
-        // good so that name is never reused for another file.
-        std::mem::forget(file);
+        // The mapping outlives the descriptor, and its name is never used again: close
+        // it, so descriptors do not grow with the number of plugins.
+        drop(file);
         // SAFETY: the symbol's type is fixed by the ABI (see `abi::EntryFn`).
         let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) };
         let entry = match entry {
@@ -653,6 +671,30 @@ mod tests {
     };
 
     use crate::test_fixtures::compile as fixture;
+
+    #[test]
+    fn every_load_gets_a_path_of_its_own_that_resolves_to_the_descriptor() {
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let fd = file.as_raw_fd();
+        let want = std::fs::metadata("/proc/self/exe").unwrap().ino();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let path = unique_fd_path(fd);
+            assert!(path.as_os_str().len() < 512, "{}", path.display());
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().ino(),
+                want,
+                "{}",
+                path.display()
+            );
+            // As the dynamic linker compares them: byte strings (Path equality skips "."s).
+            assert!(
+                seen.insert(path.as_os_str().to_owned()),
+                "{} used twice",
+                path.display()
+            );
+        }
+    }
 
     #[test]
     fn a_good_library_loads_and_answers_within_its_limit() {

@@ -1,8 +1,8 @@
 //! A polkit text agent for the length of a call that may need authentication, started
-//! much as systemctl starts one (`pkttyagent --notify-fd FD --fallback`), and registered
-//! for this process (`--process PID`) so it also answers outside a login session (su,
-//! a service's shell). Only when asking is allowed, standard input and error are a
-//! terminal, and the caller is not root (root is always allowed).
+//! as systemctl starts one: `pkttyagent --notify-fd FD --fallback`, which registers for
+//! the caller's login session (outside one, polkit finds no agent and the call fails
+//! saying authentication is needed). Only when asking is allowed, standard input and
+//! error are a terminal, and the caller is not root (root is always allowed).
 
 use std::io::{IsTerminal, Read};
 use std::os::fd::{AsFd, AsRawFd};
@@ -36,8 +36,6 @@ impl Agent {
             .arg("--notify-fd")
             .arg(fd.to_string())
             .arg("--fallback")
-            .arg("--process")
-            .arg(std::process::id().to_string())
             .stdout(Stdio::from(terminal));
         // SAFETY: between fork and exec only fcntl runs, which is async-signal-safe; it
         // lets the agent inherit the write end of the pipe (created close-on-exec).

@@ -154,3 +154,96 @@ fn rust_plugins_built_with_the_macro_carry_their_metadata() {
     );
     assert_eq!(m.version, lib.version());
 }
+
+/// Writes `count` copies of one compiled plugin named `p0000`, each renamed (table and
+/// metadata alike, same length) to `p0001`, `p0002`, ... from `first` on.
+fn many_plugins(plugins: &PluginDir, template: &Path, first: usize, count: usize) {
+    let bytes = std::fs::read(template).unwrap();
+    let needle = b"p0000";
+    for i in first..first + count {
+        let name = format!("p{i:04}");
+        let mut copy = bytes.clone();
+        let mut at = 0;
+        while let Some(pos) = copy[at..].windows(needle.len()).position(|w| w == needle) {
+            copy[at + pos..at + pos + needle.len()].copy_from_slice(name.as_bytes());
+            at += pos + needle.len();
+        }
+        let tmp = plugins.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, copy).unwrap();
+        dynplug_tests::set_mode(&tmp, 0o644);
+        std::fs::rename(&tmp, plugins.path().join(format!("{name}.so"))).unwrap();
+    }
+}
+
+/// Kills the daemon when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn descriptors_do_not_grow_with_the_number_of_plugins() {
+    let scratch = tempfile::tempdir().unwrap();
+    let template = scratch.path().join("p0000.so");
+    dynplug_tests::compile_c(
+        "tests/fixtures/c/marked.c",
+        &template,
+        &["PLUGIN_NAME=\"p0000\""],
+    );
+    let plugins = PluginDir::new();
+    many_plugins(&plugins, &template, 0, 300);
+    let bus = PrivateBus::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("config.yaml");
+    std::fs::write(&config, "log_level: warn\n").unwrap();
+    dynplug_tests::set_mode(&config, 0o644);
+    let mut notify = dynplug_tests::NotifySocket::new();
+    let mut cmd = dynplug_tests::dynplugd_command(&bus, &config, plugins.path(), state.path());
+    cmd.env("NOTIFY_SOCKET", notify.path())
+        .env_remove("DYNPLUG_CONFIG")
+        .stderr(std::process::Stdio::null());
+    // A hard limit of 256 descriptors: fewer than the plugins to load.
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = KillOnDrop(cmd.spawn().unwrap());
+    let pid = child.0.id();
+    notify.wait_for("READY=1", dynplug_tests::READY_TIMEOUT);
+    assert_eq!(bus.manager_property("PluginCount").trim(), "300");
+    let held = open_descriptors(pid);
+    assert!(held <= 64, "{held} descriptors open with 300 plugins");
+    // Fifteen more arrive; a reload loads them all, with room to spare.
+    many_plugins(&plugins, &template, 300, 15);
+    notify.drain();
+    dynplug_tests::send_signal(pid, libc::SIGHUP);
+    notify.wait_for("READY=1", dynplug_tests::READY_TIMEOUT);
+    assert_eq!(bus.manager_property("PluginCount").trim(), "315");
+    assert_eq!(
+        bus.manager_call("Execute", "ss", &["p0314", "hi"]).trim(),
+        "s \"hi\""
+    );
+    let held = open_descriptors(pid);
+    assert!(held <= 64, "{held} descriptors open with 315 plugins");
+    drop(child);
+}
