@@ -179,6 +179,19 @@ pub struct Config {
     /// Each plugin's settings as JSON with secrets read, filled by [`Config::validate`].
     #[serde(skip)]
     resolved_settings: ResolvedSettings,
+    /// The file [`Config::validate`] checked it as, for errors found later.
+    #[serde(skip)]
+    validated_as: ValidatedAs,
+}
+
+/// The file a configuration was validated as. Takes no part in comparisons.
+#[derive(Clone, Debug, Default)]
+struct ValidatedAs(std::sync::OnceLock<PathBuf>);
+
+impl PartialEq for ValidatedAs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Plugin settings with their secrets read (by [`Config::validate`]). Derived from the
@@ -226,6 +239,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             plugins: BTreeMap::new(),
             resolved_settings: ResolvedSettings::default(),
+            validated_as: ValidatedAs::default(),
         }
     }
 }
@@ -605,7 +619,17 @@ impl Config {
         }
         // Secrets are read here, once per load; plugins get exactly what was validated.
         let _ = self.resolved_settings.set(resolved);
+        let _ = self.validated_as.0.set(file.to_owned());
         Ok(())
+    }
+
+    /// The file this configuration was validated as (for errors found while applying
+    /// it, such as settings that break a plugin's schema).
+    pub fn file(&self) -> &Path {
+        self.validated_as
+            .0
+            .get()
+            .map_or(Path::new("<configuration>"), PathBuf::as_path)
     }
 
     fn validate_server(&self, file: &Path) -> Result<(), ConfigError> {

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::metadata::{self, Metadata};
+use crate::settings_schema::SettingsSchema;
 use crate::trust::{self, TrustPolicy};
 
 /// What inspecting a file found.
@@ -25,7 +26,8 @@ pub struct Report {
     pub metadata_source: &'static str,
     /// The metadata, when the file has a section.
     pub metadata: Option<Metadata>,
-    /// Why the file's metadata could not be read, if it could not.
+    /// Why the file's metadata could not be read, or its settings schema does not
+    /// compile, if so.
     pub metadata_error: Option<String>,
 }
 
@@ -69,7 +71,13 @@ pub fn inspect(path: &Path, policy: TrustPolicy) -> Report {
         )
     } else {
         match metadata::read(path) {
-            Ok(Some(m)) => ("section", Some(m), None),
+            Ok(Some(m)) => {
+                let schema_error = m
+                    .settings_schema
+                    .as_deref()
+                    .and_then(|text| SettingsSchema::compile(text).err());
+                ("section", Some(m), schema_error)
+            }
             Ok(None) => ("none", None, None),
             Err(e) => ("error", None, Some(e.to_string())),
         }
@@ -105,6 +113,9 @@ pub fn render(report: &Report) -> String {
                 out.push_str(&format!("{key}: {value}\n"));
             }
             out.push_str("metadata:    from the .dynplug.meta section (no code was run)\n");
+            if let Some(e) = &report.metadata_error {
+                out.push_str(&format!("refused:     {e}\n"));
+            }
         }
         None if report.metadata_source == "none" => out.push_str(
             "metadata:    none in the file (built before the section existed, or without it); \

@@ -67,6 +67,8 @@ mod scan;
 #[cfg(feature = "host")]
 mod services;
 #[cfg(feature = "host")]
+pub mod settings_schema;
+#[cfg(feature = "host")]
 mod slot;
 #[cfg(feature = "host")]
 pub mod state;

@@ -21,6 +21,7 @@ use crate::error::{CallError, LoadError};
 use crate::host::{Host, HostFrame};
 use crate::metadata::{self, Metadata};
 use crate::name::validate_plugin_name;
+use crate::settings_schema::SettingsSchema;
 use crate::trust::{self, TrustPolicy};
 
 /// What identifies one version of a file on disk: replaced files get a new identity.
@@ -65,6 +66,8 @@ pub struct PluginLibrary {
     description: String,
     /// What the file's `.dynplug.meta` section says, if it has one.
     metadata: Option<Arc<Metadata>>,
+    /// Its settings schema, compiled, if it declares one.
+    schema: Option<Arc<SettingsSchema>>,
 }
 
 // SAFETY: the table is immutable static data of a library that is never unloaded; the
@@ -91,6 +94,26 @@ fn read_c_str(path: &Path, field: &str, ptr: *const std::ffi::c_char) -> Result<
     s.to_str()
         .map(str::to_owned)
         .map_err(|_| bad(format!("{field} is not valid UTF-8")))
+}
+
+/// The settings schema `metadata` declares, compiled; a schema that does not compile
+/// refuses the plugin.
+fn compile_schema(
+    path: &Path,
+    metadata: &Metadata,
+) -> Result<Option<Arc<SettingsSchema>>, LoadError> {
+    metadata
+        .settings_schema
+        .as_deref()
+        .map(|text| {
+            SettingsSchema::compile(text)
+                .map(Arc::new)
+                .map_err(|reason| LoadError::BadMetadata {
+                    path: path.to_owned(),
+                    reason,
+                })
+        })
+        .transpose()
 }
 
 /// A path to descriptor `fd` under /proc that no earlier load used. The dynamic linker
@@ -181,6 +204,7 @@ impl PluginLibrary {
         let mut lib = Self::from_table(path, FileIdentity::of(&meta), table_ptr)?;
         if let Some(metadata) = metadata {
             lib.agrees_with(&metadata)?;
+            lib.schema = compile_schema(path, &metadata)?;
             lib.metadata = Some(metadata);
         }
         Ok(lib)
@@ -301,6 +325,7 @@ impl PluginLibrary {
             version,
             description,
             metadata: None,
+            schema: None,
         })
     }
 
@@ -323,14 +348,20 @@ impl PluginLibrary {
             version: hello.version,
             description: hello.description,
             metadata: None,
+            schema: None,
         }
     }
 
     /// Describes a library from its metadata section alone, without loading it: for
     /// plugins that run only in worker processes, whose workers check the table
     /// against the section when they load it.
-    pub fn from_metadata(path: &Path, identity: FileIdentity, metadata: Metadata) -> PluginLibrary {
-        PluginLibrary {
+    pub fn from_metadata(
+        path: &Path,
+        identity: FileIdentity,
+        metadata: Metadata,
+    ) -> Result<PluginLibrary, LoadError> {
+        Ok(PluginLibrary {
+            schema: compile_schema(path, &metadata)?,
             path: path.to_owned(),
             identity,
             table: None,
@@ -341,12 +372,17 @@ impl PluginLibrary {
             version: metadata.version.clone(),
             description: metadata.description.clone(),
             metadata: Some(Arc::new(metadata)),
-        }
+        })
     }
 
     /// What the file's metadata section says, if it has one.
     pub fn metadata(&self) -> Option<&Metadata> {
         self.metadata.as_deref()
+    }
+
+    /// The plugin's settings schema, if it declares one.
+    pub fn settings_schema(&self) -> Option<&SettingsSchema> {
+        self.schema.as_deref()
     }
 
     /// Whether the library is loaded into this process (false for plugins that only

@@ -37,11 +37,7 @@ impl Probe {
                     path: path.to_owned(),
                     reason: e.to_string(),
                 })?;
-                return Ok(PluginLibrary::from_metadata(
-                    path,
-                    FileIdentity::of(&meta),
-                    metadata,
-                ));
+                return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
             }
         }
         let hello = crate::worker::probe(&self.program, path, &self.spec)?;

@@ -65,6 +65,8 @@ pub struct PluginInfo {
     pub version_requirement: Option<String>,
     /// Its worker processes, for `isolation: process`.
     pub workers: Option<PoolStatus>,
+    /// The JSON Schema its settings must follow, if it declares one.
+    pub settings_schema: Option<String>,
 }
 
 impl PluginInfo {

@@ -101,6 +101,8 @@ pub struct PluginDetails {
     /// What it runs under, by layer (identity, process_tree, filesystem, syscalls,
     /// network).
     pub sandbox: Option<BTreeMap<String, String>>,
+    /// The JSON Schema its settings must follow (empty if it declares none).
+    pub settings_schema: Option<String>,
 }
 
 /// The manager interface, as clients call it.

@@ -295,29 +295,74 @@ async fn faults_are_contained() {
 async fn configure_failure_marks_plugin_failed() {
     let plugins = PluginDir::new();
     plugins.add(&rust_plugin("fault"), "fault.so");
-    plugins.add(&rust_plugin("text"), "text.so");
+    plugins.add(&rust_plugin("echo"), "echo.so");
     let state = tempfile::tempdir().unwrap();
     let m = start(
         plugins.path(),
         state.path(),
-        "plugins:\n  fault:\n    settings:\n      fail_configure: true\n  text:\n    settings:\n      mode: shout\n",
+        "plugins:\n  fault:\n    settings:\n      fail_configure: true\n",
     )
     .await;
-    for name in ["fault", "text"] {
-        let info = m.info(name).unwrap();
-        let reason = info.error().unwrap_or_default().to_owned();
-        assert!(reason.contains("configure"), "{name}: {reason}");
-        assert!(matches!(
-            m.execute(name, "x".into()).await,
-            Err(ManagerError::Unavailable { .. })
-        ));
-    }
-    assert!(m
-        .info("text")
+    let reason = m
+        .info("fault")
         .unwrap()
         .error()
-        .unwrap()
-        .contains("unknown mode `shout`"));
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("configure"), "{reason}");
+    assert!(matches!(
+        m.execute("fault", "x".into()).await,
+        Err(ManagerError::Unavailable { .. })
+    ));
+    assert_eq!(m.execute("echo", "x".into()).await.unwrap(), "x");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_that_break_a_plugins_schema_are_a_configuration_error() {
+    let plugins = PluginDir::new();
+    plugins.add(&rust_plugin("text"), "text.so");
+    let state = tempfile::tempdir().unwrap();
+    let bad = "plugins:\n  text:\n    settings:\n      mode: shout\n";
+    // At start: refused, naming the file, plugin, key and reason.
+    let refused = Manager::start(
+        config(plugins.path(), bad),
+        state.path(),
+        TrustPolicy::for_current_process(),
+    )
+    .await;
+    match refused {
+        Err(ManagerError::Config(e)) => {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("test.yaml: plugins.text.settings.mode: "),
+                "{m}"
+            );
+            assert!(m.contains("shout") && m.contains("settings schema"), "{m}");
+        }
+        other => panic!(
+            "expected a configuration error, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // On reload: refused, and the configuration in force stays.
+    let m = start(
+        plugins.path(),
+        state.path(),
+        "plugins:\n  text:\n    settings:\n      mode: reverse\n",
+    )
+    .await;
+    let unknown_key = "plugins:\n  text:\n    settings:\n      colour: red\n";
+    for yaml in [bad, unknown_key] {
+        match m.reload(config(plugins.path(), yaml)).await {
+            Err(ManagerError::Config(e)) => {
+                assert!(e.to_string().contains("plugins.text.settings"), "{e}")
+            }
+            other => panic!("expected a refused reload, got {other:?}"),
+        }
+        assert_eq!(m.execute("text", "abc".into()).await.unwrap(), "cba");
+    }
+    let info = m.info("text").unwrap();
+    assert!(info.settings_schema.unwrap().contains("\"reverse\""));
 }
 
 #[tokio::test(flavor = "multi_thread")]

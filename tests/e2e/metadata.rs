@@ -247,3 +247,44 @@ fn descriptors_do_not_grow_with_the_number_of_plugins() {
     assert!(held <= 64, "{held} descriptors open with 315 plugins");
     drop(child);
 }
+
+#[test]
+fn a_declared_schema_is_shown_by_dynplugctl_and_rest() {
+    let plugins = PluginDir::new();
+    plugins.add(&dynplug_tests::rust_plugin("text"), "text.so");
+    let bus = PrivateBus::start();
+    let _daemon = dynplug_tests::Daemon::start(
+        &bus,
+        plugins.path(),
+        "server:\n  enabled: true\n  port: 0\nplugins:\n  text:\n    settings:\n      mode: lower\n",
+    );
+    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    cmd.args(["--address", bus.address(), "--json", "info", "text"]);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(info["settings_schema"].as_str().unwrap()).unwrap();
+    assert_eq!(schema["properties"]["mode"]["enum"][2], "reverse", "{info}");
+    let view: serde_json::Value = serde_json::from_str(&bus.api_get("/plugins/text")).unwrap();
+    assert_eq!(
+        view["data"]["settings_schema"]["additionalProperties"], false,
+        "{view}"
+    );
+}
+
+#[test]
+fn a_schema_that_is_not_one_refuses_the_plugin() {
+    let plugins = PluginDir::new();
+    let file = plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "marked.so",
+        &["SCHEMA=\"{\\\"type\\\": \\\"no-such-type\\\"}\""],
+    );
+    match PluginLibrary::open(&file, TrustPolicy::for_current_process()) {
+        Err(e @ LoadError::BadMetadata { .. }) => {
+            assert!(e.to_string().contains("not a valid JSON Schema"), "{e}")
+        }
+        other => panic!("expected BadMetadata, got {other:?}"),
+    }
+}

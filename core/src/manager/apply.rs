@@ -41,6 +41,7 @@ impl Manager {
         let policy = self.inner.policy;
         // Everything that can fail happens before anything changes.
         let scanned = self.scan_plugins(&config).await?;
+        self.check_settings(&config, &scanned)?;
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
@@ -173,6 +174,35 @@ impl Manager {
         }
         tracing::info!(summary = %report, "configuration applied");
         Ok(report)
+    }
+
+    /// Refuses `config` when the settings it gives a plugin break the schema the plugin
+    /// declares, naming plugin, key and reason; nothing is applied then.
+    fn check_settings(&self, config: &Config, scanned: &[Scanned]) -> Result<(), ManagerError> {
+        let registry = read(&self.inner.registry);
+        for entry in scanned {
+            let library: &PluginLibrary = match entry {
+                Scanned::Opened(lib) => lib,
+                Scanned::Kept(_, name) => match registry.plugins.get(name) {
+                    Some(slot) => &slot.library,
+                    None => continue,
+                },
+                Scanned::Failed(..) => continue,
+            };
+            let Some(schema) = library.settings_schema() else {
+                continue;
+            };
+            let name = library.name();
+            if let Err(v) = schema.check(&config.settings_json(name)) {
+                return Err(ConfigError::field(
+                    config.file(),
+                    format!("plugins.{name}.settings{}", v.key),
+                    format!("{} (refused by the plugin's settings schema)", v.reason),
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// Scans plugins_dir for `config`, reusing unchanged files and probing new ones.

@@ -212,6 +212,7 @@ impl Manager {
                 slot.speed.path()
             },
             workers,
+            settings_schema: slot.library.settings_schema().map(|s| s.text().to_owned()),
         }
     }
 
@@ -239,6 +240,7 @@ impl Manager {
             call_path: "",
             version_requirement: None,
             workers: None,
+            settings_schema: None,
         }
     }
 

@@ -60,6 +60,10 @@ pub struct PluginView {
     /// What the plugin runs under, by layer (identity, process_tree, filesystem,
     /// syscalls, network): `enforced: ...`, `off (...)`, `unavailable: <why>`.
     pub sandbox: std::collections::BTreeMap<String, String>,
+    /// The JSON Schema its `settings` must follow, if it declares one (from its
+    /// metadata section).
+    #[schema(value_type = Option<Object>)]
+    pub settings_schema: Option<serde_json::Value>,
 }
 
 impl From<PluginInfo> for PluginView {
@@ -95,6 +99,10 @@ impl From<PluginInfo> for PluginView {
             worker_crashes: p.workers.as_ref().map(|w| w.crashes),
             quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some()),
             sandbox,
+            settings_schema: p
+                .settings_schema
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
         }
     }
 }

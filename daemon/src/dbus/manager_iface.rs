@@ -111,7 +111,8 @@ impl ManagerIface {
     /// (in-process or process), CallPath (inline, threads or workers), Workers,
     /// WorkerRestarts, WorkerCrashes, Quarantined, VersionRequirement (the configured
     /// `version:` pin, empty if none), WorkerCpuUsec, WorkerRssBytes (CPU time and
-    /// memory of the live workers).
+    /// memory of the live workers), SettingsSchema (the JSON Schema its settings must
+    /// follow, empty if it declares none).
     async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {
         Ok(details(&self.shared.manager.info(name).or_dbus()?))
     }

@@ -67,4 +67,11 @@ impl Plugin for Count {
     }
 }
 
-register_plugin!(Count);
+register_plugin!(
+    Count,
+    metadata {
+        name: "count",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "counts to N (default 10), one step every 100 ms, with progress",
+    }
+);

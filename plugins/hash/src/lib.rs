@@ -30,7 +30,14 @@ impl Plugin for Hash {
     }
 }
 
-register_plugin!(Hash);
+register_plugin!(
+    Hash,
+    metadata {
+        name: "hash",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "SHA-256 of the input, as lowercase hex",
+    }
+);
 
 #[cfg(test)]
 mod tests {

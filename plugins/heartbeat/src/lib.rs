@@ -95,7 +95,16 @@ impl Plugin for Heartbeat {
     }
 }
 
-register_plugin!(Heartbeat);
+register_plugin!(
+    Heartbeat,
+    metadata {
+        name: "heartbeat",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Background service counting heartbeats; execute reports its state",
+        service: true,
+        settings_schema: r#"{"type": "object", "properties": {"interval_ms": {"type": "integer", "minimum": 1, "maximum": 3600000}}, "additionalProperties": false}"#,
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,16 @@ impl Plugin for Json {
     }
 }
 
-register_plugin!(Json);
+register_plugin!(
+    Json,
+    metadata {
+        name: "json",
+        version: env!("CARGO_PKG_VERSION"),
+        description:
+            "Validates and pretty-prints JSON; settings.pick selects a field by JSON pointer",
+        settings_schema: r#"{"type": "object", "properties": {"pick": {"type": "string", "pattern": "^(/.*)?$"}}, "additionalProperties": false}"#,
+    }
+);
 
 #[cfg(test)]
 mod tests {

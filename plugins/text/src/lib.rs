@@ -94,7 +94,16 @@ impl Plugin for Text {
     }
 }
 
-register_plugin!(Text);
+register_plugin!(
+    Text,
+    metadata {
+        name: "text",
+        version: env!("CARGO_PKG_VERSION"),
+        description:
+            "Transforms text: upper, lower, reverse or trim (settings.mode, or a MODE: prefix)",
+        settings_schema: r#"{"type": "object", "properties": {"mode": {"enum": ["upper", "lower", "reverse", "trim"]}}, "additionalProperties": false}"#,
+    }
+);
 
 #[cfg(test)]
 mod tests {
