@@ -173,6 +173,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Background jobs.
     pub jobs: JobsConfig,
+    /// Which plugin files are trusted beyond owner and mode: signatures.
+    pub trust: TrustConfig,
     /// Per-plugin settings, by plugin name.
     #[serde(deserialize_with = "unique_plugins")]
     pub plugins: BTreeMap<String, PluginConfig>,
@@ -237,6 +239,7 @@ impl Default for Config {
             worker_user: DEFAULT_WORKER_USER.into(),
             server: ServerConfig::default(),
             jobs: JobsConfig::default(),
+            trust: TrustConfig::default(),
             plugins: BTreeMap::new(),
             resolved_settings: ResolvedSettings::default(),
             validated_as: ValidatedAs::default(),
@@ -255,6 +258,49 @@ pub struct JobsConfig {
     pub max_finished: usize,
     /// How long an ended job is kept, in milliseconds.
     pub keep_finished_ms: u64,
+}
+
+/// `trust:`: signed plugins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Whether plugin files must carry a valid ed25519 signature (`FILE.sig`).
+    pub signatures: SignatureMode,
+    /// The trusted public keys (`*.pub`), root-owned like the plugins.
+    pub keys_dir: PathBuf,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            signatures: SignatureMode::Off,
+            keys_dir: PathBuf::from("/etc/dynplug/keys"),
+        }
+    }
+}
+
+/// What a missing or bad signature does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// Signatures are not checked.
+    #[default]
+    Off,
+    /// Checked; an unsigned or badly signed plugin loads, marked as not verified.
+    Permissive,
+    /// Checked; an unsigned or badly signed plugin is refused with the reason.
+    Enforcing,
+}
+
+impl SignatureMode {
+    /// The mode's name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMode::Off => "off",
+            SignatureMode::Permissive => "permissive",
+            SignatureMode::Enforcing => "enforcing",
+        }
+    }
 }
 
 impl Default for JobsConfig {

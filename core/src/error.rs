@@ -67,6 +67,14 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The file's signature is missing or bad and `trust.signatures` is `enforcing`.
+    #[error("refusing {path}: {reason} (trust.signatures is enforcing)")]
+    Signature {
+        /// The file.
+        path: PathBuf,
+        /// The verdict.
+        reason: String,
+    },
     /// The plugin's table says something else than its metadata section.
     #[error(
         "{path}: its .dynplug.meta section says {field} `{section}`, but its table says `{table}`"

@@ -8,8 +8,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::config::TrustConfig;
 use crate::metadata::{self, Metadata};
 use crate::settings_schema::SettingsSchema;
+use crate::signature::{self, Keyring};
 use crate::trust::{self, TrustPolicy};
 
 /// What inspecting a file found.
@@ -29,6 +31,13 @@ pub struct Report {
     /// Why the file's metadata could not be read, or its settings schema does not
     /// compile, if so.
     pub metadata_error: Option<String>,
+    /// `trust.signatures` of the configuration the verdict was made under.
+    pub signatures: &'static str,
+    /// The signature verdict against the keys in `trust.keys_dir` (checked whatever the
+    /// mode, so an admin can see it before turning enforcement on).
+    pub signature: String,
+    /// Whether that verdict lets the file load under that mode.
+    pub signature_ok: bool,
 }
 
 /// Pass or fail, with the reason.
@@ -44,12 +53,12 @@ impl Report {
     /// Whether the file looks like a plugin this host could load (trusted, readable
     /// metadata or none).
     pub fn usable(&self) -> bool {
-        self.trust.ok && self.metadata_error.is_none()
+        self.trust.ok && self.metadata_error.is_none() && self.signature_ok
     }
 }
 
-/// Inspects the file at `path` as a daemon with `policy` would see it.
-pub fn inspect(path: &Path, policy: TrustPolicy) -> Report {
+/// Inspects the file at `path` as a daemon with `policy` and `trust` would see it.
+pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> Report {
     let stat = std::fs::metadata(path).ok();
     let trust = match trust::check_path(path, policy) {
         Ok(_) => Verdict {
@@ -82,6 +91,14 @@ pub fn inspect(path: &Path, policy: TrustPolicy) -> Report {
             Err(e) => ("error", None, Some(e.to_string())),
         }
     };
+    let verdict = if readable {
+        match Keyring::load(&trust_config.keys_dir, policy) {
+            Ok(keyring) => keyring.check(path),
+            Err(e) => signature::Verdict::Bad(format!("trust.keys_dir: {e}")),
+        }
+    } else {
+        signature::Verdict::Bad("not a regular file".into())
+    };
     Report {
         path: path.display().to_string(),
         size: stat.map(|m| m.len()),
@@ -89,6 +106,9 @@ pub fn inspect(path: &Path, policy: TrustPolicy) -> Report {
         metadata_source,
         metadata,
         metadata_error,
+        signatures: trust_config.signatures.as_str(),
+        signature_ok: verdict.allows(trust_config.signatures),
+        signature: verdict.to_string(),
     }
 }
 
@@ -131,6 +151,16 @@ pub fn render(report: &Report) -> String {
         if report.trust.ok { "ok" } else { "refused" },
         report.trust.reason
     ));
+    out.push_str(&format!(
+        "signature:   {} (trust.signatures: {}{})\n",
+        report.signature,
+        report.signatures,
+        if report.signature_ok {
+            ""
+        } else {
+            "; it would be refused"
+        }
+    ));
     let schema = report
         .metadata
         .as_ref()
@@ -167,7 +197,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("x.so");
         std::fs::write(&text, "hello").unwrap();
-        let r = inspect(&text, lenient());
+        let r = inspect(&text, lenient(), &TrustConfig::default());
         assert_eq!(r.metadata_source, "error");
         assert!(
             r.metadata_error.as_deref().unwrap().contains("not an ELF"),
@@ -185,7 +215,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         // Would block forever if opened for reading.
-        let r = inspect(&fifo, lenient());
+        let r = inspect(&fifo, lenient(), &TrustConfig::default());
         assert!(!r.trust.ok, "{r:?}");
         assert!(r.trust.reason.contains("not a regular file"), "{r:?}");
         assert_eq!(r.metadata_source, "error");

@@ -69,6 +69,8 @@ mod services;
 #[cfg(feature = "host")]
 pub mod settings_schema;
 #[cfg(feature = "host")]
+pub mod signature;
+#[cfg(feature = "host")]
 mod slot;
 #[cfg(feature = "host")]
 pub mod state;

@@ -22,6 +22,7 @@ use crate::host::{Host, HostFrame};
 use crate::metadata::{self, Metadata};
 use crate::name::validate_plugin_name;
 use crate::settings_schema::SettingsSchema;
+use crate::signature::Verdict;
 use crate::trust::{self, TrustPolicy};
 
 /// What identifies one version of a file on disk: replaced files get a new identity.
@@ -68,6 +69,8 @@ pub struct PluginLibrary {
     metadata: Option<Arc<Metadata>>,
     /// Its settings schema, compiled, if it declares one.
     schema: Option<Arc<SettingsSchema>>,
+    /// What its signature check found, and the identity of the signature file then.
+    signature: (Verdict, Option<FileIdentity>),
 }
 
 // SAFETY: the table is immutable static data of a library that is never unloaded; the
@@ -326,6 +329,7 @@ impl PluginLibrary {
             description,
             metadata: None,
             schema: None,
+            signature: (Verdict::NotChecked, None),
         })
     }
 
@@ -349,6 +353,7 @@ impl PluginLibrary {
             description: hello.description,
             metadata: None,
             schema: None,
+            signature: (Verdict::NotChecked, None),
         }
     }
 
@@ -372,12 +377,28 @@ impl PluginLibrary {
             version: metadata.version.clone(),
             description: metadata.description.clone(),
             metadata: Some(Arc::new(metadata)),
+            signature: (Verdict::NotChecked, None),
         })
     }
 
     /// What the file's metadata section says, if it has one.
     pub fn metadata(&self) -> Option<&Metadata> {
         self.metadata.as_deref()
+    }
+
+    /// What checking its signature found (not checked when `trust.signatures` is off).
+    pub fn signature(&self) -> &Verdict {
+        &self.signature.0
+    }
+
+    /// The identity of its signature file when it was checked.
+    pub fn signature_identity(&self) -> Option<FileIdentity> {
+        self.signature.1
+    }
+
+    /// Records what checking its signature found.
+    pub fn set_signature(&mut self, verdict: Verdict, file: Option<FileIdentity>) {
+        self.signature = (verdict, file);
     }
 
     /// The plugin's settings schema, if it declares one.

@@ -4,9 +4,50 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::config::SignatureMode;
 use crate::error::LoadError;
 use crate::library::{self, FileIdentity, PluginLibrary};
+use crate::signature::{self, Keyring, Verdict};
 use crate::trust::{self, TrustPolicy};
+
+/// What the files' signatures must be: `trust.signatures` and the trusted keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Signing {
+    pub(crate) mode: SignatureMode,
+    pub(crate) keyring: Keyring,
+}
+
+impl Signing {
+    /// The identity of `path`'s signature file, when signatures are checked.
+    fn signature_identity(&self, path: &Path) -> Option<FileIdentity> {
+        if self.mode == SignatureMode::Off {
+            return None;
+        }
+        std::fs::metadata(signature::signature_path(path))
+            .ok()
+            .map(|m| FileIdentity::of(&m))
+    }
+
+    /// The verdict on `path`, or the refusal `enforcing` makes of it.
+    fn check(&self, path: &Path) -> Result<Verdict, LoadError> {
+        if self.mode == SignatureMode::Off {
+            return Ok(Verdict::NotChecked);
+        }
+        let verdict = self.keyring.check(path);
+        if verdict.allows(self.mode) {
+            Ok(verdict)
+        } else {
+            Err(LoadError::Signature {
+                path: path.to_owned(),
+                reason: verdict.to_string(),
+            })
+        }
+    }
+}
+
+/// What is known of a loaded file: its plugin's name, its identity and its signature
+/// file's identity when it was loaded.
+pub(crate) type Known = BTreeMap<PathBuf, (String, FileIdentity, Option<FileIdentity>)>;
 
 /// One file found by a scan.
 pub(crate) enum Scanned {
@@ -73,8 +114,9 @@ impl Scanned {
 pub(crate) fn scan(
     dir: &Path,
     policy: TrustPolicy,
-    known: &BTreeMap<PathBuf, (String, FileIdentity)>,
+    known: &Known,
     probe: Option<&Probe>,
+    signing: &Signing,
 ) -> Result<Vec<Scanned>, LoadError> {
     trust::check_dir(dir, policy)?;
     let files = library::scan_dir(dir)?;
@@ -88,21 +130,25 @@ pub(crate) fn scan(
                 continue;
             }
         };
-        let same = known
-            .get(&path)
-            .is_some_and(|(_, id)| Some(*id) == identity);
+        let same = known.get(&path).is_some_and(|(_, id, sig)| {
+            Some(*id) == identity && *sig == signing.signature_identity(&path)
+        });
         match known.get(&path) {
-            Some((name, _)) if same => out.push(Scanned::Kept(path, name.clone())),
+            Some((name, _, _)) if same => out.push(Scanned::Kept(path, name.clone())),
             _ => to_open.push(path),
         }
     }
-    for (path, result) in to_open
-        .iter()
-        .zip(library::open_all(&to_open, |p| match probe {
+    let open = |p: &Path| {
+        let verdict = signing.check(p)?;
+        let sig_identity = signing.signature_identity(p);
+        let mut lib = match probe {
             Some(probe) => probe.open(p, policy),
             None => PluginLibrary::open(p, policy),
-        }))
-    {
+        }?;
+        lib.set_signature(verdict, sig_identity);
+        Ok(lib)
+    };
+    for (path, result) in to_open.iter().zip(library::open_all(&to_open, open)) {
         out.push(match result {
             Ok(lib) => Scanned::Opened(lib),
             Err(e) => Scanned::Failed(path.clone(), e),

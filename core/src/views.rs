@@ -67,6 +67,9 @@ pub struct PluginInfo {
     pub workers: Option<PoolStatus>,
     /// The JSON Schema its settings must follow, if it declares one.
     pub settings_schema: Option<String>,
+    /// What checking its signature found ("verified (key build)", "unsigned (...)",
+    /// "not checked (...)"; empty for a file that failed to load).
+    pub signature: String,
 }
 
 impl PluginInfo {
@@ -115,6 +118,8 @@ pub struct Summary {
     pub enabled: usize,
     /// Plugins or files that failed.
     pub failed: usize,
+    /// Plugins loaded although unsigned or badly signed (`trust.signatures: permissive`).
+    pub unverified: usize,
 }
 
 /// What a reload did.

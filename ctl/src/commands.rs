@@ -128,6 +128,7 @@ fn detail_fields(d: &PluginDetails) -> Vec<(&'static str, Value)> {
         ("WorkerRssBytes", json!(d.worker_rss_bytes)),
         ("VersionRequirement", json!(d.version_requirement)),
         ("Sandbox", json!(d.sandbox)),
+        ("Signature", json!(d.signature)),
         ("SettingsSchema", json!(d.settings_schema)),
     ];
     fields.into_iter().filter(|(_, v)| !v.is_null()).collect()

@@ -33,9 +33,22 @@ fn main() {
         return;
     }
     if let Some(file) = &args.inspect {
+        // Signatures are judged by the configuration's `trust:` (defaults if unreadable).
+        let env = |k: &str| std::env::var(k).ok();
+        let trust = dynplugd::state::load_config(
+            &args.config_path(&env),
+            false,
+            &dynplugd::state::Overrides::default(),
+        )
+        .map(|c| c.trust)
+        .unwrap_or_else(|e| {
+            eprintln!("dynplugd: {e}; judging signatures by the default `trust:` settings");
+            Default::default()
+        });
         let report = dynplug_core::inspect::inspect(
             file,
             dynplug_core::trust::TrustPolicy::for_current_process(),
+            &trust,
         );
         let text = if args.json {
             serde_json::to_string(&report)

@@ -269,6 +269,9 @@ impl Shared {
             "{} plugins, {} enabled, {} failed",
             s.plugins, s.enabled, s.failed
         );
+        if s.unverified > 0 {
+            line.push_str(&format!(", {} not verified", s.unverified));
+        }
         let err = self.last_reload_error();
         if !err.is_empty() {
             line.push_str("; last reload failed: ");

@@ -103,6 +103,9 @@ pub struct PluginDetails {
     pub sandbox: Option<BTreeMap<String, String>>,
     /// The JSON Schema its settings must follow (empty if it declares none).
     pub settings_schema: Option<String>,
+    /// What checking its signature found (`verified (key NAME)`, `unsigned (...)`,
+    /// `bad signature: ...`, `not checked (...)`).
+    pub signature: Option<String>,
 }
 
 /// The manager interface, as clients call it.

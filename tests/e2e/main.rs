@@ -11,3 +11,4 @@ mod limits;
 mod manager;
 mod metadata;
 mod rest;
+mod signatures;

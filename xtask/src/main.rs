@@ -6,7 +6,13 @@
 //!   /usr/lib/dynplug/plugins) with mode 0644, each through a temporary file and a
 //!   rename, so a running daemon never sees a half-written library;
 //! - `dist`: release build of everything the Debian package ships, staged in
-//!   target/release/dist (plugins, shell completions, man pages); then `cargo deb -p dynplugd --no-build` (dist built the binaries);
+//!   target/release/dist (plugins with their signatures, the build's public key, shell
+//!   completions, man pages); then `cargo deb -p dynplugd --no-build` (dist built the
+//!   binaries). Plugins are signed with the key in $DYNPLUG_SIGNING_KEY, else with a
+//!   build key made once in target/release/build-key.key;
+//! - `keygen PATH`: a new ed25519 key pair, PATH.key (secret, mode 0600) and PATH.pub
+//!   (for a daemon's `trust.keys_dir`);
+//! - `sign --key KEY FILE...`: writes FILE.sig, the detached signature of each file;
 //! - `test`: every test: `cargo test --workspace`, then the systemd end-to-end suite
 //!   (tests/systemd/run.sh; it skips with a message where it cannot run: not root, no
 //!   systemd-nspawn, debootstrap or cargo-deb);
@@ -185,6 +191,7 @@ fn dist() -> Result<(), String> {
     )?;
     let dist = target_dir().join("release").join("dist");
     deploy(&dist.join("plugins"), true)?;
+    sign_dist(&dist)?;
     let ctl = target_dir().join("release/dynplugctl");
     for (shell, file) in [
         ("bash", "dynplugctl"),
@@ -217,6 +224,85 @@ fn dist() -> Result<(), String> {
         "staged in {}; now: cargo deb -p dynplugd --no-build",
         dist.display()
     );
+    Ok(())
+}
+
+/// Writes `text` to `path` with `mode`, through a temporary file and a rename.
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp-xtask");
+    std::fs::write(&tmp, text).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+/// `keygen PATH`: PATH.key and PATH.pub.
+fn keygen(path: &Path) -> Result<(), String> {
+    let (secret, public) = dynplug_core::signature::keygen()?;
+    let secret_path = path.with_extension("key");
+    if secret_path.exists() {
+        return Err(format!(
+            "{} exists; not overwriting a key",
+            secret_path.display()
+        ));
+    }
+    write_file(&secret_path, &format!("{secret}\n"), 0o600)?;
+    write_file(&path.with_extension("pub"), &format!("{public}\n"), 0o644)?;
+    println!(
+        "wrote {} (keep it secret) and {} (copy it into the daemon's trust.keys_dir)",
+        secret_path.display(),
+        path.with_extension("pub").display()
+    );
+    Ok(())
+}
+
+/// `sign --key KEY FILE...`: FILE.sig beside each file.
+fn sign(key: &Path, files: &[PathBuf]) -> Result<(), String> {
+    let secret =
+        std::fs::read_to_string(key).map_err(|e| format!("read {}: {e}", key.display()))?;
+    for file in files {
+        let signature = dynplug_core::signature::sign(file, &secret)?;
+        let sig = dynplug_core::signature::signature_path(file);
+        write_file(&sig, &format!("{signature}\n"), 0o644)?;
+        println!("signed {}", file.display());
+    }
+    Ok(())
+}
+
+/// Signs every plugin staged in `dist`, and stages the public key as dist/keys/build.pub.
+fn sign_dist(dist: &Path) -> Result<(), String> {
+    let key = match std::env::var_os("DYNPLUG_SIGNING_KEY") {
+        Some(key) => PathBuf::from(key),
+        None => {
+            let key = target_dir().join("release/build-key.key");
+            if !key.exists() {
+                keygen(&key.with_extension(""))?;
+            }
+            key
+        }
+    };
+    let secret =
+        std::fs::read_to_string(&key).map_err(|e| format!("read {}: {e}", key.display()))?;
+    let public = key.with_extension("pub");
+    std::fs::create_dir_all(dist.join("keys")).map_err(|e| e.to_string())?;
+    std::fs::copy(&public, dist.join("keys/build.pub"))
+        .map_err(|e| format!("copy {}: {e}", public.display()))?;
+    let mut plugins: Vec<PathBuf> = std::fs::read_dir(dist.join("plugins"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "so"))
+        .collect();
+    plugins.sort();
+    for plugin in plugins {
+        let signature = dynplug_core::signature::sign(&plugin, &secret)?;
+        write_file(
+            &dynplug_core::signature::signature_path(&plugin),
+            &format!("{signature}\n"),
+            0o644,
+        )?;
+    }
     Ok(())
 }
 
@@ -284,9 +370,20 @@ fn main() -> ExitCode {
         }
         Some("demo") => demo(),
         Some("dist") => dist(),
+        Some("keygen") => match args.get(1) {
+            Some(path) => keygen(Path::new(path)),
+            None => Err("usage: cargo xtask keygen PATH (writes PATH.key and PATH.pub)".into()),
+        },
+        Some("sign") => match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--key"), Some(key)) if args.len() > 3 => {
+                let files: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
+                sign(Path::new(key), &files)
+            }
+            _ => Err("usage: cargo xtask sign --key KEY FILE...".into()),
+        },
         Some("test") => check(cargo().args(["test", "--workspace"]).args(&args[1..]).status(), "cargo test")
             .and_then(|()| check(Command::new(root().join("tests/systemd/run.sh")).status(), "systemd end-to-end tests")),
-        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | cargo xtask dist | cargo xtask test | cargo xtask demo".into()),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | dist | test | demo | keygen PATH | sign --key KEY FILE...".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,8 +40,9 @@ impl Manager {
         let old_config = self.config();
         let policy = self.inner.policy;
         // Everything that can fail happens before anything changes.
-        let scanned = self.scan_plugins(&config).await?;
+        let (scanned, signing) = self.scan_plugins(&config).await?;
         self.check_settings(&config, &scanned)?;
+        *lock(&self.inner.signing) = signing;
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
@@ -206,16 +207,33 @@ impl Manager {
     }
 
     /// Scans plugins_dir for `config`, reusing unchanged files and probing new ones.
-    async fn scan_plugins(&self, config: &Config) -> Result<Vec<Scanned>, ManagerError> {
+    /// Returns the signing rules it applied, to be kept once the configuration is.
+    async fn scan_plugins(&self, config: &Config) -> Result<(Vec<Scanned>, Signing), ManagerError> {
         let policy = self.inner.policy;
         let dir = config.plugins_dir.clone();
-        let known: BTreeMap<PathBuf, (String, FileIdentity)> = read(&self.inner.registry)
+        let signing = Signing {
+            mode: config.trust.signatures,
+            keyring: if config.trust.signatures == SignatureMode::Off {
+                Keyring::default()
+            } else {
+                Keyring::load(&config.trust.keys_dir, policy)
+                    .map_err(|e| ConfigError::field(config.file(), "trust.keys_dir", e))?
+            },
+        };
+        // Other rules (mode, keys): every file is judged again.
+        let rejudge = *lock(&self.inner.signing) != signing;
+        let known: Known = read(&self.inner.registry)
             .plugins
             .values()
+            .filter(|_| !rejudge)
             .map(|s| {
                 (
                     s.library.path().to_owned(),
-                    (s.name().to_owned(), s.library.identity()),
+                    (
+                        s.name().to_owned(),
+                        s.library.identity(),
+                        s.library.signature_identity(),
+                    ),
                 )
             })
             .collect();
@@ -229,10 +247,13 @@ impl Manager {
                 .map(|(name, _)| name.clone())
                 .collect(),
         });
-        tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref()))
-            .await
-            .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
-            .map_err(ManagerError::PluginsDir)
+        let rules = signing.clone();
+        let scanned =
+            tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref(), &rules))
+                .await
+                .map_err(|e| ManagerError::Internal(format!("the plugin scan failed: {e}")))?
+                .map_err(ManagerError::PluginsDir)?;
+        Ok((scanned, signing))
     }
 
     /// Drops the run-time overrides of plugins whose `enabled` the admin changed in the

@@ -16,16 +16,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, Notify};
 
-use crate::config::{Config, Isolation};
+use crate::config::{Config, Isolation, SignatureMode};
 use crate::error::{CallError, ConfigError, LoadError, ManagerError};
 use crate::events::{Event, ServiceState};
 use crate::fastpath::{Demoted, InlineSlots};
 use crate::host::{CallHost, Cancel, PluginOutlet, CANCEL_GRACE};
 use crate::jobs::{Job, JobOwner, Jobs};
-use crate::library::{FileIdentity, PluginLibrary};
+use crate::library::PluginLibrary;
 use crate::locks::{lock, read, write};
-use crate::scan::{scan, Probe, Scanned};
+use crate::scan::{scan, Known, Probe, Scanned, Signing};
 use crate::services::Services;
+use crate::signature::Keyring;
 use crate::slot::{CallStats, Limits, Slot};
 use crate::state::{Quarantine, RuntimeState, StateStore};
 use crate::trust::TrustPolicy;
@@ -93,6 +94,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// The program started as `PROGRAM --worker LIBRARY` for isolated plugins.
     worker_program: Option<PathBuf>,
+    /// The signature rules the plugins in the registry were judged by.
+    signing: Mutex<Signing>,
 }
 
 /// The plugin manager. Cheap to clone; clones share everything.
@@ -151,6 +154,7 @@ impl Manager {
                 shutting_down: AtomicBool::new(false),
                 admin: tokio::sync::Mutex::new(()),
                 worker_program,
+                signing: Mutex::new(Signing::default()),
             }),
         };
         let report = manager.apply(config, true).await?;
@@ -213,6 +217,7 @@ impl Manager {
             },
             workers,
             settings_schema: slot.library.settings_schema().map(|s| s.text().to_owned()),
+            signature: slot.library.signature().to_string(),
         }
     }
 
@@ -241,6 +246,7 @@ impl Manager {
             version_requirement: None,
             workers: None,
             settings_schema: None,
+            signature: String::new(),
         }
     }
 
@@ -288,6 +294,11 @@ impl Manager {
             plugins: reg.plugins.len(),
             enabled: reg.plugins.values().filter(|s| s.enabled()).count(),
             failed: reg.failures.len() + failed_instances,
+            unverified: reg
+                .plugins
+                .values()
+                .filter(|s| s.library.signature().is_unverified())
+                .count(),
         }
     }
 

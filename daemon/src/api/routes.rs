@@ -64,6 +64,9 @@ pub struct PluginView {
     /// metadata section).
     #[schema(value_type = Option<Object>)]
     pub settings_schema: Option<serde_json::Value>,
+    /// What checking its signature found (`verified (key NAME)`, `unsigned (...)`,
+    /// `bad signature: ...`, `not checked (...)`); empty for a file that failed.
+    pub signature: String,
 }
 
 impl From<PluginInfo> for PluginView {
@@ -103,6 +106,7 @@ impl From<PluginInfo> for PluginView {
                 .settings_schema
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
+            signature: p.signature,
         }
     }
 }

@@ -112,7 +112,7 @@ impl ManagerIface {
     /// WorkerRestarts, WorkerCrashes, Quarantined, VersionRequirement (the configured
     /// `version:` pin, empty if none), WorkerCpuUsec, WorkerRssBytes (CPU time and
     /// memory of the live workers), SettingsSchema (the JSON Schema its settings must
-    /// follow, empty if it declares none).
+    /// follow, empty if it declares none), Signature (what checking its signature found).
     async fn get_plugin(&self, name: &str) -> Result<PluginDetails, DynplugError> {
         Ok(details(&self.shared.manager.info(name).or_dbus()?))
     }

@@ -72,6 +72,7 @@ pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
         version_requirement: Some(p.version_requirement.clone().unwrap_or_default()),
         sandbox: Some(p.sandbox().into_iter().collect()),
         settings_schema: Some(p.settings_schema.clone().unwrap_or_default()),
+        signature: Some(p.signature.clone()),
     }
 }
 
