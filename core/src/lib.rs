@@ -61,6 +61,8 @@ pub mod metadata;
 #[cfg(feature = "host")]
 pub mod name;
 #[cfg(feature = "host")]
+pub mod registry_cache;
+#[cfg(feature = "host")]
 pub mod resources;
 #[cfg(feature = "host")]
 mod scan;

@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::config::SignatureMode;
 use crate::error::LoadError;
 use crate::library::{self, FileIdentity, PluginLibrary};
+use crate::locks::lock;
+use crate::registry_cache::{Outcome, RegistryCache};
 use crate::signature::{self, Keyring, Verdict};
 use crate::trust::{self, TrustPolicy};
 
@@ -66,6 +69,8 @@ pub(crate) struct Probe {
     pub(crate) program: PathBuf,
     pub(crate) spec: crate::worker::sandbox::Spec,
     pub(crate) isolated: BTreeSet<String>,
+    /// What earlier probes found, by file identity: a known file is not probed again.
+    pub(crate) cache: Arc<Mutex<RegistryCache>>,
 }
 
 impl Probe {
@@ -81,24 +86,59 @@ impl Probe {
                 return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
             }
         }
-        let hello = crate::worker::probe(&self.program, path, &self.spec)?;
-        if self.isolated.contains(&hello.name) {
-            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+        let identity = std::fs::metadata(path)
+            .map(|m| FileIdentity::of(&m))
+            .map_err(|e| LoadError::Io {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
-            return Ok(PluginLibrary::described(
-                path,
-                FileIdentity::of(&meta),
-                hello,
-            ));
+        let remembered = lock(&self.cache).lookup(path, identity).cloned();
+        let hello = match remembered {
+            Some(Outcome::Refused { reason }) => {
+                return Err(LoadError::Probe {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "{reason} (remembered from an earlier probe of this very file; \
+                         replace or touch it to probe it again)"
+                    ),
+                })
+            }
+            Some(outcome) => outcome.hello().ok_or_else(|| LoadError::Probe {
+                path: path.to_owned(),
+                reason: "the registry cache holds no plugin for this file".into(),
+            })?,
+            None => {
+                let probed = crate::worker::probe(&self.program, path, &self.spec);
+                let outcome = match &probed {
+                    Ok(hello) => Some(Outcome::of(hello)),
+                    // A refusal or a crash of the plugin's own is remembered; a probe
+                    // that could not start, or was killed on its deadline (perhaps a
+                    // busy machine), is tried again next time.
+                    Err(LoadError::Probe { reason, .. })
+                        if !reason.contains("SIGKILL") && !reason.starts_with("cannot start") =>
+                    {
+                        Some(Outcome::Refused {
+                            reason: reason.clone(),
+                        })
+                    }
+                    Err(_) => None,
+                };
+                if let Some(outcome) = outcome {
+                    lock(&self.cache).record(path, identity, outcome);
+                }
+                probed?
+            }
+        };
+        if self.isolated.contains(&hello.name) {
+            return Ok(PluginLibrary::described(path, identity, hello));
         }
         PluginLibrary::open(path, policy)
     }
 }
 
 impl Scanned {
-    fn path(&self) -> &Path {
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Scanned::Kept(path, _) | Scanned::Failed(path, _) => path,
             Scanned::Opened(lib) => lib.path(),

@@ -10,5 +10,6 @@ mod jobs;
 mod limits;
 mod manager;
 mod metadata;
+mod registry;
 mod rest;
 mod signatures;

@@ -232,6 +232,34 @@ rm -r /etc/systemd/system/dynplugd.service.d
 systemctl daemon-reload
 check "restart without the REST API" systemctl restart dynplugd
 
+echo "# signed plugins (the package's are signed by the build key)"
+check "the package ships the plugins' signatures" test -f /usr/lib/dynplug/plugins/echo.so.sig
+check "and the build's public key" test -f /usr/share/dynplug/keys/build.pub
+contains "inspect shows no trusted key yet" "no trusted keys" dynplugctl inspect /usr/lib/dynplug/plugins/echo.so
+install -d -m 0755 /etc/dynplug/keys
+install -m 0644 /usr/share/dynplug/keys/build.pub /etc/dynplug/keys/build.pub
+cp /etc/dynplug/config.yaml /tmp/config.before-trust
+printf 'trust:\n  signatures: enforcing\n' >>/etc/dynplug/config.yaml
+contains "inspect verifies a packaged plugin" "verified (key build)" dynplugctl inspect /usr/lib/dynplug/plugins/rot13.so
+contains "reload with signatures enforced" "configuration reloaded" ctl reload
+contains "every packaged plugin is verified" "verified (key build)" ctl info heartbeat
+contains "none failed" "8 plugins, 8 enabled, 0 failed" systemctl status dynplugd --no-pager
+install -m 0644 /e2e/hostile.so /usr/lib/dynplug/plugins/zz-unsigned.so
+cp /usr/lib/dynplug/plugins/echo.so /tmp/echo-tampered.so && printf x >>/tmp/echo-tampered.so
+install -m 0644 /tmp/echo-tampered.so /usr/lib/dynplug/plugins/zz-tampered.so
+install -m 0644 /usr/lib/dynplug/plugins/echo.so.sig /usr/lib/dynplug/plugins/zz-tampered.so.sig
+ctl reload >/dev/null
+contains "an unsigned plugin is refused under enforcing" "unsigned" ctl info zz-unsigned.so
+contains "a modified one, with the original's signature, too" "does not verify" ctl info zz-tampered.so
+contains "the signed ones still serve" "ba7816bf" ctl execute hash abc
+sed -i 's/signatures: enforcing/signatures: permissive/' /etc/dynplug/config.yaml
+ctl reload >/dev/null
+contains "permissive loads the unsigned one, marked" "unsigned" ctl info hostile
+check "and the daemon's status says so" waitfor 10 sh -c 'systemctl show -P StatusText dynplugd | grep -q "1 not verified"'
+rm /usr/lib/dynplug/plugins/zz-unsigned.so /usr/lib/dynplug/plugins/zz-tampered.so*
+cp /tmp/config.before-trust /etc/dynplug/config.yaml
+contains "back to the packaged configuration" "configuration reloaded" ctl reload
+
 echo "# an isolated plugin under the hardened unit"
 install -m 0644 /e2e/fault.so /usr/lib/dynplug/plugins/fault.so
 cp /etc/dynplug/config.yaml /tmp/config.before-isolation

@@ -43,6 +43,7 @@ dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents.txt"
 for f in ./usr/bin/dynplugd ./usr/bin/dynplugctl ./usr/lib/systemd/system/dynplugd.service \
     ./usr/share/dbus-1/system.d/org.dynplug.Manager.conf ./usr/share/dbus-1/system-services/org.dynplug.Manager.service \
     ./usr/share/polkit-1/actions/org.dynplug.policy ./usr/share/polkit-1/rules.d/60-dynplug.rules \
+    ./usr/share/dynplug/keys/build.pub ./usr/lib/dynplug/plugins/echo.so.sig \
     ./usr/lib/sysusers.d/dynplug.conf ./usr/lib/tmpfiles.d/dynplug.conf ./etc/dynplug/config.yaml \
     ./usr/lib/dynplug/plugins/echo.so ./usr/lib/dynplug/plugins/rot13.so ./usr/share/man/man1/dynplugctl.1 \
     ./usr/share/man/man8/dynplugd.8 ./usr/share/bash-completion/completions/dynplugctl; do

@@ -43,6 +43,7 @@ impl Manager {
         let (scanned, signing) = self.scan_plugins(&config).await?;
         self.check_settings(&config, &scanned)?;
         *lock(&self.inner.signing) = signing;
+        self.keep_probe_cache(&scanned);
 
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
@@ -177,6 +178,16 @@ impl Manager {
         Ok(report)
     }
 
+    /// Saves what this scan's probes found, forgetting files that are gone.
+    fn keep_probe_cache(&self, scanned: &[Scanned]) {
+        let present: Vec<PathBuf> = scanned.iter().map(|s| s.path().to_owned()).collect();
+        let mut cache = lock(&self.inner.probe_cache);
+        cache.retain(&present);
+        if let Err(e) = cache.save() {
+            tracing::warn!(error = %e, "cannot save the registry cache; the next start probes every file again");
+        }
+    }
+
     /// Refuses `config` when the settings it gives a plugin break the schema the plugin
     /// declares, naming plugin, key and reason; nothing is applied then.
     fn check_settings(&self, config: &Config, scanned: &[Scanned]) -> Result<(), ManagerError> {
@@ -246,6 +257,7 @@ impl Manager {
                 .filter(|(_, p)| p.isolation == Isolation::Process)
                 .map(|(name, _)| name.clone())
                 .collect(),
+            cache: Arc::clone(&self.inner.probe_cache),
         });
         let rules = signing.clone();
         let scanned =

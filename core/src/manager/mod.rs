@@ -24,6 +24,7 @@ use crate::host::{CallHost, Cancel, PluginOutlet, CANCEL_GRACE};
 use crate::jobs::{Job, JobOwner, Jobs};
 use crate::library::PluginLibrary;
 use crate::locks::{lock, read, write};
+use crate::registry_cache::RegistryCache;
 use crate::scan::{scan, Known, Probe, Scanned, Signing};
 use crate::services::Services;
 use crate::signature::Keyring;
@@ -96,6 +97,8 @@ struct Inner {
     worker_program: Option<PathBuf>,
     /// The signature rules the plugins in the registry were judged by.
     signing: Mutex<Signing>,
+    /// What probing each file found, kept across starts (see `crate::registry_cache`).
+    probe_cache: Arc<Mutex<RegistryCache>>,
 }
 
 /// The plugin manager. Cheap to clone; clones share everything.
@@ -155,6 +158,7 @@ impl Manager {
                 admin: tokio::sync::Mutex::new(()),
                 worker_program,
                 signing: Mutex::new(Signing::default()),
+                probe_cache: Arc::new(Mutex::new(RegistryCache::load(state_dir))),
             }),
         };
         let report = manager.apply(config, true).await?;

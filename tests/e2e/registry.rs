@@ -1,0 +1,93 @@
+//! The registry cache: a start probes only new or changed files; a corrupt cache is
+//! ignored and rebuilt.
+
+use std::path::Path;
+
+use dynplug_core::config::Config;
+use dynplug_core::trust::TrustPolicy;
+use dynplug_core::Manager;
+use dynplug_tests::{binary, PluginDir};
+
+async fn start(plugins: &Path, state: &Path) -> Manager {
+    let mut c = Config::parse("", Path::new("test.yaml")).unwrap();
+    c.plugins_dir = plugins.to_owned();
+    c.validate(Path::new("test.yaml")).unwrap();
+    Manager::start_with(
+        c,
+        state,
+        TrustPolicy::for_current_process(),
+        Some(binary("dynplugd")),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+fn failure(m: &Manager, file: &str) -> String {
+    m.info(file).unwrap().error().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_probes_only_new_or_changed_files() {
+    let plugins = PluginDir::new();
+    plugins.add_c("tests/fixtures/c/marked.c", "good.so", &["NO_METADATA"]);
+    let crashing = plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "crash.so",
+        &["NO_METADATA", "ABORT_ON_LOAD", "PLUGIN_NAME=\"crash\""],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("registry.cache");
+
+    let m = start(plugins.path(), state.path()).await;
+    assert_eq!(m.names(), ["marked"]);
+    let first = failure(&m, "crash.so");
+    assert!(
+        first.contains("SIGABRT") && !first.contains("remembered"),
+        "{first}"
+    );
+    m.shutdown(std::time::Duration::from_secs(1)).await;
+    drop(m);
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(
+        text.contains("good.so") && text.contains("crash.so"),
+        "{text}"
+    );
+
+    // Warm: the crashing file is not probed again (its refusal is remembered), the
+    // good one loads as before.
+    let m = start(plugins.path(), state.path()).await;
+    assert_eq!(m.names(), ["marked"]);
+    assert!(
+        failure(&m, "crash.so").contains("remembered"),
+        "{}",
+        failure(&m, "crash.so")
+    );
+    m.shutdown(std::time::Duration::from_secs(1)).await;
+    drop(m);
+
+    // A changed file (new modification time) is probed again.
+    let now = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&crashing)
+        .unwrap()
+        .set_modified(now)
+        .unwrap();
+    let m = start(plugins.path(), state.path()).await;
+    assert!(!failure(&m, "crash.so").contains("remembered"));
+    m.shutdown(std::time::Duration::from_secs(1)).await;
+    drop(m);
+
+    // A corrupt cache is ignored (everything probed again) and rebuilt.
+    std::fs::write(&cache, "{ garbage").unwrap();
+    let m = start(plugins.path(), state.path()).await;
+    assert_eq!(m.names(), ["marked"]);
+    assert!(!failure(&m, "crash.so").contains("remembered"));
+    m.shutdown(std::time::Duration::from_secs(1)).await;
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(
+        text.starts_with("{\"format\":\"dynplug-registry-1\""),
+        "{text}"
+    );
+}
