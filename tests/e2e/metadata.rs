@@ -155,26 +155,6 @@ fn rust_plugins_built_with_the_macro_carry_their_metadata() {
     assert_eq!(m.version, lib.version());
 }
 
-/// Writes `count` copies of one compiled plugin named `p0000`, each renamed (table and
-/// metadata alike, same length) to `p0001`, `p0002`, ... from `first` on.
-fn many_plugins(plugins: &PluginDir, template: &Path, first: usize, count: usize) {
-    let bytes = std::fs::read(template).unwrap();
-    let needle = b"p0000";
-    for i in first..first + count {
-        let name = format!("p{i:04}");
-        let mut copy = bytes.clone();
-        let mut at = 0;
-        while let Some(pos) = copy[at..].windows(needle.len()).position(|w| w == needle) {
-            copy[at + pos..at + pos + needle.len()].copy_from_slice(name.as_bytes());
-            at += pos + needle.len();
-        }
-        let tmp = plugins.path().join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, copy).unwrap();
-        dynplug_tests::set_mode(&tmp, 0o644);
-        std::fs::rename(&tmp, plugins.path().join(format!("{name}.so"))).unwrap();
-    }
-}
-
 /// Kills the daemon when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 
@@ -201,7 +181,7 @@ fn descriptors_do_not_grow_with_the_number_of_plugins() {
         &["PLUGIN_NAME=\"p0000\""],
     );
     let plugins = PluginDir::new();
-    many_plugins(&plugins, &template, 0, 300);
+    plugins.add_renamed_copies(&template, 0, 300);
     let bus = PrivateBus::start();
     let state = tempfile::tempdir().unwrap();
     let config = state.path().join("config.yaml");
@@ -234,7 +214,7 @@ fn descriptors_do_not_grow_with_the_number_of_plugins() {
     let held = open_descriptors(pid);
     assert!(held <= 64, "{held} descriptors open with 300 plugins");
     // Fifteen more arrive; a reload loads them all, with room to spare.
-    many_plugins(&plugins, &template, 300, 15);
+    plugins.add_renamed_copies(&template, 300, 15);
     notify.drain();
     dynplug_tests::send_signal(pid, libc::SIGHUP);
     notify.wait_for("READY=1", dynplug_tests::READY_TIMEOUT);

@@ -133,6 +133,27 @@ impl PluginDir {
         d
     }
 
+    /// Adds `count` copies of `template`, a plugin named `p0000` (table and metadata),
+    /// each renamed in place to `p{first}`, `p{first+1}`, ... (same length, four digits)
+    /// and installed as `p{N}.so`: many distinct plugins without compiling each.
+    pub fn add_renamed_copies(&self, template: &Path, first: usize, count: usize) {
+        let bytes = std::fs::read(template).expect("read template");
+        let needle = b"p0000";
+        for i in first..first + count {
+            let name = format!("p{i:04}");
+            let mut copy = bytes.clone();
+            let mut at = 0;
+            while let Some(pos) = copy[at..].windows(needle.len()).position(|w| w == needle) {
+                copy[at + pos..at + pos + needle.len()].copy_from_slice(name.as_bytes());
+                at += pos + needle.len();
+            }
+            let tmp = self.path().join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, copy).expect("write plugin");
+            set_mode(&tmp, 0o644);
+            std::fs::rename(&tmp, self.path().join(format!("{name}.so"))).expect("rename");
+        }
+    }
+
     /// Compiles a C plugin straight into the directory.
     pub fn add_c(&self, source: &str, file_name: &str, defines: &[&str]) -> PathBuf {
         let tmp = self.path().join(format!(".{file_name}.tmp"));
