@@ -71,6 +71,9 @@ pub(crate) struct Probe {
     pub(crate) isolated: BTreeSet<String>,
     /// What earlier probes found, by file identity: a known file is not probed again.
     pub(crate) cache: Arc<Mutex<RegistryCache>>,
+    /// `lazy_load`: in-process plugins with a metadata section are listed from it and
+    /// loaded (probe first) on first use.
+    pub(crate) lazy: bool,
 }
 
 impl Probe {
@@ -78,7 +81,7 @@ impl Probe {
         // A plugin that says its name in its metadata section and runs isolated is
         // known without running any of its code, here or in a probe.
         if let Some(metadata) = crate::metadata::read(path).ok().flatten() {
-            if self.isolated.contains(&metadata.name) {
+            if self.lazy || self.isolated.contains(&metadata.name) {
                 let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
                     path: path.to_owned(),
                     reason: e.to_string(),
@@ -86,6 +89,16 @@ impl Probe {
                 return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
             }
         }
+        self.probe_then_open(path, policy)
+    }
+
+    /// Probes `path` (unless the cache remembers it) and loads it here, or describes it
+    /// when it runs isolated.
+    fn probe_then_open(
+        &self,
+        path: &Path,
+        policy: TrustPolicy,
+    ) -> Result<PluginLibrary, LoadError> {
         let identity = std::fs::metadata(path)
             .map(|m| FileIdentity::of(&m))
             .map_err(|e| LoadError::Io {
@@ -133,6 +146,23 @@ impl Probe {
             return Ok(PluginLibrary::described(path, identity, hello));
         }
         PluginLibrary::open(path, policy)
+    }
+
+    /// Loads `path` into this process after its probe passed (or was remembered to
+    /// pass): what a lazily listed plugin goes through on first use.
+    pub(crate) fn load(
+        &self,
+        path: &Path,
+        policy: TrustPolicy,
+    ) -> Result<PluginLibrary, LoadError> {
+        let eager = Probe {
+            program: self.program.clone(),
+            spec: self.spec.clone(),
+            isolated: BTreeSet::new(),
+            cache: Arc::clone(&self.cache),
+            lazy: false,
+        };
+        eager.probe_then_open(path, policy)
     }
 }
 

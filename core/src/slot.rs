@@ -92,9 +92,24 @@ impl Limits {
 ///
 /// Locks here are `std` locks: they guard a few words, are held for no longer than a
 /// copy, and never across an `.await` (the plugin call itself runs unlocked).
+/// Loads a plugin file into this process (probing it first where the daemon can).
+#[derive(Clone)]
+pub(crate) struct Loader(
+    pub(crate) Arc<dyn Fn(&std::path::Path) -> Result<PluginLibrary, LoadError> + Send + Sync>,
+);
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loader(..)")
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub(crate) library: Arc<PluginLibrary>,
+    /// For a library listed from its metadata and not loaded yet (`lazy_load`): how to
+    /// load it on first use.
+    loader: Option<Loader>,
     /// The plugin's name, shared with each call's host.
     pub(crate) label: Arc<str>,
     /// Where its events and log lines go, under its budgets.
@@ -118,8 +133,10 @@ impl Slot {
         limits: Limits,
         pool: Option<Arc<WorkerPool>>,
         outlet: Arc<PluginOutlet>,
+        loader: Option<Loader>,
     ) -> Self {
         Slot {
+            loader,
             label: library.name().into(),
             outlet,
             speed: Speed::default(),
@@ -169,7 +186,25 @@ impl Slot {
     pub(crate) fn instance(&self) -> Result<Arc<Instance>, LoadError> {
         self.instance
             .get_or_init(|| {
-                let instance = self.library.instantiate()?;
+                let instance = match &self.loader {
+                    Some(load) if !self.library.is_loaded() => {
+                        // Listed from its metadata (`lazy_load`): loaded now, and only
+                        // if the file is still the one that was listed.
+                        let loaded = Arc::new((load.0)(self.library.path())?);
+                        if loaded.name() != self.name()
+                            || loaded.identity() != self.library.identity()
+                        {
+                            return Err(LoadError::Init {
+                                name: self.name().to_owned(),
+                                reason:
+                                    "its file changed since it was listed; reload to pick it up"
+                                        .into(),
+                            });
+                        }
+                        loaded.instantiate()?
+                    }
+                    _ => self.library.instantiate()?,
+                };
                 let settings = self
                     .settings_json
                     .lock()

@@ -1,7 +1,8 @@
 //! Start-up and registry costs with 1,000 small C plugins (tests/fixtures/c/marked.c,
 //! copied and renamed): the real dynplugd on a private bus, READY=1 timed from spawn on
 //! its notify socket. For each kind of directory (with and without the metadata
-//! section) and each isolation mode it reports: READY cold (no registry cache) and warm
+//! section) and each isolation mode (in process, in process with `lazy_load`, isolated) it
+//! reports: READY cold (no registry cache) and warm
 //! (second start, cache present), resident memory and open descriptors after READY, a
 //! reload with nothing changed and with one file changed (SIGHUP to READY=1), and
 //! `ListPlugins` and `GetManagedObjects` (median of 5 calls).
@@ -124,10 +125,13 @@ fn main() {
         compile_c("tests/fixtures/c/marked.c", &template, &defines);
         let plugins = PluginDir::new();
         plugins.add_renamed_copies(&template, 0, count);
-        for isolation in ["in-process", "process"] {
+        for isolation in ["in-process", "in-process, lazy_load", "process"] {
             let state = tempfile::tempdir().expect("state");
             let config = state.path().join("config.yaml");
             let mut yaml = String::from("log_level: warn\n");
+            if isolation.ends_with("lazy_load") {
+                yaml.push_str("lazy_load: true\n");
+            }
             if isolation == "process" {
                 yaml.push_str("plugins:\n");
                 for i in 0..count {

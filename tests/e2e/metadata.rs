@@ -268,3 +268,73 @@ fn a_schema_that_is_not_one_refuses_the_plugin() {
         other => panic!("expected BadMetadata, got {other:?}"),
     }
 }
+
+async fn manager_with_probe(plugins: &Path, state: &Path, yaml: &str) -> dynplug_core::Manager {
+    let mut c = dynplug_core::config::Config::parse(yaml, Path::new("test.yaml")).unwrap();
+    c.plugins_dir = plugins.to_owned();
+    c.validate(Path::new("test.yaml")).unwrap();
+    dynplug_core::Manager::start_with(
+        c,
+        state,
+        TrustPolicy::for_current_process(),
+        Some(binary("dynplugd")),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_loading_lists_from_metadata_and_loads_on_first_call() {
+    let plugins = PluginDir::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("loaded");
+    plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "marked.so",
+        &[&marker_define(&marker)],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "crash.so",
+        &["ABORT_ON_LOAD", "PLUGIN_NAME=\"crash\""],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let m = manager_with_probe(plugins.path(), state.path(), "lazy_load: true\n").await;
+    // Both listed from their sections; neither loaded anywhere, so nothing ran.
+    assert_eq!(m.names(), ["crash", "marked"]);
+    let info = m.info("marked").unwrap();
+    assert_eq!(info.status, dynplug_core::PluginStatus::Pending);
+    assert!(
+        !marker.exists(),
+        "a lazily listed plugin's initialiser ran at start"
+    );
+    // The first call loads it (after its probe) and answers.
+    assert_eq!(m.execute("marked", "x".into()).await.unwrap(), "x");
+    assert!(marker.exists());
+    assert!(m.info("marked").unwrap().loaded());
+    // One whose initialiser crashes fails its first call in the probe; the daemon lives.
+    let e = m
+        .execute("crash", "x".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SIGABRT"), "{e}");
+    assert_eq!(m.execute("marked", "y".into()).await.unwrap(), "y");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_lazy_loading_plugins_are_loaded_at_start() {
+    let plugins = PluginDir::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("loaded");
+    plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "marked.so",
+        &[&marker_define(&marker)],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let m = manager_with_probe(plugins.path(), state.path(), "").await;
+    assert!(m.info("marked").unwrap().loaded());
+    assert!(marker.exists());
+}

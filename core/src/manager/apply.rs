@@ -178,6 +178,33 @@ impl Manager {
         Ok(report)
     }
 
+    /// How new files are looked at under `config` (None without a worker program).
+    fn probe(&self, config: &Config) -> Option<Probe> {
+        self.inner.worker_program.clone().map(|program| Probe {
+            program,
+            spec: sandbox_spec(config, SandboxPolicy::default()),
+            isolated: config
+                .plugins
+                .iter()
+                .filter(|(_, p)| p.isolation == Isolation::Process)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            cache: Arc::clone(&self.inner.probe_cache),
+            lazy: config.lazy_load,
+        })
+    }
+
+    /// How a lazily listed in-process plugin is loaded on first use: probed (unless
+    /// remembered), then loaded here.
+    fn loader(&self, config: &Config) -> Loader {
+        let probe = self.probe(config);
+        let policy = self.inner.policy;
+        Loader(Arc::new(move |path: &Path| match &probe {
+            Some(probe) => probe.load(path, policy),
+            None => PluginLibrary::open(path, policy),
+        }))
+    }
+
     /// Saves what this scan's probes found, forgetting files that are gone.
     fn keep_probe_cache(&self, scanned: &[Scanned]) {
         let present: Vec<PathBuf> = scanned.iter().map(|s| s.path().to_owned()).collect();
@@ -248,17 +275,7 @@ impl Manager {
                 )
             })
             .collect();
-        let probe = self.inner.worker_program.clone().map(|program| Probe {
-            program,
-            spec: sandbox_spec(config, SandboxPolicy::default()),
-            isolated: config
-                .plugins
-                .iter()
-                .filter(|(_, p)| p.isolation == Isolation::Process)
-                .map(|(name, _)| name.clone())
-                .collect(),
-            cache: Arc::clone(&self.inner.probe_cache),
-        });
+        let probe = self.probe(config);
         let rules = signing.clone();
         let scanned =
             tokio::task::spawn_blocking(move || scan(&dir, policy, &known, probe.as_ref(), &rules))
@@ -386,7 +403,8 @@ impl Manager {
             })
         });
         let outlet = PluginOutlet::new(self.inner.events.clone());
-        let slot = Slot::new(library, enabled, settings, limits, pool, outlet);
+        let loader = (!library.is_loaded() && pool.is_none()).then(|| self.loader(config));
+        let slot = Slot::new(library, enabled, settings, limits, pool, outlet, loader);
         if let Some(e) = mismatch {
             slot.fail(e);
         }

@@ -28,7 +28,7 @@ use crate::registry_cache::RegistryCache;
 use crate::scan::{scan, Known, Probe, Scanned, Signing};
 use crate::services::Services;
 use crate::signature::Keyring;
-use crate::slot::{CallStats, Limits, Slot};
+use crate::slot::{CallStats, Limits, Loader, Slot};
 use crate::state::{Quarantine, RuntimeState, StateStore};
 use crate::trust::TrustPolicy;
 pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
