@@ -147,7 +147,7 @@ impl RegistryCache {
     }
 
     /// Forgets every file not in `present`.
-    pub fn retain(&mut self, present: &[PathBuf]) {
+    pub fn retain(&mut self, present: &std::collections::BTreeSet<PathBuf>) {
         let before = self.entries.len();
         self.entries.retain(|path, _| present.contains(path));
         self.dirty |= self.entries.len() != before;
@@ -302,7 +302,7 @@ mod tests {
             Some(Outcome::Refused { .. })
         ));
         let mut again = again;
-        again.retain(&[PathBuf::from("/p/a.so")]);
+        again.retain(&[PathBuf::from("/p/a.so")].into());
         assert_eq!(again.len(), 1);
     }
 

@@ -92,11 +92,12 @@ impl Limits {
 ///
 /// Locks here are `std` locks: they guard a few words, are held for no longer than a
 /// copy, and never across an `.await` (the plugin call itself runs unlocked).
+/// The function behind a [`Loader`].
+pub(crate) type LoadFn = dyn Fn(&std::path::Path) -> Result<PluginLibrary, LoadError> + Send + Sync;
+
 /// Loads a plugin file into this process (probing it first where the daemon can).
 #[derive(Clone)]
-pub(crate) struct Loader(
-    pub(crate) Arc<dyn Fn(&std::path::Path) -> Result<PluginLibrary, LoadError> + Send + Sync>,
-);
+pub(crate) struct Loader(pub(crate) Arc<LoadFn>);
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

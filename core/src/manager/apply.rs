@@ -45,6 +45,7 @@ impl Manager {
         *lock(&self.inner.signing) = signing;
         self.keep_probe_cache(&scanned);
 
+        let base_spec = sandbox_spec(&config, SandboxPolicy::default());
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
         let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
@@ -74,7 +75,8 @@ impl Manager {
                     }
                     if let Some(slot) = old.get(&name) {
                         owners.insert(name.clone(), slot.library.path().to_owned());
-                        let wanted = self.pool_config(&config, &name, slot.library.path());
+                        let wanted =
+                            self.pool_config(&config, &base_spec, &name, slot.library.path());
                         let current = slot.pool.as_ref().map(|p| p.config().clone());
                         let same_pin = old_config.version_requirement(&name)
                             == config.version_requirement(&name);
@@ -110,7 +112,8 @@ impl Manager {
                                     }
                                 }
                             }
-                            let fresh = self.make_slot(library, &config, enabled_of(&name));
+                            let fresh =
+                                self.make_slot(library, &config, &base_spec, enabled_of(&name));
                             report.replaced.push(name.clone());
                             plugins.insert(name, Arc::new(fresh));
                         }
@@ -130,7 +133,8 @@ impl Manager {
                         ));
                         continue;
                     }
-                    let slot = self.make_slot(Arc::new(lib), &config, enabled_of(&name));
+                    let slot =
+                        self.make_slot(Arc::new(lib), &config, &base_spec, enabled_of(&name));
                     owners.insert(name.clone(), slot.library.path().to_owned());
                     if old.contains_key(&name) {
                         report.replaced.push(name.clone());
@@ -207,7 +211,7 @@ impl Manager {
 
     /// Saves what this scan's probes found, forgetting files that are gone.
     fn keep_probe_cache(&self, scanned: &[Scanned]) {
-        let present: Vec<PathBuf> = scanned.iter().map(|s| s.path().to_owned()).collect();
+        let present: BTreeSet<PathBuf> = scanned.iter().map(|s| s.path().to_owned()).collect();
         let mut cache = lock(&self.inner.probe_cache);
         cache.retain(&present);
         if let Err(e) = cache.save() {
@@ -351,7 +355,15 @@ impl Manager {
     }
 
     /// The worker pool settings of `name`, or `None` when it runs in process.
-    fn pool_config(&self, config: &Config, name: &str, library: &Path) -> Option<PoolConfig> {
+    /// `base` is the sandbox of this configuration (looked up once per apply: the
+    /// worker user's identity costs a user-database lookup).
+    fn pool_config(
+        &self,
+        config: &Config,
+        base: &Spec,
+        name: &str,
+        library: &Path,
+    ) -> Option<PoolConfig> {
         if config.isolation(name) != Isolation::Process {
             return None;
         }
@@ -369,17 +381,26 @@ impl Manager {
             crash_limit: p.crash_limit.unwrap_or(5),
             max_output: config.max_output_bytes(name),
             shared_bytes: config.max_input_bytes.max(config.max_output_bytes(name)),
-            sandbox: sandbox_spec(config, p.sandbox),
+            sandbox: Spec {
+                policy: p.sandbox,
+                ..base.clone()
+            },
         })
     }
 
     /// A registry slot for `library`, with a worker pool when the plugin is isolated
     /// (quarantined again if the state file says so for this very file).
-    fn make_slot(&self, library: Arc<PluginLibrary>, config: &Config, enabled: bool) -> Slot {
+    fn make_slot(
+        &self,
+        library: Arc<PluginLibrary>,
+        config: &Config,
+        base: &Spec,
+        enabled: bool,
+    ) -> Slot {
         let name = library.name().to_owned();
         let limits = Limits::of(config, &name);
         let settings = config.settings_json(&name);
-        let pool = self.pool_config(config, &name, library.path()).map(|pc| {
+        let pool = self.pool_config(config, base, &name, library.path()).map(|pc| {
             let pool = WorkerPool::new(pc, settings.clone());
             let identity = library.identity();
             if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
