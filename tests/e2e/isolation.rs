@@ -5,11 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dynplug_core::config::Config;
 use dynplug_core::error::{CallError, ManagerError};
-use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
-use dynplug_tests::{binary, rust_plugin, send_signal, Daemon, PluginDir, PrivateBus};
+use dynplug_tests::{binary, rust_plugin, send_signal, test_config, Daemon, PluginDir, PrivateBus};
 
 const ISOLATED: &str = "plugins:\n  fault:\n    isolation: process\n    workers: 2\n    timeout_ms: 1500\n    memory_limit_mb: 256\n    crash_limit: 100\n";
 
@@ -146,23 +144,8 @@ fn workers_die_with_a_killed_daemon() {
     wait_no_workers(plugins.path());
 }
 
-fn config(dir: &Path, yaml: &str) -> Config {
-    let mut c = Config::parse(yaml, Path::new("test.yaml")).unwrap();
-    c.plugins_dir = dir.to_owned();
-    c.validate(Path::new("test.yaml")).unwrap();
-    c
-}
-
 async fn manager(dir: &Path, state: &Path, yaml: &str) -> Manager {
-    Manager::start_with(
-        config(dir, yaml),
-        state,
-        TrustPolicy::for_current_process(),
-        Some(binary("dynplugd")),
-    )
-    .await
-    .unwrap()
-    .0
+    dynplug_tests::manager_with_probe(dir, state, yaml).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,7 +218,7 @@ async fn replacing_an_isolated_plugin_keeps_calls_in_flight() {
         tokio::task::yield_now().await;
     }
     plugins.add(&rust_plugin("fault"), "fault.so");
-    let report = m.reload(config(plugins.path(), yaml)).await.unwrap();
+    let report = m.reload(test_config(plugins.path(), yaml)).await.unwrap();
     assert_eq!(report.replaced, ["fault"]);
     assert_eq!(m.execute("fault", "new".into()).await.unwrap(), "new");
     assert_eq!(inflight.await.unwrap().unwrap(), "woke up");
@@ -276,14 +259,16 @@ async fn switching_isolation_on_and_off_by_reload() {
     let m = manager(plugins.path(), state.path(), isolated).await;
     assert_eq!(m.execute("echo", "a".into()).await.unwrap(), "a");
     assert!(m.info("echo").unwrap().workers.is_some());
-    let report = m.reload(config(plugins.path(), "")).await.unwrap();
+    let report = m.reload(test_config(plugins.path(), "")).await.unwrap();
     assert_eq!(report.replaced, ["echo"]);
     assert_eq!(m.execute("echo", "b".into()).await.unwrap(), "b");
     assert!(
         m.info("echo").unwrap().workers.is_none(),
         "runs in process now"
     );
-    m.reload(config(plugins.path(), isolated)).await.unwrap();
+    m.reload(test_config(plugins.path(), isolated))
+        .await
+        .unwrap();
     assert_eq!(m.execute("echo", "c".into()).await.unwrap(), "c");
     assert!(m.info("echo").unwrap().workers.is_some());
     m.shutdown(Duration::from_secs(1)).await;

@@ -7,7 +7,7 @@ use std::path::Path;
 use dynplug_core::error::LoadError;
 use dynplug_core::library::PluginLibrary;
 use dynplug_core::trust::TrustPolicy;
-use dynplug_tests::{binary, busctl_call, run, PluginDir, PrivateBus};
+use dynplug_tests::{binary, busctl_call, manager_with_probe, run, PluginDir, PrivateBus};
 
 fn marker_define(marker: &Path) -> String {
     format!("MARKER=\"{}\"", marker.display())
@@ -77,6 +77,14 @@ fn inspect_says_what_it_cannot_know() {
     let (code, out, _) = run(cmd);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not an ELF shared library"), "{out}");
+}
+
+/// Why the loader refuses `file` (it must).
+fn refusal(file: &Path) -> LoadError {
+    match PluginLibrary::open(file, TrustPolicy::for_current_process()) {
+        Err(e) => e,
+        Ok(lib) => panic!("{} was accepted as `{}`", file.display(), lib.name()),
+    }
 }
 
 #[test]
@@ -261,27 +269,9 @@ fn a_schema_that_is_not_one_refuses_the_plugin() {
         "marked.so",
         &["SCHEMA=\"{\\\"type\\\": \\\"no-such-type\\\"}\""],
     );
-    match PluginLibrary::open(&file, TrustPolicy::for_current_process()) {
-        Err(e @ LoadError::BadMetadata { .. }) => {
-            assert!(e.to_string().contains("not a valid JSON Schema"), "{e}")
-        }
-        other => panic!("expected BadMetadata, got {other:?}"),
-    }
-}
-
-async fn manager_with_probe(plugins: &Path, state: &Path, yaml: &str) -> dynplug_core::Manager {
-    let mut c = dynplug_core::config::Config::parse(yaml, Path::new("test.yaml")).unwrap();
-    c.plugins_dir = plugins.to_owned();
-    c.validate(Path::new("test.yaml")).unwrap();
-    dynplug_core::Manager::start_with(
-        c,
-        state,
-        TrustPolicy::for_current_process(),
-        Some(binary("dynplugd")),
-    )
-    .await
-    .unwrap()
-    .0
+    let e = refusal(&file);
+    assert!(matches!(e, LoadError::BadMetadata { .. }), "{e:?}");
+    assert!(e.to_string().contains("not a valid JSON Schema"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

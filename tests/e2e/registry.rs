@@ -3,24 +3,11 @@
 
 use std::path::Path;
 
-use dynplug_core::config::Config;
-use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
-use dynplug_tests::{binary, PluginDir};
+use dynplug_tests::{manager_with_probe, PluginDir};
 
 async fn start(plugins: &Path, state: &Path) -> Manager {
-    let mut c = Config::parse("", Path::new("test.yaml")).unwrap();
-    c.plugins_dir = plugins.to_owned();
-    c.validate(Path::new("test.yaml")).unwrap();
-    Manager::start_with(
-        c,
-        state,
-        TrustPolicy::for_current_process(),
-        Some(binary("dynplugd")),
-    )
-    .await
-    .unwrap()
-    .0
+    manager_with_probe(plugins, state, "").await
 }
 
 fn failure(m: &Manager, file: &str) -> String {

@@ -81,6 +81,30 @@ pub fn compile_c(source: &str, out: &Path, defines: &[&str]) {
     }
 }
 
+/// The configuration `yaml` (validated as `test.yaml`) with `plugins_dir` set to `dir`.
+pub fn test_config(dir: &Path, yaml: &str) -> dynplug_core::config::Config {
+    let mut c = dynplug_core::config::Config::parse(yaml, Path::new("test.yaml"))
+        .expect("test config parses");
+    c.plugins_dir = dir.to_owned();
+    c.validate(Path::new("test.yaml"))
+        .expect("test config is valid");
+    c
+}
+
+/// A manager on `plugins` with `yaml`, probing new files with the real `dynplugd` (and
+/// running isolated plugins in its workers), as the daemon does.
+pub async fn manager_with_probe(plugins: &Path, state: &Path, yaml: &str) -> dynplug_core::Manager {
+    dynplug_core::Manager::start_with(
+        test_config(plugins, yaml),
+        state,
+        dynplug_core::trust::TrustPolicy::for_current_process(),
+        Some(binary("dynplugd")),
+    )
+    .await
+    .expect("manager starts")
+    .0
+}
+
 /// A temporary plugins directory with safe permissions.
 #[derive(Debug)]
 pub struct PluginDir {

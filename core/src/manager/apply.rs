@@ -400,19 +400,21 @@ impl Manager {
         let name = library.name().to_owned();
         let limits = Limits::of(config, &name);
         let settings = config.settings_json(&name);
-        let pool = self.pool_config(config, base, &name, library.path()).map(|pc| {
-            let pool = WorkerPool::new(pc, settings.clone());
-            let identity = library.identity();
-            if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
-                let same_file = q.path == library.path()
-                    && q.size == identity.size
-                    && i128::from(q.mtime_ns) == identity.mtime_ns;
-                if same_file {
-                    pool.quarantine(q.reason.clone());
+        let pool = self
+            .pool_config(config, base, &name, library.path())
+            .map(|pc| {
+                let pool = WorkerPool::new(pc, settings.clone());
+                let identity = library.identity();
+                if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
+                    let same_file = q.path == library.path()
+                        && q.size == identity.size
+                        && i128::from(q.mtime_ns) == identity.mtime_ns;
+                    if same_file {
+                        pool.quarantine(q.reason.clone());
+                    }
                 }
-            }
-            Arc::new(pool)
-        });
+                Arc::new(pool)
+            });
         let requirement = config.version_requirement(&name);
         let mismatch = requirement.as_deref().and_then(|req| {
             let req = semver::VersionReq::parse(req).ok()?;
