@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dynplug_core::error::{CallError, ManagerError};
 use dynplug_core::Manager;
-use dynplug_tests::{binary, rust_plugin, send_signal, test_config, Daemon, PluginDir, PrivateBus};
+use dynplug_tests::{rust_plugin, send_signal, test_config, Daemon, PluginDir, PrivateBus};
 
 const ISOLATED: &str = "plugins:\n  fault:\n    isolation: process\n    workers: 2\n    timeout_ms: 1500\n    memory_limit_mb: 256\n    crash_limit: 100\n";
 

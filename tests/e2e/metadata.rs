@@ -274,8 +274,9 @@ fn a_schema_that_is_not_one_refuses_the_plugin() {
     assert!(e.to_string().contains("not a valid JSON Schema"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lazy_loading_lists_from_metadata_and_loads_on_first_call() {
+/// A plugins directory with `marked`, which creates `loaded` in the returned directory
+/// when its initialiser runs.
+fn leaving_a_mark() -> (PluginDir, tempfile::TempDir) {
     let plugins = PluginDir::new();
     let scratch = tempfile::tempdir().unwrap();
     let marker = scratch.path().join("loaded");
@@ -284,6 +285,13 @@ async fn lazy_loading_lists_from_metadata_and_loads_on_first_call() {
         "marked.so",
         &[&marker_define(&marker)],
     );
+    (plugins, scratch)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_loading_lists_from_metadata_and_loads_on_first_call() {
+    let (plugins, scratch) = leaving_a_mark();
+    let marker = scratch.path().join("loaded");
     plugins.add_c(
         "tests/fixtures/c/marked.c",
         "crash.so",
@@ -315,14 +323,8 @@ async fn lazy_loading_lists_from_metadata_and_loads_on_first_call() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_lazy_loading_plugins_are_loaded_at_start() {
-    let plugins = PluginDir::new();
-    let scratch = tempfile::tempdir().unwrap();
+    let (plugins, scratch) = leaving_a_mark();
     let marker = scratch.path().join("loaded");
-    plugins.add_c(
-        "tests/fixtures/c/marked.c",
-        "marked.so",
-        &[&marker_define(&marker)],
-    );
     let state = tempfile::tempdir().unwrap();
     let m = manager_with_probe(plugins.path(), state.path(), "").await;
     assert!(m.info("marked").unwrap().loaded());
