@@ -12,6 +12,7 @@ use crate::locks::lock;
 use crate::registry_cache::{Outcome, RegistryCache};
 use crate::signature::{self, Keyring, Verdict};
 use crate::trust::{self, TrustPolicy};
+use crate::worker::protocol::Hello;
 
 /// What the files' signatures must be: `trust.signatures` and the trusted keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -74,6 +75,8 @@ pub(crate) struct Probe {
     /// `lazy_load`: in-process plugins with a metadata section are listed from it and
     /// loaded (probe first) on first use.
     pub(crate) lazy: bool,
+    /// Answers of probes run ahead in batches ([`Probe::prefetch`]), taken by `open`.
+    pub(crate) prefetched: Mutex<BTreeMap<PathBuf, Result<Hello, LoadError>>>,
 }
 
 impl Probe {
@@ -121,7 +124,9 @@ impl Probe {
                 reason: "the registry cache holds no plugin for this file".into(),
             })?,
             None => {
-                let probed = crate::worker::probe(&self.program, path, &self.spec);
+                let ahead = lock(&self.prefetched).remove(path);
+                let probed =
+                    ahead.unwrap_or_else(|| crate::worker::probe(&self.program, path, &self.spec));
                 let outcome = match &probed {
                     Ok(hello) => Some(Outcome::of(hello)),
                     // A refusal or a crash of the plugin's own is remembered; a probe
@@ -148,6 +153,54 @@ impl Probe {
         PluginLibrary::open(path, policy)
     }
 
+    /// Probes, ahead and in batches (one process per batch, one batch per core), every
+    /// file of `paths` that `open` would probe: not listed from its metadata, not
+    /// remembered by the cache. A thousand new files cost a few processes, not a
+    /// thousand.
+    pub(crate) fn prefetch(&self, dir: &Path, paths: &[PathBuf]) {
+        let wanted: Vec<PathBuf> = paths
+            .iter()
+            .filter(|path| {
+                let listed = crate::metadata::read(path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| self.lazy || self.isolated.contains(&m.name));
+                let remembered = std::fs::metadata(path).ok().is_some_and(|m| {
+                    lock(&self.cache)
+                        .lookup(path, FileIdentity::of(&m))
+                        .is_some()
+                });
+                !listed && !remembered
+            })
+            .cloned()
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        let batches = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZero::get)
+            .min(wanted.len());
+        let chunk = wanted.len().div_ceil(batches);
+        let answers: Vec<Result<Hello, LoadError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = wanted
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        crate::worker::probe::probe_batch(&self.program, dir, part, &self.spec)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut prefetched = lock(&self.prefetched);
+        for (path, answer) in wanted.into_iter().zip(answers) {
+            prefetched.insert(path, answer);
+        }
+    }
+
     /// Loads `path` into this process after its probe passed (or was remembered to
     /// pass): what a lazily listed plugin goes through on first use.
     pub(crate) fn load(
@@ -161,6 +214,7 @@ impl Probe {
             isolated: BTreeSet::new(),
             cache: Arc::clone(&self.cache),
             lazy: false,
+            prefetched: Mutex::default(),
         };
         eager.probe_then_open(path, policy)
     }
@@ -208,8 +262,22 @@ pub(crate) fn scan(
             _ => to_open.push(path),
         }
     }
+    // Signatures first: a file refused by them is never probed (its code never runs).
+    let verdicts: BTreeMap<&PathBuf, Result<Verdict, LoadError>> =
+        to_open.iter().map(|p| (p, signing.check(p))).collect();
+    if let Some(probe) = probe {
+        let allowed: Vec<PathBuf> = to_open
+            .iter()
+            .filter(|p| verdicts.get(p).is_some_and(Result::is_ok))
+            .cloned()
+            .collect();
+        probe.prefetch(dir, &allowed);
+    }
     let open = |p: &Path| {
-        let verdict = signing.check(p)?;
+        let verdict = match verdicts.get(&p.to_path_buf()) {
+            Some(v) => v.clone(),
+            None => signing.check(p),
+        }?;
         let sig_identity = signing.signature_identity(p);
         let mut lib = match probe {
             Some(probe) => probe.open(p, policy),

@@ -11,11 +11,14 @@ fn main() {
             &raw[2],
         )));
     }
-    // Probe mode: report a new plugin file's metadata, then exit.
-    if raw.len() == 3 && raw[1] == "--probe" {
-        std::process::exit(dynplug_core::worker::serve::probe(std::path::Path::new(
-            &raw[2],
-        )));
+    // Batch probe mode: `dynplugd --probe-batch DIR FILE...`, each file's metadata in
+    // turn on fd 3, then exit.
+    if raw.len() >= 4 && raw[1] == "--probe-batch" {
+        let files: Vec<std::path::PathBuf> = raw[3..].iter().map(Into::into).collect();
+        std::process::exit(dynplug_core::worker::serve::probe_batch(
+            std::path::Path::new(&raw[2]),
+            &files,
+        ));
     }
     let args = dynplugd::cli::Args::parse();
     if args.man_page {

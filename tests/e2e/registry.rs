@@ -78,3 +78,41 @@ async fn a_start_probes_only_new_or_changed_files() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_files_are_probed_in_batches_and_a_crash_costs_only_its_own_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let good = scratch.path().join("good.so");
+    let crash = scratch.path().join("crash.so");
+    dynplug_tests::compile_c(
+        "tests/fixtures/c/marked.c",
+        &good,
+        &["NO_METADATA", "PLUGIN_NAME=\"p0000\""],
+    );
+    dynplug_tests::compile_c(
+        "tests/fixtures/c/marked.c",
+        &crash,
+        &["NO_METADATA", "ABORT_ON_LOAD", "PLUGIN_NAME=\"p0000\""],
+    );
+    // p0001 and p0005 abort while loading; the batches they are in go on after them.
+    let plugins = PluginDir::new();
+    plugins.add_renamed_copies(&good, 0, 1);
+    plugins.add_renamed_copies(&crash, 1, 1);
+    plugins.add_renamed_copies(&good, 2, 3);
+    plugins.add_renamed_copies(&crash, 5, 1);
+    plugins.add_renamed_copies(&good, 6, 4);
+    let state = tempfile::tempdir().unwrap();
+    let m = start(plugins.path(), state.path()).await;
+    assert_eq!(
+        m.names(),
+        ["p0000", "p0002", "p0003", "p0004", "p0006", "p0007", "p0008", "p0009"]
+    );
+    for crashed in ["p0001.so", "p0005.so"] {
+        assert!(
+            failure(&m, crashed).contains("SIGABRT"),
+            "{}",
+            failure(&m, crashed)
+        );
+    }
+    assert_eq!(m.execute("p0009", "ok".into()).await.unwrap(), "ok");
+}

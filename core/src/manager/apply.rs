@@ -195,6 +195,7 @@ impl Manager {
                 .collect(),
             cache: Arc::clone(&self.inner.probe_cache),
             lazy: config.lazy_load,
+            prefetched: Mutex::default(),
         })
     }
 

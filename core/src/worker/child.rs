@@ -11,12 +11,12 @@ use super::pool::ResourceLimits;
 use super::sandbox::{Spec, SPEC_ENV};
 use super::serve::WORKER_FD;
 
-/// A command `program MODE library` (MODE is `--worker` or `--probe`) that, between fork
-/// and exec, puts `channel` on fd 3 and applies the containment.
+/// A command `program MODE PATH...` (MODE is `--worker`, `--probe` or `--probe-batch`)
+/// that, between fork and exec, puts `channel` on fd 3 and applies the containment.
 pub(crate) fn command(
     program: &Path,
     mode: &str,
-    library: &Path,
+    paths: &[&Path],
     channel: RawFd,
     limits: ResourceLimits,
     sandbox: &Spec,
@@ -24,7 +24,7 @@ pub(crate) fn command(
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg(mode)
-        .arg(library)
+        .args(paths)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env(SPEC_ENV, serde_json::to_string(sandbox).unwrap_or_default())

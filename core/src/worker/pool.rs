@@ -549,7 +549,7 @@ impl WorkerPool {
         let mut cmd = Command::from(child::command(
             &self.config.program,
             "--worker",
-            &self.config.library,
+            &[self.config.library.as_path()],
             theirs.as_raw_fd(),
             self.config.limits,
             &self.config.sandbox,

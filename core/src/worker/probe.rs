@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::child;
@@ -19,48 +19,113 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `program --probe library` in the sandbox `spec` describes and returns what the
 /// plugin said about itself.
 pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadError> {
-    let fail = |reason: String| LoadError::Probe {
-        path: library.to_owned(),
+    let dir = library.parent().unwrap_or(Path::new("/"));
+    probe_batch(program, dir, &[library.to_owned()], spec)
+        .pop()
+        .unwrap_or_else(|| {
+            Err(LoadError::Probe {
+                path: library.to_owned(),
+                reason: "the probe answered nothing".into(),
+            })
+        })
+}
+
+/// Probes `files` (all below `dir`) in as few processes as it takes: one
+/// `program --probe-batch DIR FILE...` answers a frame per file in order; when one
+/// crashes or hangs it, that file is the one after the last answer, and a new process
+/// goes on with the rest. One result per file, in order.
+pub fn probe_batch(
+    program: &Path,
+    dir: &Path,
+    files: &[PathBuf],
+    spec: &Spec,
+) -> Vec<Result<Hello, LoadError>> {
+    let mut results = Vec::with_capacity(files.len());
+    while results.len() < files.len() {
+        let rest = &files[results.len()..];
+        run_batch(program, dir, rest, spec, &mut results);
+    }
+    results
+}
+
+/// One probe process over `files`: pushes a result for each file it answered, and one
+/// for the file that ended it early (if one did).
+fn run_batch(
+    program: &Path,
+    dir: &Path,
+    files: &[PathBuf],
+    spec: &Spec,
+    results: &mut Vec<Result<Hello, LoadError>>,
+) {
+    let first = &files[0];
+    let fail = |path: &Path, reason: String| LoadError::Probe {
+        path: path.to_owned(),
         reason,
     };
-    let (mut ours, theirs) = UnixStream::pair().map_err(|e| fail(e.to_string()))?;
+    let (mut ours, theirs) = match UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => return results.push(Err(fail(first, e.to_string()))),
+    };
+    // CPU time: a probe's allowance per file, plus one.
+    let budget = PROBE_TIMEOUT.as_secs() + u64::try_from(files.len()).unwrap_or(u64::MAX) / 10;
     let limits = ResourceLimits {
         address_space: None,
-        cpu_seconds: Some(PROBE_TIMEOUT.as_secs()),
+        cpu_seconds: Some(budget),
         open_files: 64,
     };
-    let mut process = child::command(
+    let mut paths: Vec<&Path> = vec![dir];
+    paths.extend(files.iter().map(PathBuf::as_path));
+    let mut process = match child::command(
         program,
-        "--probe",
-        library,
+        "--probe-batch",
+        &paths,
         theirs.as_raw_fd(),
         limits,
         spec,
         None,
     )
     .spawn()
-    .map_err(|e| fail(format!("cannot start {}: {e}", program.display())))?;
+    {
+        Ok(process) => process,
+        Err(e) => {
+            return results.push(Err(fail(
+                first,
+                format!("cannot start {}: {e}", program.display()),
+            )))
+        }
+    };
     drop(theirs);
-    ours.set_read_timeout(Some(PROBE_TIMEOUT))
-        .map_err(|e| fail(e.to_string()))?;
-    let frame = read_frame(&mut ours, 64 * 1024);
-    // A closed channel means the probe is ending: let it end by itself, so its status
-    // names the signal that killed the plugin's process. Anything else ends it now.
-    let ending = matches!(&frame, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof);
-    if frame.is_err() && !ending {
-        let _ = process.kill();
+    let _ = ours.set_read_timeout(Some(PROBE_TIMEOUT));
+    for file in files {
+        match read_frame(&mut ours, 64 * 1024) {
+            Ok((Kind::Hello, body)) => {
+                results.push(Hello::decode(&body).map_err(|e| fail(file, e)))
+            }
+            // The plugin's own refusal (bad ABI, no entry symbol, ...), passed on verbatim.
+            Ok((Kind::Failed, body)) => {
+                results.push(Err(fail(file, String::from_utf8_lossy(&body).into_owned())))
+            }
+            Ok(_) => {
+                let _ = process.kill();
+                let _ = process.wait();
+                return results.push(Err(fail(file, "unexpected answer from the probe".into())));
+            }
+            Err(e) => {
+                // A closed channel means the probe is ending: let it end by itself, so
+                // its status names the signal that killed it. Anything else (a hang)
+                // ends it now.
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    let _ = process.kill();
+                }
+                let reason = match wait_briefly(&mut process) {
+                    Ok(status) => format!("{} while loading the plugin", describe_exit(status)),
+                    Err(e) => e.to_string(),
+                };
+                return results.push(Err(fail(file, reason)));
+            }
+        }
     }
-    let status = wait_briefly(&mut process).map_err(|e| fail(e.to_string()))?;
-    match frame {
-        Ok((Kind::Hello, body)) => Hello::decode(&body).map_err(fail),
-        // The plugin's own refusal (bad ABI, no entry symbol, ...), passed on verbatim.
-        Ok((Kind::Failed, body)) => Err(fail(String::from_utf8_lossy(&body).into_owned())),
-        Ok(_) => Err(fail("unexpected answer from the probe".into())),
-        Err(_) => Err(fail(format!(
-            "{} while loading the plugin",
-            describe_exit(status)
-        ))),
-    }
+    let _ = wait_briefly(&mut process);
 }
 
 /// Waits for the probe to end, killing it if it takes longer than a second or two.

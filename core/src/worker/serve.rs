@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,9 +12,9 @@ use super::protocol::{
     read_frame, result_body, split_request, write_frame, Hello, HostCall, Kind, REQUEST_HEAD,
     RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
-use super::sandbox::{self, Spec, SPEC_ENV};
+use super::sandbox::{self, SandboxReport, Spec, SPEC_ENV};
 use super::shared::{self, Region};
-use crate::error::CallError;
+use crate::error::{CallError, LoadError};
 use crate::host::{
     Host, Level, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD, MAX_LOG_BYTES, MAX_STATUS_BYTES,
 };
@@ -127,6 +127,61 @@ impl Host for ChannelHost<'_> {
 /// runs under (or says why it could not). Returns the channel and the instance, or the
 /// exit code to end with.
 #[allow(clippy::type_complexity)]
+/// Loads the plugin at `path` and creates its instance. Inside a user namespace file
+/// owners outside it read as an unmapped id: the daemon checked ownership before it
+/// started this process; modes are checked here.
+fn load(path: &Path) -> Result<(Arc<PluginLibrary>, crate::library::Instance), LoadError> {
+    let policy = TrustPolicy {
+        required_owner: None,
+        check_modes: true,
+    };
+    PluginLibrary::open(path, policy)
+        .map(Arc::new)
+        .and_then(|lib| lib.instantiate().map(|i| (lib, i)))
+}
+
+/// What a worker or probe says about the plugin it loaded.
+fn hello_of(library: &PluginLibrary, sandbox: Option<SandboxReport>, shared: bool) -> Hello {
+    Hello {
+        name: library.name().to_owned(),
+        version: library.version().to_owned(),
+        description: library.description().to_owned(),
+        abi_version: library.abi_version(),
+        service: library.is_service(),
+        sandbox,
+        shared,
+    }
+}
+
+/// Probe mode for many files, `dynplugd --probe-batch DIR FILE...`: confined once
+/// (reading allowed below DIR), then loads each file in turn and answers a Hello or
+/// Failed frame for each, in order. A file that crashes the process ends the batch; the
+/// daemon names it (the one after the last answer) and starts another for the rest.
+pub fn probe_batch(dir: &Path, files: &[PathBuf]) -> i32 {
+    let spec: Option<Spec> = std::env::var(SPEC_ENV)
+        .ok()
+        .and_then(|json| serde_json::from_str(&json).ok());
+    std::env::remove_var(SPEC_ENV);
+    let report = spec.map(|spec| sandbox::confine(&spec, dir));
+    crate::fatal::install();
+    // SAFETY: the daemon starts probes with the channel on WORKER_FD and nothing else
+    // in this process owns that descriptor.
+    let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    for file in files {
+        let written = match load(file) {
+            Ok((library, _instance)) => {
+                let hello = hello_of(&library, report.clone(), false);
+                write_frame(&mut channel, Kind::Hello, &hello.encode())
+            }
+            Err(e) => write_frame(&mut channel, Kind::Failed, e.to_string().as_bytes()),
+        };
+        if written.is_err() {
+            return 3;
+        }
+    }
+    0
+}
+
 fn load_and_greet(
     path: &Path,
 ) -> Result<(UnixStream, Hello, crate::library::Instance, Option<Region>), i32> {
@@ -140,31 +195,14 @@ fn load_and_greet(
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    // Inside a user namespace file owners outside it read as an unmapped id: the
-    // daemon checked ownership before it started this process; modes are checked here.
-    let policy = TrustPolicy {
-        required_owner: None,
-        check_modes: true,
-    };
-    let loaded = PluginLibrary::open(path, policy)
-        .map(Arc::new)
-        .and_then(|lib| lib.instantiate().map(|i| (lib, i)));
-    let (library, instance) = match loaded {
+    let (library, instance) = match load(path) {
         Ok(pair) => pair,
         Err(e) => {
             let _ = write_frame(&mut channel, Kind::Failed, e.to_string().as_bytes());
             return Err(2);
         }
     };
-    let hello = Hello {
-        name: library.name().to_owned(),
-        version: library.version().to_owned(),
-        description: library.description().to_owned(),
-        abi_version: library.abi_version(),
-        service: library.is_service(),
-        sandbox: report,
-        shared: region.is_some(),
-    };
+    let hello = hello_of(&library, report, region.is_some());
     if write_frame(&mut channel, Kind::Hello, &hello.encode()).is_err() {
         return Err(3);
     }
@@ -180,15 +218,6 @@ fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
-/// Probe mode (`dynplugd --probe LIBRARY`): loads the plugin, reports its metadata and
-/// exits, so the daemon learns a new file's name without running its code in process.
-pub fn probe(path: &Path) -> i32 {
-    match load_and_greet(path) {
-        Ok(_) => 0,
-        Err(code) => code,
     }
 }
 
