@@ -81,16 +81,15 @@ pub(crate) struct Probe {
 
 impl Probe {
     fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
-        // A plugin that says its name in its metadata section and runs isolated is
-        // known without running any of its code, here or in a probe.
-        if let Some(metadata) = crate::metadata::read(path).ok().flatten() {
-            if self.lazy || self.isolated.contains(&metadata.name) {
-                let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
-                return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
-            }
+        // A plugin that says its name in its metadata section and runs isolated (or
+        // waits for `lazy_load`) is known without running any of its code, here or in
+        // a probe.
+        if let Some(metadata) = self.listing_metadata(path) {
+            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
         }
         self.probe_then_open(path, policy)
     }
@@ -153,6 +152,19 @@ impl Probe {
         PluginLibrary::open(path, policy)
     }
 
+    /// The metadata of `path` when the plugin is to be listed from it without loading it
+    /// (it runs isolated, or `lazy_load` is on); None otherwise. Files are only read for
+    /// it when some plugin could be listed so.
+    fn listing_metadata(&self, path: &Path) -> Option<crate::metadata::Metadata> {
+        if !self.lazy && self.isolated.is_empty() {
+            return None;
+        }
+        crate::metadata::read(path)
+            .ok()
+            .flatten()
+            .filter(|m| self.lazy || self.isolated.contains(&m.name))
+    }
+
     /// Probes, ahead and in batches (one process per batch, one batch per core), every
     /// file of `paths` that `open` would probe: not listed from its metadata, not
     /// remembered by the cache. A thousand new files cost a few processes, not a
@@ -161,16 +173,12 @@ impl Probe {
         let wanted: Vec<PathBuf> = paths
             .iter()
             .filter(|path| {
-                let listed = crate::metadata::read(path)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| self.lazy || self.isolated.contains(&m.name));
                 let remembered = std::fs::metadata(path).ok().is_some_and(|m| {
                     lock(&self.cache)
                         .lookup(path, FileIdentity::of(&m))
                         .is_some()
                 });
-                !listed && !remembered
+                !remembered && self.listing_metadata(path).is_none()
             })
             .cloned()
             .collect();
