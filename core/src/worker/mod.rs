@@ -5,8 +5,8 @@
 //! - [`shared`]: a sealed memfd per worker for payloads above 64 KiB;
 //! - [`protocol`]: length-prefixed, versioned frames on a private socketpair;
 //! - [`serve`]: the worker process (`dynplugd --worker PATH`) and the probe
-//!   (`dynplugd --probe PATH`);
-//! - [`probe`]: learning a new file's metadata in a throw-away process;
+//!   (`dynplugd --probe-batch DIR PATH...`);
+//! - [`probe`]: learning new files' metadata in throw-away processes, in batches;
 //! - [`pool`]: the daemon side: spawning with limits, calls, crash handling, restart
 //!   backoff, quarantine.
 

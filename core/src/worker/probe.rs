@@ -16,8 +16,8 @@ use crate::error::LoadError;
 /// How long a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `program --probe library` in the sandbox `spec` describes and returns what the
-/// plugin said about itself.
+/// Probes one file (a batch of one, confined to reading below its directory) in the
+/// sandbox `spec` describes and returns what the plugin said about itself.
 pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadError> {
     let dir = library.parent().unwrap_or(Path::new("/"));
     probe_batch(program, dir, &[library.to_owned()], spec)
