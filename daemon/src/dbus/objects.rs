@@ -186,10 +186,17 @@ async fn plugin_ref(conn: &Connection, name: &str) -> Option<InterfaceRef<Plugin
 
 /// Emits the signal (and property changes) for one event.
 pub async fn publish(conn: &Connection, manager_core: &Manager, event: &Event) -> zbus::Result<()> {
-    let manager = conn
+    let manager = match conn
         .object_server()
         .interface::<_, ManagerIface>(MANAGER_PATH)
-        .await?;
+        .await
+    {
+        Ok(manager) => manager,
+        // Detached: the daemon is stopping, and the events of its last moments (jobs
+        // cancelled, services stopped) have no object left to be signalled from.
+        Err(zbus::Error::InterfaceNotFound) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let emitter = manager.signal_emitter();
     match event {
         Event::PluginStateChanged {
