@@ -76,6 +76,44 @@ impl Request<'_> {
     }
 }
 
+/// Who sent a method call: its connection and header, and the sender's user id, asked
+/// of the bus at most once however many checks the call makes.
+pub struct Caller<'a, 'h> {
+    conn: &'a Connection,
+    header: &'a Header<'h>,
+    uid: tokio::sync::OnceCell<u32>,
+}
+
+impl<'a, 'h> Caller<'a, 'h> {
+    /// The sender of the message with `header`, received on `conn`.
+    pub fn new(conn: &'a Connection, header: &'a Header<'h>) -> Self {
+        Caller {
+            conn,
+            header,
+            uid: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The sender's user id, from the bus.
+    pub async fn uid(&self) -> Result<u32, DynplugError> {
+        self.uid
+            .get_or_try_init(|| async {
+                let sender = self
+                    .header
+                    .sender()
+                    .ok_or_else(|| DynplugError::AccessDenied("the call has no sender".into()))?;
+                let dbus = zbus::fdo::DBusProxy::new(self.conn).await?;
+                dbus.get_connection_unix_user(sender.clone().into())
+                    .await
+                    .map_err(|e| {
+                        DynplugError::AccessDenied(format!("cannot tell who is calling: {e}"))
+                    })
+            })
+            .await
+            .copied()
+    }
+}
+
 /// How decisions are made on this bus, settled once connected.
 enum Mode {
     /// Ask polkit, every time.
@@ -129,10 +167,10 @@ impl Authority {
     /// polkit, cancelling another user's job is for root alone, as it always was.
     pub async fn check(
         &self,
-        conn: &Connection,
-        header: &Header<'_>,
+        caller: &Caller<'_, '_>,
         request: Request<'_>,
     ) -> Result<(), DynplugError> {
+        let header = caller.header;
         let mode = match self.mode.get() {
             Some(Mode::Open) if request.action != Action::CancelAny => return Ok(()),
             Some(mode) => mode,
@@ -142,7 +180,7 @@ impl Authority {
                 ))
             }
         };
-        let uid = super::job_iface::caller_uid(conn, header).await?;
+        let uid = caller.uid().await?;
         if uid == 0 {
             return Ok(());
         }

@@ -10,22 +10,8 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError};
 
-use super::authority::{Action, Authority, Request};
+use super::authority::{Action, Authority, Caller, Request};
 use super::errors::{dbus_error, OrDbus};
-
-/// The user id of the sender of the message with `header`.
-pub(crate) async fn caller_uid(
-    conn: &Connection,
-    header: &Header<'_>,
-) -> Result<u32, DynplugError> {
-    let sender = header
-        .sender()
-        .ok_or_else(|| DynplugError::AccessDenied("the call has no sender".into()))?;
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-    dbus.get_connection_unix_user(sender.clone().into())
-        .await
-        .map_err(|e| DynplugError::AccessDenied(format!("cannot tell who is calling: {e}")))
-}
 
 /// One job object.
 pub struct JobIface {
@@ -48,7 +34,10 @@ impl JobIface {
             )
         };
         let header = header.ok_or_else(denied)?;
-        let uid = caller_uid(conn, &header).await.map_err(|_| denied())?;
+        let uid = Caller::new(conn, &header)
+            .uid()
+            .await
+            .map_err(|_| denied())?;
         if uid == 0 || self.job.view().owner == JobOwner::Uid(uid) {
             Ok(())
         } else {
@@ -67,7 +56,8 @@ impl JobIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), DynplugError> {
-        let uid = caller_uid(conn, &header).await?;
+        let caller = Caller::new(conn, &header);
+        let uid = caller.uid().await?;
         let view = self.job.view();
         let own = view.owner == JobOwner::Uid(uid);
         if !own {
@@ -76,7 +66,7 @@ impl JobIface {
                 verb: "cancel",
                 plugin: Some(&view.plugin),
             };
-            self.authority.check(conn, &header, request).await?;
+            self.authority.check(&caller, request).await?;
         }
         self.manager
             .jobs()

@@ -10,9 +10,8 @@ use zbus::object_server::SignalEmitter;
 use zbus::OwnedObjectPath;
 use zbus::{interface, Connection};
 
-use super::authority::{Action, Authority, Request};
+use super::authority::{Action, Authority, Caller, Request};
 use super::errors::OrDbus;
-use super::job_iface::caller_uid;
 use super::plugin_iface::details;
 use crate::state::{ReloadError, Shared};
 
@@ -34,8 +33,7 @@ impl ManagerIface {
     /// Refuses the call unless the caller may do `verb` (of `action`) on `plugin`.
     async fn authorize(
         &self,
-        conn: &Connection,
-        header: &Header<'_>,
+        caller: &Caller<'_, '_>,
         action: Action,
         verb: &str,
         plugin: Option<&str>,
@@ -45,24 +43,18 @@ impl ManagerIface {
             verb,
             plugin,
         };
-        self.authority.check(conn, header, request).await
+        self.authority.check(caller, request).await
     }
 
     /// Enables or disables `names`, each as the caller is allowed to.
-    async fn set_many(
-        &self,
-        conn: &Connection,
-        header: &Header<'_>,
-        names: Vec<String>,
-        on: bool,
-    ) -> Bulk {
+    async fn set_many(&self, caller: &Caller<'_, '_>, names: Vec<String>, on: bool) -> Bulk {
         let verb = if on { "enable" } else { "disable" };
         // One verdict per name, in the order asked; the allowed ones change together.
         let mut verdicts = Vec::with_capacity(names.len());
         let mut allowed = Vec::new();
         for name in &names {
             let verdict = self
-                .authorize(conn, header, Action::Manage, verb, Some(name))
+                .authorize(caller, Action::Manage, verb, Some(name))
                 .await;
             if verdict.is_ok() {
                 allowed.push(name.clone());
@@ -125,8 +117,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, DynplugError> {
-        self.authorize(conn, &header, Action::Execute, "execute", Some(name))
-            .await?;
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Execute,
+            "execute",
+            Some(name),
+        )
+        .await?;
         let output = self.shared.manager.execute(name, input).await.or_dbus()?;
         super::errors::fit_for_bus(name, output)
     }
@@ -138,8 +135,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, DynplugError> {
-        self.authorize(conn, &header, Action::Manage, "enable", Some(name))
-            .await?;
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Manage,
+            "enable",
+            Some(name),
+        )
+        .await?;
         Ok(self.shared.manager.enable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
@@ -150,8 +152,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<bool, DynplugError> {
-        self.authorize(conn, &header, Action::Manage, "disable", Some(name))
-            .await?;
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Manage,
+            "disable",
+            Some(name),
+        )
+        .await?;
         Ok(self.shared.manager.disable(name).await.or_dbus()? == dynplug_core::Change::Changed)
     }
 
@@ -163,7 +170,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Bulk {
-        self.set_many(conn, &header, names, true).await
+        self.set_many(&Caller::new(conn, &header), names, true)
+            .await
     }
 
     /// Disables several plugins; one (name, ok, message) per name, in order.
@@ -173,7 +181,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Bulk {
-        self.set_many(conn, &header, names, false).await
+        self.set_many(&Caller::new(conn, &header), names, false)
+            .await
     }
 
     /// Re-reads the configuration file and applies what changed. Fails with
@@ -184,7 +193,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, DynplugError> {
-        self.authorize(conn, &header, Action::Manage, "reload", None)
+        self.authorize(&Caller::new(conn, &header), Action::Manage, "reload", None)
             .await?;
         self.shared.reload().await.map_err(|e| match e {
             ReloadError::Config(m) | ReloadError::Partial(m) => DynplugError::Config(m),
@@ -201,9 +210,10 @@ impl ManagerIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<OwnedObjectPath, DynplugError> {
-        self.authorize(conn, &header, Action::Execute, "start-job", Some(name))
+        let caller = Caller::new(conn, &header);
+        self.authorize(&caller, Action::Execute, "start-job", Some(name))
             .await?;
-        let uid = caller_uid(conn, &header).await?;
+        let uid = caller.uid().await?;
         let job = self
             .shared
             .manager

@@ -7,7 +7,7 @@ use dynplug_dbus::{DynplugError, PluginDetails};
 use zbus::message::Header;
 use zbus::{interface, Connection};
 
-use super::authority::{Action, Authority, Request};
+use super::authority::{Action, Authority, Caller, Request};
 use super::errors::OrDbus;
 
 /// The object of one plugin.
@@ -91,7 +91,9 @@ impl PluginIface {
             verb: "execute",
             plugin: Some(&self.name),
         };
-        self.authority.check(conn, &header, request).await?;
+        self.authority
+            .check(&Caller::new(conn, &header), request)
+            .await?;
         let output = self.manager.execute(&self.name, input).await.or_dbus()?;
         super::errors::fit_for_bus(&self.name, output)
     }
