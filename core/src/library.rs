@@ -722,10 +722,7 @@ mod tests {
 
     use super::*;
 
-    const ANYONE: TrustPolicy = TrustPolicy {
-        required_owner: None,
-        check_modes: true,
-    };
+    use crate::test_fixtures::ANYONE;
 
     use crate::test_fixtures::compile as fixture;
 

@@ -210,21 +210,14 @@ impl Probe {
     }
 
     /// Loads `path` into this process after its probe passed (or was remembered to
-    /// pass): what a lazily listed plugin goes through on first use.
+    /// pass): what a lazily listed plugin goes through on first use. (Its name is not
+    /// among the isolated ones: those have workers, not a loader.)
     pub(crate) fn load(
         &self,
         path: &Path,
         policy: TrustPolicy,
     ) -> Result<PluginLibrary, LoadError> {
-        let eager = Probe {
-            program: self.program.clone(),
-            spec: self.spec.clone(),
-            isolated: BTreeSet::new(),
-            cache: Arc::clone(&self.cache),
-            lazy: false,
-            prefetched: Mutex::default(),
-        };
-        eager.probe_then_open(path, policy)
+        self.probe_then_open(path, policy)
     }
 }
 

@@ -197,10 +197,7 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const ANYONE: TrustPolicy = TrustPolicy {
-        required_owner: None,
-        check_modes: true,
-    };
+    use crate::test_fixtures::ANYONE;
 
     fn write(path: &Path, text: &str) {
         use std::os::unix::fs::PermissionsExt;

@@ -3,6 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::trust::TrustPolicy;
+
+/// Trust checks on modes only: files owned by whoever runs the tests pass.
+pub(crate) const ANYONE: TrustPolicy = TrustPolicy {
+    required_owner: None,
+    check_modes: true,
+};
+
 /// Compiles `tests/fixtures/c/SOURCE` with `defines` (`NAME[=VALUE]`) into `dir/file`
 /// (mode 0644).
 pub(crate) fn compile(dir: &Path, source: &str, file: &str, defines: &[&str]) -> PathBuf {

@@ -138,10 +138,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    const ANYONE: TrustPolicy = TrustPolicy {
-        check_modes: true,
-        required_owner: None,
-    };
+    use crate::test_fixtures::ANYONE;
 
     fn file_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
         let p = dir.join(format!("f{mode:o}.so"));

@@ -11,11 +11,7 @@ use dynplug_core::{Change, Manager, PluginStatus};
 use dynplug_tests::{rust_plugin, set_mode, PluginDir};
 
 fn config(dir: &Path, yaml: &str) -> Config {
-    let mut c = Config::parse(yaml, Path::new("test.yaml")).expect("test config parses");
-    c.plugins_dir = dir.to_owned();
-    c.validate(Path::new("test.yaml"))
-        .expect("test config is valid");
-    c
+    dynplug_tests::test_config(dir, yaml)
 }
 
 async fn start(dir: &Path, state: &Path, yaml: &str) -> Manager {

@@ -53,10 +53,7 @@ fn config(s: &Signed, mode: &str) -> Config {
         "trust:\n  signatures: {mode}\n  keys_dir: {}\n",
         s.keys.path().display()
     );
-    let mut c = Config::parse(&yaml, Path::new("test.yaml")).unwrap();
-    c.plugins_dir = s.plugins.path().to_owned();
-    c.validate(Path::new("test.yaml")).unwrap();
-    c
+    dynplug_tests::test_config(s.plugins.path(), &yaml)
 }
 
 fn signature_of(m: &Manager, name: &str) -> String {

@@ -282,8 +282,6 @@ fn sign_dist(dist: &Path) -> Result<(), String> {
             key
         }
     };
-    let secret =
-        std::fs::read_to_string(&key).map_err(|e| format!("read {}: {e}", key.display()))?;
     let public = key.with_extension("pub");
     std::fs::create_dir_all(dist.join("keys")).map_err(|e| e.to_string())?;
     std::fs::copy(&public, dist.join("keys/build.pub"))
@@ -295,14 +293,7 @@ fn sign_dist(dist: &Path) -> Result<(), String> {
         .filter(|p| p.extension().is_some_and(|x| x == "so"))
         .collect();
     plugins.sort();
-    for plugin in plugins {
-        let signature = dynplug_core::signature::sign(&plugin, &secret)?;
-        write_file(
-            &dynplug_core::signature::signature_path(&plugin),
-            &format!("{signature}\n"),
-            0o644,
-        )?;
-    }
+    sign(&key, &plugins)?;
     Ok(())
 }
 
