@@ -113,6 +113,17 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_cannot_fetch_anything() {
+        for reference in ["http://127.0.0.1:9/x.json", "file:///etc/passwd"] {
+            let schema = format!(r#"{{"$ref": "{reference}"}}"#);
+            assert!(
+                SettingsSchema::compile(&schema).is_err(),
+                "{reference} resolved"
+            );
+        }
+    }
+
+    #[test]
     fn pointers_become_dotted_keys() {
         assert_eq!(dotted(""), "");
         assert_eq!(dotted("/a/0/b~1c"), ".a.0.b/c");

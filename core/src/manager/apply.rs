@@ -45,7 +45,10 @@ impl Manager {
         *lock(&self.inner.signing) = signing;
         self.keep_probe_cache(&scanned);
 
-        let base_spec = sandbox_spec(&config, SandboxPolicy::default());
+        let kit = SlotKit {
+            sandbox: sandbox_spec(&config, SandboxPolicy::default()),
+            loader: self.loader(&config),
+        };
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
         let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
@@ -76,7 +79,7 @@ impl Manager {
                     if let Some(slot) = old.get(&name) {
                         owners.insert(name.clone(), slot.library.path().to_owned());
                         let wanted =
-                            self.pool_config(&config, &base_spec, &name, slot.library.path());
+                            self.pool_config(&config, &kit.sandbox, &name, slot.library.path());
                         let current = slot.pool.as_ref().map(|p| p.config().clone());
                         let same_pin = old_config.version_requirement(&name)
                             == config.version_requirement(&name);
@@ -112,8 +115,7 @@ impl Manager {
                                     }
                                 }
                             }
-                            let fresh =
-                                self.make_slot(library, &config, &base_spec, enabled_of(&name));
+                            let fresh = self.make_slot(library, &config, &kit, enabled_of(&name));
                             report.replaced.push(name.clone());
                             plugins.insert(name, Arc::new(fresh));
                         }
@@ -133,8 +135,7 @@ impl Manager {
                         ));
                         continue;
                     }
-                    let slot =
-                        self.make_slot(Arc::new(lib), &config, &base_spec, enabled_of(&name));
+                    let slot = self.make_slot(Arc::new(lib), &config, &kit, enabled_of(&name));
                     owners.insert(name.clone(), slot.library.path().to_owned());
                     if old.contains_key(&name) {
                         report.replaced.push(name.clone());
@@ -395,14 +396,14 @@ impl Manager {
         &self,
         library: Arc<PluginLibrary>,
         config: &Config,
-        base: &Spec,
+        kit: &SlotKit,
         enabled: bool,
     ) -> Slot {
         let name = library.name().to_owned();
         let limits = Limits::of(config, &name);
         let settings = config.settings_json(&name);
         let pool = self
-            .pool_config(config, base, &name, library.path())
+            .pool_config(config, &kit.sandbox, &name, library.path())
             .map(|pc| {
                 let pool = WorkerPool::new(pc, settings.clone());
                 let identity = library.identity();
@@ -427,7 +428,7 @@ impl Manager {
             })
         });
         let outlet = PluginOutlet::new(self.inner.events.clone());
-        let loader = (!library.is_loaded() && pool.is_none()).then(|| self.loader(config));
+        let loader = (!library.is_loaded() && pool.is_none()).then(|| kit.loader.clone());
         let slot = Slot::new(library, enabled, settings, limits, pool, outlet, loader);
         if let Some(e) = mismatch {
             slot.fail(e);
@@ -488,6 +489,15 @@ impl Manager {
 
 /// The sandbox a worker of this daemon enters with `policy`: the worker user is looked
 /// up now, so a user created later takes effect on the next reload.
+/// What every slot made by one apply shares, built once (the worker user's identity
+/// costs a user-database lookup).
+struct SlotKit {
+    /// The sandbox of this configuration, before each plugin's own `sandbox:`.
+    sandbox: Spec,
+    /// How lazily listed plugins are loaded on first use.
+    loader: Loader,
+}
+
 fn sandbox_spec(config: &Config, policy: SandboxPolicy) -> Spec {
     // SAFETY: geteuid and getpid cannot fail.
     let (root, pid) = unsafe { (libc::geteuid() == 0, libc::getpid()) };
