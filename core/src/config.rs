@@ -59,6 +59,8 @@ pub mod ranges {
     pub const KEPT_JOBS: RangeInclusive<usize> = 0..=100_000;
     /// How long an ended job is kept, in milliseconds: up to a week.
     pub const KEEP_MS: RangeInclusive<u64> = 0..=604_800_000;
+    /// The largest plugin file loaded: 4 KiB to 4 GiB.
+    pub const PLUGIN_BYTES: RangeInclusive<u64> = 4096..=4 << 30;
 }
 
 /// Checks that `value` (of `field`) lies in `range`.
@@ -268,6 +270,9 @@ pub struct TrustConfig {
     pub signatures: SignatureMode,
     /// The trusted public keys (`*.pub`), root-owned like the plugins.
     pub keys_dir: PathBuf,
+    /// The largest plugin file read, copied and loaded; a larger one is refused
+    /// unread.
+    pub max_plugin_bytes: u64,
 }
 
 impl Default for TrustConfig {
@@ -275,6 +280,7 @@ impl Default for TrustConfig {
         TrustConfig {
             signatures: SignatureMode::Off,
             keys_dir: PathBuf::from("/etc/dynplug/keys"),
+            max_plugin_bytes: crate::sealed::DEFAULT_MAX_PLUGIN_BYTES,
         }
     }
 }
@@ -617,6 +623,12 @@ impl Config {
             return Err(ConfigError::field(file, "worker_user", "must not be empty"));
         }
         self.validate_server(file)?;
+        in_range(
+            file,
+            "trust.max_plugin_bytes",
+            self.trust.max_plugin_bytes,
+            ranges::PLUGIN_BYTES,
+        )?;
         in_range(
             file,
             "jobs.max_running",
@@ -1089,6 +1101,10 @@ mod tests {
                 "plugins.x.max_output_bytes",
             ),
             ("jobs:\n  max_running: 0\n", "jobs.max_running"),
+            (
+                "trust:\n  max_plugin_bytes: 100\n",
+                "trust.max_plugin_bytes",
+            ),
             ("jobs:\n  max_finished: 100001\n", "jobs.max_finished"),
             (
                 "jobs:\n  keep_finished_ms: 604800001\n",

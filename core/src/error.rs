@@ -27,6 +27,16 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is larger than `trust.max_plugin_bytes` allows; it was not read.
+    #[error("refusing {path}: {size} bytes, more than trust.max_plugin_bytes ({limit})")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
     /// The file is not an ELF shared library, or the dynamic linker refused it.
     #[error("{path} is not a loadable shared library: {reason}")]
     NotALibrary {

@@ -10,9 +10,11 @@ use serde::Serialize;
 
 use crate::config::TrustConfig;
 use crate::metadata::{self, Metadata};
+use crate::sealed::SealedImage;
 use crate::settings_schema::SettingsSchema;
 use crate::signature::{self, Keyring};
 use crate::trust::{self, TrustPolicy};
+use dynplug_sdk::printable::{escape, quoted};
 
 /// What inspecting a file found.
 #[derive(Debug, Clone, Serialize)]
@@ -57,29 +59,47 @@ impl Report {
     }
 }
 
-/// Inspects the file at `path` as a daemon with `policy` and `trust` would see it.
+/// Inspects the file at `path` as a daemon with `policy` and `trust` would see it: the
+/// file is opened once without following links and copied (at most
+/// `trust.max_plugin_bytes`) into a sealed image, and the metadata and signature are
+/// judged on that image, as the daemon judges what it loads. Nothing of it runs.
 pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> Report {
-    let stat = std::fs::metadata(path).ok();
-    let trust = match trust::check_path(path, policy) {
-        Ok(_) => Verdict {
+    let stat = std::fs::symlink_metadata(path).ok();
+    let trust = match stat.as_ref().map(|m| trust::check_file(path, m, policy)) {
+        Some(Ok(())) => Verdict {
             ok: true,
             reason: "a regular file with a trusted owner and mode".into(),
         },
-        Err(e) => Verdict {
+        Some(Err(e)) => Verdict {
             ok: false,
             reason: e.to_string(),
         },
+        None => Verdict {
+            ok: false,
+            reason: format!("cannot stat {}", path.display()),
+        },
     };
-    // Only regular files are opened: a FIFO or device must not block or be read.
-    let readable = stat.as_ref().is_some_and(std::fs::Metadata::is_file);
-    let (metadata_source, metadata, metadata_error) = if !readable {
-        (
-            "error",
-            None,
-            Some("not a regular file; not opened".to_owned()),
-        )
-    } else {
-        match metadata::read(path) {
+    // Read whatever the owner and mode, so an admin sees the metadata of a file the
+    // daemon would refuse; never a link, a FIFO, a device or more than the bound.
+    let reading = TrustPolicy {
+        required_owner: None,
+        check_modes: false,
+    };
+    let image = stat
+        .as_ref()
+        .filter(|m| m.is_file())
+        .ok_or_else(|| "not a regular file; not opened".to_owned())
+        .and_then(|_| {
+            SealedImage::open(path, reading, trust_config.max_plugin_bytes)
+                .map_err(|e| e.to_string())
+        });
+    let (metadata_source, metadata, metadata_error) = match &image {
+        Err(e) => ("error", None, Some(e.clone())),
+        Ok(image) => match image
+            .reader()
+            .map_err(|e| e.to_string())
+            .and_then(|f| metadata::read_from(&f).map_err(|e| e.to_string()))
+        {
             Ok(Some(m)) => {
                 let schema_error = m
                     .settings_schema
@@ -88,16 +108,16 @@ pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> 
                 ("section", Some(m), schema_error)
             }
             Ok(None) => ("none", None, None),
-            Err(e) => ("error", None, Some(e.to_string())),
-        }
+            Err(e) => ("error", None, Some(e)),
+        },
     };
-    let verdict = if readable {
-        match Keyring::load(&trust_config.keys_dir, policy) {
-            Ok(keyring) => keyring.check(path),
-            Err(e) => signature::Verdict::Bad(format!("trust.keys_dir: {e}")),
-        }
-    } else {
-        signature::Verdict::Bad("not a regular file".into())
+    let verdict = match &image {
+        Ok(image) => match (Keyring::load(&trust_config.keys_dir, policy), image.bytes()) {
+            (Ok(keyring), Ok(bytes)) => keyring.check(path, &bytes, policy),
+            (Err(e), _) => signature::Verdict::Bad(format!("trust.keys_dir: {e}")),
+            (_, Err(e)) => signature::Verdict::Bad(format!("cannot map the file's copy: {e}")),
+        },
+        Err(e) => signature::Verdict::Bad(format!("not read: {e}")),
     };
     Report {
         path: path.display().to_string(),
@@ -114,27 +134,28 @@ pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> 
 
 /// The report as text for a person.
 pub fn render(report: &Report) -> String {
-    let mut out = format!("file:        {}\n", report.path);
+    let mut out = format!("file:        {}\n", escape(&report.path));
     if let Some(size) = report.size {
         out.push_str(&format!("size:        {size} bytes\n"));
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     match &report.metadata {
         Some(m) => {
-            out.push_str(&format!("name:        {}\n", m.name));
-            out.push_str(&format!("version:     {}\n", m.version));
-            out.push_str(&format!("description: {}\n", m.description));
+            // The file's own words, quoted and escaped: none can pass for a verdict.
+            out.push_str(&format!("name:        {}\n", quoted(&m.name)));
+            out.push_str(&format!("version:     {}\n", quoted(&m.version)));
+            out.push_str(&format!("description: {}\n", quoted(&m.description)));
             out.push_str(&format!("abi:         {}\n", m.abi_version));
             out.push_str(&format!("service:     {}\n", yes_no(m.service)));
             if let Some(sandbox) = &m.sandbox {
-                out.push_str(&format!("sandbox:     {sandbox}\n"));
+                out.push_str(&format!("sandbox:     {}\n", quoted(sandbox)));
             }
             for (key, value) in &m.other {
-                out.push_str(&format!("{key}: {value}\n"));
+                out.push_str(&format!("other:       {}={}\n", quoted(key), quoted(value)));
             }
             out.push_str("metadata:    from the .dynplug.meta section (no code was run)\n");
             if let Some(e) = &report.metadata_error {
-                out.push_str(&format!("refused:     {e}\n"));
+                out.push_str(&format!("refused:     {}\n", escape(e)));
             }
         }
         None if report.metadata_source == "none" => out.push_str(
@@ -143,17 +164,17 @@ pub fn render(report: &Report) -> String {
         ),
         None => out.push_str(&format!(
             "metadata:    unreadable: {}\n",
-            report.metadata_error.as_deref().unwrap_or("unknown")
+            escape(report.metadata_error.as_deref().unwrap_or("unknown"))
         )),
     }
     out.push_str(&format!(
         "trust:       {}: {}\n",
         if report.trust.ok { "ok" } else { "refused" },
-        report.trust.reason
+        escape(&report.trust.reason)
     ));
     out.push_str(&format!(
         "signature:   {} (trust.signatures: {}{})\n",
-        report.signature,
+        escape(&report.signature),
         report.signatures,
         if report.signature_ok {
             ""
@@ -173,7 +194,7 @@ pub fn render(report: &Report) -> String {
                 .unwrap_or_else(|| schema.to_owned());
             out.push_str("settings schema:\n");
             for line in pretty.lines() {
-                out.push_str(&format!("  {line}\n"));
+                out.push_str(&format!("  {}\n", escape(line)));
             }
         }
         None => out.push_str("settings schema: none\n"),

@@ -67,6 +67,8 @@ pub mod resources;
 #[cfg(feature = "host")]
 mod scan;
 #[cfg(feature = "host")]
+pub mod sealed;
+#[cfg(feature = "host")]
 mod services;
 #[cfg(feature = "host")]
 pub mod settings_schema;

@@ -11,7 +11,7 @@
 use std::ffi::{c_void, CStr};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -21,9 +21,10 @@ use crate::error::{CallError, LoadError};
 use crate::host::{Host, HostFrame};
 use crate::metadata::{self, Metadata};
 use crate::name::validate_plugin_name;
+use crate::sealed::SealedImage;
 use crate::settings_schema::SettingsSchema;
 use crate::signature::Verdict;
-use crate::trust::{self, TrustPolicy};
+use crate::trust::TrustPolicy;
 
 /// What identifies one version of a file on disk: replaced files get a new identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +72,8 @@ pub struct PluginLibrary {
     schema: Option<Arc<SettingsSchema>>,
     /// What its signature check found, and the identity of the signature file then.
     signature: (Verdict, Option<FileIdentity>),
+    /// For a plugin that runs only in workers: the sealed image its workers load.
+    image: Option<Arc<SealedImage>>,
 }
 
 // SAFETY: the table is immutable static data of a library that is never unloaded; the
@@ -138,20 +141,21 @@ fn unique_fd_path(fd: std::os::fd::RawFd) -> PathBuf {
 }
 
 impl PluginLibrary {
-    /// Checks, opens and validates the library at `path`.
+    /// Checks, opens and validates the library at `path` (a sealed image of it, under
+    /// the default size bound).
     pub fn open(path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+        let image = SealedImage::open(path, policy, crate::sealed::DEFAULT_MAX_PLUGIN_BYTES)?;
+        Self::load(path, &image)
+    }
+
+    /// Loads the library from `image` — the bytes that were judged, whatever `path`
+    /// (used in messages) holds now — and validates its table.
+    pub fn load(path: &Path, image: &SealedImage) -> Result<PluginLibrary, LoadError> {
         let io = |e: std::io::Error| LoadError::Io {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        // O_NONBLOCK: a FIFO swapped in after the scan's checks must not block the open.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        trust::check_file(path, &meta, policy)?;
+        let mut file = image.reader().map_err(io)?;
         let mut head = [0u8; 4];
         let n = file.read(&mut head).map_err(io)?;
         if n < 4 || head != ELF_MAGIC {
@@ -160,20 +164,20 @@ impl PluginLibrary {
                 reason: "no ELF header".into(),
             });
         }
-        // The metadata section, read from the descriptor just checked, before any code runs.
+        // The metadata section, read from the image, before any code runs.
         let metadata = metadata::read_from(&file)
             .map_err(|e| LoadError::BadMetadata {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?
             .map(Arc::new);
-        // Load through the descriptor just checked, not the path: no race with a file
-        // swapped in after the checks. Under a name never used before, because the
-        // dynamic linker returns the already-loaded library for a name it has seen,
-        // which would defeat replacing a plugin file and reloading.
-        let fd_path = unique_fd_path(file.as_raw_fd());
+        // Load the image through its descriptor: the bytes judged are the bytes run.
+        // Under a name never used before, because the dynamic linker returns the
+        // already-loaded library for a name it has seen.
+        let fd_path = unique_fd_path(image.fd().as_raw_fd());
         // SAFETY: loading a library runs its initialisers. That is the point of a plugin
-        // host; the trust checks above limit it to files only trusted users can write.
+        // host; the trust and signature checks on the image limit it to files only
+        // trusted users can write.
         let lib = unsafe {
             libloading::os::unix::Library::open(
                 Some(&fd_path),
@@ -186,8 +190,8 @@ impl PluginLibrary {
                 .to_string()
                 .replace(&*fd_path.to_string_lossy(), &path.to_string_lossy()),
         })?;
-        // The mapping outlives the descriptor, and its name is never used again: close
-        // it, so descriptors do not grow with the number of plugins.
+        // The mapping outlives the descriptors, and its name is never used again: the
+        // caller closes the image, so descriptors do not grow with the plugins.
         drop(file);
         // SAFETY: the symbol's type is fixed by the ABI (see `abi::EntryFn`).
         let entry = unsafe { lib.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) };
@@ -204,7 +208,7 @@ impl PluginLibrary {
         std::mem::forget(lib);
         // SAFETY: the entry point takes no arguments and returns a pointer to static data.
         let table_ptr = unsafe { entry() };
-        let mut lib = Self::from_table(path, FileIdentity::of(&meta), table_ptr)?;
+        let mut lib = Self::from_table(path, image.identity(), table_ptr)?;
         if let Some(metadata) = metadata {
             lib.agrees_with(&metadata)?;
             lib.schema = compile_schema(path, &metadata)?;
@@ -330,6 +334,7 @@ impl PluginLibrary {
             metadata: None,
             schema: None,
             signature: (Verdict::NotChecked, None),
+            image: None,
         })
     }
 
@@ -338,12 +343,13 @@ impl PluginLibrary {
     /// loaded into this process.
     pub fn described(
         path: &Path,
-        identity: FileIdentity,
+        image: Arc<SealedImage>,
         hello: crate::worker::protocol::Hello,
     ) -> PluginLibrary {
         PluginLibrary {
             path: path.to_owned(),
-            identity,
+            identity: image.identity(),
+            image: Some(image),
             table: None,
             execute_ctx: None,
             abi_version: hello.abi_version,
@@ -363,12 +369,14 @@ impl PluginLibrary {
     pub fn from_metadata(
         path: &Path,
         identity: FileIdentity,
+        image: Option<Arc<SealedImage>>,
         metadata: Metadata,
     ) -> Result<PluginLibrary, LoadError> {
         Ok(PluginLibrary {
             schema: compile_schema(path, &metadata)?,
             path: path.to_owned(),
             identity,
+            image,
             table: None,
             execute_ctx: None,
             abi_version: metadata.abi_version,
@@ -379,6 +387,11 @@ impl PluginLibrary {
             metadata: Some(Arc::new(metadata)),
             signature: (Verdict::NotChecked, None),
         })
+    }
+
+    /// The sealed image its workers load (plugins that run only in workers).
+    pub fn image(&self) -> Option<&Arc<SealedImage>> {
+        self.image.as_ref()
     }
 
     /// What the file's metadata section says, if it has one.

@@ -10,36 +10,60 @@ use crate::error::LoadError;
 use crate::library::{self, FileIdentity, PluginLibrary};
 use crate::locks::lock;
 use crate::registry_cache::{Outcome, RegistryCache};
+use crate::sealed::SealedImage;
 use crate::signature::{self, Keyring, Verdict};
 use crate::trust::{self, TrustPolicy};
 use crate::worker::protocol::Hello;
 
-/// What the files' signatures must be: `trust.signatures` and the trusted keys.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What the files must be to load: `trust.signatures`, the trusted keys, and
+/// `trust.max_plugin_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Signing {
     pub(crate) mode: SignatureMode,
     pub(crate) keyring: Keyring,
+    pub(crate) max_bytes: u64,
+}
+
+impl Default for Signing {
+    fn default() -> Self {
+        Signing {
+            mode: SignatureMode::default(),
+            keyring: Keyring::default(),
+            max_bytes: crate::sealed::DEFAULT_MAX_PLUGIN_BYTES,
+        }
+    }
 }
 
 impl Signing {
     /// The identity of `path`'s signature file, when signatures are checked.
-    fn signature_identity(&self, path: &Path) -> Option<FileIdentity> {
+    pub(crate) fn signature_identity(&self, path: &Path) -> Option<FileIdentity> {
         if self.mode == SignatureMode::Off {
             return None;
         }
-        std::fs::metadata(signature::signature_path(path))
+        std::fs::symlink_metadata(signature::signature_path(path))
             .ok()
             .map(|m| FileIdentity::of(&m))
     }
 
-    /// The verdict on `path`, or the refusal `enforcing` makes of it.
-    fn check(&self, path: &Path) -> Result<Verdict, LoadError> {
+    /// Opens `path` once into a sealed image and judges the image's bytes: the image
+    /// with the verdict, or the refusal (`enforcing`, trust, size).
+    pub(crate) fn seal(
+        &self,
+        path: &Path,
+        policy: TrustPolicy,
+    ) -> Result<(SealedImage, Verdict), LoadError> {
+        let image = SealedImage::open(path, policy, self.max_bytes)?;
         if self.mode == SignatureMode::Off {
-            return Ok(Verdict::NotChecked);
+            return Ok((image, Verdict::NotChecked));
         }
-        let verdict = self.keyring.check(path);
+        let bytes = image.bytes().map_err(|e| LoadError::Io {
+            path: path.to_owned(),
+            reason: format!("cannot map the sealed copy: {e}"),
+        })?;
+        let verdict = self.keyring.check(path, &bytes, policy);
+        drop(bytes);
         if verdict.allows(self.mode) {
-            Ok(verdict)
+            Ok((image, verdict))
         } else {
             Err(LoadError::Signature {
                 path: path.to_owned(),
@@ -48,6 +72,9 @@ impl Signing {
         }
     }
 }
+
+/// How many new files a scan seals, judges and probes at once.
+const SCAN_CHUNK: usize = crate::worker::serve::MAX_PROBE_BATCH;
 
 /// What is known of a loaded file: its plugin's name, its identity and its signature
 /// file's identity when it was loaded.
@@ -80,33 +107,26 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    fn open(&self, path: &Path, policy: TrustPolicy) -> Result<PluginLibrary, LoadError> {
+    fn open(&self, path: &Path, image: SealedImage) -> Result<PluginLibrary, LoadError> {
         // A plugin that says its name in its metadata section and runs isolated (or
         // waits for `lazy_load`) is known without running any of its code, here or in
-        // a probe.
-        if let Some(metadata) = self.listing_metadata(path) {
-            let meta = std::fs::metadata(path).map_err(|e| LoadError::Io {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-            return PluginLibrary::from_metadata(path, FileIdentity::of(&meta), metadata);
+        // a probe. Its workers get the image; a lazily loaded one is sealed and judged
+        // again when it is first used.
+        if let Some(metadata) = self.listing_metadata(&image) {
+            let identity = image.identity();
+            let keep = self
+                .isolated
+                .contains(&metadata.name)
+                .then(|| Arc::new(image));
+            return PluginLibrary::from_metadata(path, identity, keep, metadata);
         }
-        self.probe_then_open(path, policy)
+        self.probe_then_open(path, image)
     }
 
-    /// Probes `path` (unless the cache remembers it) and loads it here, or describes it
-    /// when it runs isolated.
-    fn probe_then_open(
-        &self,
-        path: &Path,
-        policy: TrustPolicy,
-    ) -> Result<PluginLibrary, LoadError> {
-        let identity = std::fs::metadata(path)
-            .map(|m| FileIdentity::of(&m))
-            .map_err(|e| LoadError::Io {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+    /// Probes `image` (unless the cache remembers its file) and loads it here, or
+    /// describes it when it runs isolated.
+    fn probe_then_open(&self, path: &Path, image: SealedImage) -> Result<PluginLibrary, LoadError> {
+        let identity = image.identity();
         let remembered = lock(&self.cache).lookup(path, identity).cloned();
         let hello = match remembered {
             Some(Outcome::Refused { reason }) => {
@@ -124,8 +144,9 @@ impl Probe {
             })?,
             None => {
                 let ahead = lock(&self.prefetched).remove(path);
-                let probed =
-                    ahead.unwrap_or_else(|| crate::worker::probe(&self.program, path, &self.spec));
+                let probed = ahead.unwrap_or_else(|| {
+                    crate::worker::probe(&self.program, path, &image, &self.spec)
+                });
                 let outcome = match &probed {
                     Ok(hello) => Some(Outcome::of(hello)),
                     // A refusal or a crash of the plugin's own is remembered; a probe
@@ -147,40 +168,37 @@ impl Probe {
             }
         };
         if self.isolated.contains(&hello.name) {
-            return Ok(PluginLibrary::described(path, identity, hello));
+            return Ok(PluginLibrary::described(path, Arc::new(image), hello));
         }
-        PluginLibrary::open(path, policy)
+        PluginLibrary::load(path, &image)
     }
 
-    /// The metadata of `path` when the plugin is to be listed from it without loading it
-    /// (it runs isolated, or `lazy_load` is on); None otherwise. Files are only read for
-    /// it when some plugin could be listed so.
-    fn listing_metadata(&self, path: &Path) -> Option<crate::metadata::Metadata> {
+    /// The metadata of `image` when its plugin is to be listed from it without loading
+    /// it (it runs isolated, or `lazy_load` is on); None otherwise. Images are only read
+    /// for it when some plugin could be listed so.
+    fn listing_metadata(&self, image: &SealedImage) -> Option<crate::metadata::Metadata> {
         if !self.lazy && self.isolated.is_empty() {
             return None;
         }
-        crate::metadata::read(path)
+        let file = image.reader().ok()?;
+        crate::metadata::read_from(&file)
             .ok()
             .flatten()
             .filter(|m| self.lazy || self.isolated.contains(&m.name))
     }
 
     /// Probes, ahead and in batches (one process per batch, one batch per core), every
-    /// file of `paths` that `open` would probe: not listed from its metadata, not
+    /// image of `files` that `open` would probe: not listed from its metadata, not
     /// remembered by the cache. A thousand new files cost a few processes, not a
     /// thousand.
-    pub(crate) fn prefetch(&self, dir: &Path, paths: &[PathBuf]) {
-        let wanted: Vec<PathBuf> = paths
+    pub(crate) fn prefetch(&self, dir: &Path, files: &[(&Path, &SealedImage)]) {
+        let wanted: Vec<(&Path, &SealedImage)> = files
             .iter()
-            .filter(|path| {
-                let remembered = std::fs::metadata(path).ok().is_some_and(|m| {
-                    lock(&self.cache)
-                        .lookup(path, FileIdentity::of(&m))
-                        .is_some()
-                });
-                !remembered && self.listing_metadata(path).is_none()
+            .filter(|(path, image)| {
+                let remembered = lock(&self.cache).lookup(path, image.identity()).is_some();
+                !remembered && self.listing_metadata(image).is_none()
             })
-            .cloned()
+            .copied()
             .collect();
         if wanted.len() < 2 {
             return;
@@ -204,20 +222,38 @@ impl Probe {
                 .collect()
         });
         let mut prefetched = lock(&self.prefetched);
-        for (path, answer) in wanted.into_iter().zip(answers) {
-            prefetched.insert(path, answer);
+        for ((path, _), answer) in wanted.into_iter().zip(answers) {
+            prefetched.insert(path.to_owned(), answer);
         }
     }
 
-    /// Loads `path` into this process after its probe passed (or was remembered to
-    /// pass): what a lazily listed plugin goes through on first use. (Its name is not
-    /// among the isolated ones: those have workers, not a loader.)
+    /// Loads a lazily listed plugin into this process on first use: the file sealed
+    /// and judged again (`signing`), refused unless it is still the file that was
+    /// listed (`listed`), then probed (unless remembered) and loaded from the image.
+    /// Nothing of it runs before those checks.
     pub(crate) fn load(
         &self,
         path: &Path,
+        listed: FileIdentity,
+        signing: &Signing,
         policy: TrustPolicy,
     ) -> Result<PluginLibrary, LoadError> {
-        self.probe_then_open(path, policy)
+        let (image, verdict) = signing.seal(path, policy)?;
+        if image.identity() != listed {
+            return Err(changed_since_listed(path));
+        }
+        let sig_identity = signing.signature_identity(path);
+        let mut lib = self.probe_then_open(path, image)?;
+        lib.set_signature(verdict, sig_identity);
+        Ok(lib)
+    }
+}
+
+/// The refusal of a lazily listed file that changed before its first use.
+pub(crate) fn changed_since_listed(path: &Path) -> LoadError {
+    LoadError::Io {
+        path: path.to_owned(),
+        reason: "its file changed since it was listed; reload to pick it up".into(),
     }
 }
 
@@ -263,35 +299,44 @@ pub(crate) fn scan(
             _ => to_open.push(path),
         }
     }
-    // Signatures first: a file refused by them is never probed (its code never runs).
-    let verdicts: BTreeMap<&PathBuf, Result<Verdict, LoadError>> =
-        to_open.iter().map(|p| (p, signing.check(p))).collect();
-    if let Some(probe) = probe {
-        let allowed: Vec<PathBuf> = to_open
-            .iter()
-            .filter(|p| verdicts.get(p).is_some_and(Result::is_ok))
-            .cloned()
+    // A few files at a time: each is opened once into a sealed image, judged (trust,
+    // size, signature: a file refused is never probed, its code never runs), probed
+    // ahead in batches, and loaded from that very image. Images of in-process plugins
+    // are closed once loaded, so descriptors stay few whatever the number of files.
+    for chunk in to_open.chunks(SCAN_CHUNK) {
+        let judged: Vec<(&PathBuf, Result<(SealedImage, Verdict), LoadError>)> =
+            chunk.iter().map(|p| (p, signing.seal(p, policy))).collect();
+        if let Some(probe) = probe {
+            let allowed: Vec<(&Path, &SealedImage)> = judged
+                .iter()
+                .filter_map(|(p, r)| r.as_ref().ok().map(|(image, _)| (p.as_path(), image)))
+                .collect();
+            probe.prefetch(dir, &allowed);
+        }
+        let judged: BTreeMap<&PathBuf, Mutex<Option<_>>> = judged
+            .into_iter()
+            .map(|(p, r)| (p, Mutex::new(Some(r))))
             .collect();
-        probe.prefetch(dir, &allowed);
-    }
-    let open = |p: &Path| {
-        let verdict = match verdicts.get(&p.to_path_buf()) {
-            Some(v) => v.clone(),
-            None => signing.check(p),
-        }?;
-        let sig_identity = signing.signature_identity(p);
-        let mut lib = match probe {
-            Some(probe) => probe.open(p, policy),
-            None => PluginLibrary::open(p, policy),
-        }?;
-        lib.set_signature(verdict, sig_identity);
-        Ok(lib)
-    };
-    for (path, result) in to_open.iter().zip(library::open_all(&to_open, open)) {
-        out.push(match result {
-            Ok(lib) => Scanned::Opened(lib),
-            Err(e) => Scanned::Failed(path.clone(), e),
-        });
+        let open = |p: &Path| {
+            let taken = judged
+                .get(&p.to_path_buf())
+                .and_then(|slot| lock(slot).take())
+                .unwrap_or_else(|| signing.seal(p, policy));
+            let (image, verdict) = taken?;
+            let sig_identity = signing.signature_identity(p);
+            let mut lib = match probe {
+                Some(probe) => probe.open(p, image),
+                None => PluginLibrary::load(p, &image),
+            }?;
+            lib.set_signature(verdict, sig_identity);
+            Ok(lib)
+        };
+        for (path, result) in chunk.iter().zip(library::open_all(chunk, open)) {
+            out.push(match result {
+                Ok(lib) => Scanned::Opened(lib),
+                Err(e) => Scanned::Failed(path.clone(), e),
+            });
+        }
     }
     out.sort_by(|a, b| a.path().cmp(b.path()));
     Ok(out)

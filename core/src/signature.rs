@@ -18,6 +18,9 @@ use crate::trust::{self, TrustPolicy};
 /// The suffix of a detached signature: `echo.so` is signed by `echo.so.sig`.
 pub const SIG_SUFFIX: &str = ".sig";
 
+/// The largest key or signature file read (hex text with a line end fits many times).
+pub const MAX_TEXT_BYTES: u64 = 4096;
+
 /// What checking a file's signature found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -88,9 +91,11 @@ impl Keyring {
             else {
                 continue;
             };
-            trust::check_path(&path, policy).map_err(|e| e.to_string())?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = trust::read_side_file(&path, policy, MAX_TEXT_BYTES)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| format!("{}: not text", path.display()))
+                })?;
             let bytes: [u8; 32] = from_hex(text.trim())
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| {
@@ -112,13 +117,15 @@ impl Keyring {
         self.keys.iter().map(|(n, _)| n.as_str()).collect()
     }
 
-    /// Checks the signature beside `file` (`FILE.sig`) over the file's bytes.
-    pub fn check(&self, file: &Path) -> Verdict {
+    /// Checks the signature beside `file` (`FILE.sig`, read as a side file under
+    /// `policy`) over `data`, the bytes that will be loaded (a sealed image of the file,
+    /// never the path read again).
+    pub fn check(&self, file: &Path, data: &[u8], policy: TrustPolicy) -> Verdict {
         let sig_path = signature_path(file);
-        let text = match std::fs::read_to_string(&sig_path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Verdict::Unsigned,
-            Err(e) => return Verdict::Bad(format!("cannot read {}: {e}", sig_path.display())),
+        let text = match trust::read_side_file(&sig_path, policy, MAX_TEXT_BYTES) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.is_missing() => return Verdict::Unsigned,
+            Err(e) => return Verdict::Bad(e.to_string()),
         };
         let Some(bytes) = from_hex(text.trim()).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
             return Verdict::Bad(format!(
@@ -127,15 +134,11 @@ impl Keyring {
             ));
         };
         let signature = Signature::from_bytes(&bytes);
-        let data = match std::fs::read(file) {
-            Ok(data) => data,
-            Err(e) => return Verdict::Bad(format!("cannot read {}: {e}", file.display())),
-        };
         for (name, key) in &self.keys {
             let Ok(key) = VerifyingKey::from_bytes(key) else {
                 continue;
             };
-            if key.verify_strict(&data, &signature).is_ok() {
+            if key.verify_strict(data, &signature).is_ok() {
                 return Verdict::Verified(name.clone());
             }
         }
@@ -224,20 +227,24 @@ mod tests {
 
         let plugin = files.path().join("p.so");
         write(&plugin, "plugin bytes");
-        assert_eq!(ring.check(&plugin), Verdict::Unsigned);
+        let check = |data: &str| ring.check(&plugin, data.as_bytes(), ANYONE);
+        assert_eq!(check("plugin bytes"), Verdict::Unsigned);
         write(&signature_path(&plugin), &sign(&plugin, &secret).unwrap());
-        assert_eq!(ring.check(&plugin), Verdict::Verified("build".into()));
+        assert_eq!(check("plugin bytes"), Verdict::Verified("build".into()));
         // One byte more: the signature no longer verifies.
-        write(&plugin, "plugin bytes!");
-        assert!(matches!(ring.check(&plugin), Verdict::Bad(m) if m.contains("does not verify")));
+        assert!(matches!(check("plugin bytes!"), Verdict::Bad(m) if m.contains("does not verify")));
         // Signed by a key nobody trusts.
         write(
             &signature_path(&plugin),
             &sign(&plugin, &other_secret).unwrap(),
         );
-        assert!(matches!(ring.check(&plugin), Verdict::Bad(_)));
+        assert!(matches!(check("plugin bytes"), Verdict::Bad(_)));
         write(&signature_path(&plugin), "zz");
-        assert!(matches!(ring.check(&plugin), Verdict::Bad(m) if m.contains("not the hex")));
+        assert!(matches!(check("plugin bytes"), Verdict::Bad(m) if m.contains("not the hex")));
+        // A signature that is a FIFO or a link to /dev/zero: a bad signature, at once.
+        std::fs::remove_file(signature_path(&plugin)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", signature_path(&plugin)).unwrap();
+        assert!(matches!(check("plugin bytes"), Verdict::Bad(m) if m.contains("character device")));
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl Limits {
 /// Locks here are `std` locks: they guard a few words, are held for no longer than a
 /// copy, and never across an `.await` (the plugin call itself runs unlocked).
 /// The function behind a [`Loader`].
-pub(crate) type LoadFn = dyn Fn(&std::path::Path) -> Result<PluginLibrary, LoadError> + Send + Sync;
+pub(crate) type LoadFn = dyn Fn(&std::path::Path, crate::library::FileIdentity) -> Result<PluginLibrary, LoadError>
+    + Send
+    + Sync;
 
 /// Loads a plugin file into this process (probing it first where the daemon can).
 #[derive(Clone)]
@@ -190,11 +192,11 @@ impl Slot {
                 let instance = match &self.loader {
                     Some(load) if !self.library.is_loaded() => {
                         // Listed from its metadata (`lazy_load`): loaded now, and only
-                        // if the file is still the one that was listed.
-                        let loaded = Arc::new((load.0)(self.library.path())?);
-                        if loaded.name() != self.name()
-                            || loaded.identity() != self.library.identity()
-                        {
+                        // if the file is still the one that was listed (checked on the
+                        // sealed image before any of its code runs).
+                        let loaded =
+                            Arc::new((load.0)(self.library.path(), self.library.identity())?);
+                        if loaded.name() != self.name() {
                             return Err(LoadError::Init {
                                 name: self.name().to_owned(),
                                 reason:

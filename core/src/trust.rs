@@ -8,8 +8,9 @@
 //! would hand code execution in the daemon to whoever can write it.
 
 use std::fs::Metadata;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::LoadError;
 
@@ -120,6 +121,125 @@ pub fn check_path(path: &Path, policy: TrustPolicy) -> Result<Metadata, LoadErro
     Ok(meta)
 }
 
+/// Why a file beside a plugin, or of the daemon's own (signature, key, cache, state,
+/// configuration, token, credential), could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SideFileError {
+    /// It does not exist.
+    #[error("{path} does not exist")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// It is not a regular file, is too large, or fails the trust rules.
+    #[error("refusing {path}: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Reading it failed.
+    #[error("cannot read {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+}
+
+impl SideFileError {
+    /// Whether the file is simply absent.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, SideFileError::Missing { .. })
+    }
+}
+
+/// Reads a small file the daemon trusts for what it says (a signature, a key, its cache,
+/// state, configuration, a token): at most `max_bytes`, from one descriptor opened
+/// without blocking, checked to be a regular file with a trusted owner and mode
+/// (`policy`). A symbolic link is followed only into directories the trust rules allow:
+/// each directory above the file it reaches is owned by root or the daemon's user and
+/// not writable by group or others (unless sticky, as /tmp). A FIFO, device, directory
+/// or larger file is an error naming the file, never a hang or an unbounded read.
+pub fn read_side_file(
+    path: &Path,
+    policy: TrustPolicy,
+    max_bytes: u64,
+) -> Result<Vec<u8>, SideFileError> {
+    let refuse = |reason: String| SideFileError::Refused {
+        path: path.to_owned(),
+        reason,
+    };
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => SideFileError::Missing {
+            path: path.to_owned(),
+        },
+        _ => SideFileError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    };
+    let lexical = std::path::absolute(path).map_err(io)?;
+    let real = std::fs::canonicalize(path).map_err(io)?;
+    if real != lexical && policy.check_modes {
+        check_ancestors(&real, policy).map_err(|reason| {
+            refuse(format!(
+                "it leads to {} through a symbolic link, and {reason}",
+                real.display()
+            ))
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(refuse(format!("not a regular file but {}", kind_of(&meta))));
+    }
+    check_meta(path, &meta, policy).map_err(|e| match e {
+        LoadError::Untrusted { reason, .. } => refuse(reason),
+        other => refuse(other.to_string()),
+    })?;
+    if meta.len() > max_bytes {
+        return Err(refuse(format!(
+            "{} bytes, more than the {max_bytes} allowed",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, max_bytes + 1), &mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(refuse(format!("more than the {max_bytes} bytes allowed")));
+    }
+    Ok(bytes)
+}
+
+/// Checks every directory above `real` (a path without links): owned by root or the
+/// daemon's user, and not writable by group or others unless sticky.
+fn check_ancestors(real: &Path, policy: TrustPolicy) -> Result<(), String> {
+    for dir in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mode = meta.permissions().mode();
+        let owner_ok = meta.uid() == 0 || policy.required_owner.is_none_or(|o| o == meta.uid());
+        if !owner_ok {
+            return Err(format!("{} is owned by uid {}", dir.display(), meta.uid()));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "{} is writable by group or others (mode {:04o})",
+                dir.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn kind_of(meta: &Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
@@ -217,5 +337,47 @@ mod tests {
             check_dir(d.path(), ANYONE),
             Err(LoadError::Untrusted { .. })
         ));
+    }
+
+    #[test]
+    fn side_files_are_bounded_typed_and_reached_only_through_trusted_links() {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let p = file_with_mode(d.path(), 0o644);
+        assert_eq!(read_side_file(&p, ANYONE, 16).unwrap(), b"x");
+        let e = read_side_file(&d.path().join("absent"), ANYONE, 16).unwrap_err();
+        assert!(e.is_missing(), "{e}");
+        // A FIFO is refused without blocking; a directory and a device too.
+        let fifo = d.path().join("x.sig");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = read_side_file(&fifo, ANYONE, 16).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        let e = read_side_file(d.path(), ANYONE, 16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a directory"), "{e}");
+        // A link to /dev/zero: refused as a device, not read.
+        let zero = d.path().join("zero.sig");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_side_file(&zero, ANYONE, 16).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        // Larger than allowed.
+        fs::write(&p, vec![b'a'; 100]).unwrap();
+        let e = read_side_file(&p, ANYONE, 16).unwrap_err().to_string();
+        assert!(e.contains("100 bytes"), "{e}");
+        // A link into a directory anyone can write: refused.
+        let open_dir = d.path().join("open");
+        fs::create_dir(&open_dir).unwrap();
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let target = file_with_mode(&open_dir, 0o644);
+        let link = d.path().join("ext.pub");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = read_side_file(&link, ANYONE, 16).unwrap_err().to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        // The same link into a trusted directory is followed.
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(read_side_file(&link, ANYONE, 16).unwrap(), b"x");
     }
 }

@@ -49,6 +49,7 @@ pub mod abi;
 mod context;
 pub mod export;
 pub mod host;
+pub mod printable;
 mod testhost;
 
 /// The directory holding `dynplug.h`, the C header of the ABI (for `cc -I`).

@@ -7,6 +7,7 @@ mod fastpath;
 mod hostile;
 mod isolation;
 mod jobs;
+mod judged_bytes;
 mod limits;
 mod manager;
 mod metadata;

@@ -31,7 +31,7 @@ fn inspect_reads_a_plugin_without_running_any_of_its_code() {
     cmd.arg("--inspect").arg(&file);
     let (code, out, err) = run(cmd);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("name:        marked"), "{out}");
+    assert!(out.contains("name:        \"marked\""), "{out}");
     assert!(out.contains("no code was run"), "{out}");
     assert!(out.contains("\"type\": \"object\""), "{out}");
     assert!(

@@ -38,17 +38,16 @@ impl Manager {
     ) -> Result<ReloadReport, ManagerError> {
         let _admin = self.inner.admin.lock().await;
         let old_config = self.config();
-        let policy = self.inner.policy;
         // Everything that can fail happens before anything changes.
         let (scanned, signing) = self.scan_plugins(&config).await?;
         self.check_settings(&config, &scanned)?;
+        let kit = SlotKit {
+            sandbox: sandbox_spec(&config, SandboxPolicy::default()),
+            loader: self.loader(&config, signing.clone()),
+        };
         *lock(&self.inner.signing) = signing;
         self.keep_probe_cache(&scanned);
 
-        let kit = SlotKit {
-            sandbox: sandbox_spec(&config, SandboxPolicy::default()),
-            loader: self.loader(&config),
-        };
         let mut report = ReloadReport::default();
         let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
         let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
@@ -78,8 +77,7 @@ impl Manager {
                     }
                     if let Some(slot) = old.get(&name) {
                         owners.insert(name.clone(), slot.library.path().to_owned());
-                        let wanted =
-                            self.pool_config(&config, &kit.sandbox, &name, slot.library.path());
+                        let wanted = self.pool_config(&config, &kit.sandbox, &name, &slot.library);
                         let current = slot.pool.as_ref().map(|p| p.config().clone());
                         let same_pin = old_config.version_requirement(&name)
                             == config.version_requirement(&name);
@@ -92,13 +90,27 @@ impl Manager {
                             if wanted.is_none() && !library.is_loaded() {
                                 // Leaving process isolation: load it here now (it passed
                                 // its probe when it was first seen).
+                                // From the image its workers ran, not the path again.
                                 let path = library.path().to_owned();
-                                let opened = tokio::task::spawn_blocking(move || {
-                                    PluginLibrary::open(&path, policy)
+                                let image = library.image().cloned();
+                                let opened = tokio::task::spawn_blocking(move || match image {
+                                    Some(image) => PluginLibrary::load(&path, &image),
+                                    None => Err(LoadError::Io {
+                                        reason: "no sealed image of the file is kept; \
+                                                 it is loaded again on the next change"
+                                            .into(),
+                                        path,
+                                    }),
                                 })
                                 .await;
                                 match opened {
-                                    Ok(Ok(lib)) => library = Arc::new(lib),
+                                    Ok(Ok(mut lib)) => {
+                                        lib.set_signature(
+                                            library.signature().clone(),
+                                            library.signature_identity(),
+                                        );
+                                        library = Arc::new(lib);
+                                    }
                                     Ok(Err(e)) => {
                                         failures.push((library.path().to_owned(), e));
                                         continue;
@@ -200,14 +212,23 @@ impl Manager {
         })
     }
 
-    /// How a lazily listed in-process plugin is loaded on first use: probed (unless
-    /// remembered), then loaded here.
-    fn loader(&self, config: &Config) -> Loader {
+    /// How a lazily listed in-process plugin is loaded on first use: sealed and judged
+    /// again under `signing`, refused if it is not the file that was listed, probed
+    /// (unless remembered), then loaded here from the image.
+    fn loader(&self, config: &Config, signing: Signing) -> Loader {
         let probe = self.probe(config);
         let policy = self.inner.policy;
-        Loader(Arc::new(move |path: &Path| match &probe {
-            Some(probe) => probe.load(path, policy),
-            None => PluginLibrary::open(path, policy),
+        Loader(Arc::new(move |path: &Path, listed| match &probe {
+            Some(probe) => probe.load(path, listed, &signing, policy),
+            None => {
+                let (image, verdict) = signing.seal(path, policy)?;
+                if image.identity() != listed {
+                    return Err(crate::scan::changed_since_listed(path));
+                }
+                let mut lib = PluginLibrary::load(path, &image)?;
+                lib.set_signature(verdict, signing.signature_identity(path));
+                Ok(lib)
+            }
         }))
     }
 
@@ -256,6 +277,7 @@ impl Manager {
         let policy = self.inner.policy;
         let dir = config.plugins_dir.clone();
         let signing = Signing {
+            max_bytes: config.trust.max_plugin_bytes,
             mode: config.trust.signatures,
             keyring: if config.trust.signatures == SignatureMode::Off {
                 Keyring::default()
@@ -270,6 +292,12 @@ impl Manager {
             .plugins
             .values()
             .filter(|_| !rejudge)
+            // A plugin loaded here that is to run isolated now is read again: its
+            // workers need a sealed image of the file, and only a fresh judgement of the
+            // file makes one.
+            .filter(|s| {
+                config.isolation(s.name()) != Isolation::Process || s.library.image().is_some()
+            })
             .map(|s| {
                 (
                     s.library.path().to_owned(),
@@ -364,7 +392,7 @@ impl Manager {
         config: &Config,
         base: &Spec,
         name: &str,
-        library: &Path,
+        library: &PluginLibrary,
     ) -> Option<PoolConfig> {
         if config.isolation(name) != Isolation::Process {
             return None;
@@ -372,7 +400,8 @@ impl Manager {
         let p = config.plugin(name);
         Some(PoolConfig {
             program: self.inner.worker_program.clone().unwrap_or_default(),
-            library: library.to_owned(),
+            library: library.path().to_owned(),
+            image: library.image().cloned(),
             name: name.to_owned(),
             workers: p.workers.unwrap_or(2),
             limits: ResourceLimits {
@@ -403,7 +432,7 @@ impl Manager {
         let limits = Limits::of(config, &name);
         let settings = config.settings_json(&name);
         let pool = self
-            .pool_config(config, &kit.sandbox, &name, library.path())
+            .pool_config(config, &kit.sandbox, &name, &library)
             .map(|pc| {
                 let pool = WorkerPool::new(pc, settings.clone());
                 let identity = library.identity();

@@ -9,10 +9,16 @@ use std::process::{Command, Stdio};
 
 use super::pool::ResourceLimits;
 use super::sandbox::{Spec, SPEC_ENV};
-use super::serve::WORKER_FD;
+use super::serve::{LIBRARY_FD, WORKER_FD};
 
-/// A command `program MODE PATH...` (MODE is `--worker`, `--probe` or `--probe-batch`)
-/// that, between fork and exec, puts `channel` on fd 3 and applies the containment.
+/// The most descriptors a worker or probe is handed.
+const MAX_HANDED: usize = 48;
+
+/// A command `program MODE PATH...` (MODE is `--worker` or `--probe-batch`) that,
+/// between fork and exec, puts `channel` on fd 3, the shared region (if any) on its
+/// descriptor, each of `images` on the descriptors from [`LIBRARY_FD`] on, and applies
+/// the containment.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn command(
     program: &Path,
     mode: &str,
@@ -21,7 +27,19 @@ pub(crate) fn command(
     limits: ResourceLimits,
     sandbox: &Spec,
     shared: Option<RawFd>,
+    images: &[RawFd],
 ) -> Command {
+    // (source, target) pairs, laid out before the fork: the closure allocates nothing.
+    let mut handed = [(-1, -1); MAX_HANDED];
+    let mut count = 0;
+    let targets = std::iter::once((channel, WORKER_FD))
+        .chain(shared.map(|fd| (fd, super::shared::SHARED_FD)))
+        .chain(images.iter().copied().zip(LIBRARY_FD..));
+    for pair in targets.take(MAX_HANDED) {
+        handed[count] = pair;
+        count += 1;
+    }
+    let highest = handed[..count].iter().map(|&(_, t)| t).max().unwrap_or(0);
     let mut cmd = Command::new(program);
     cmd.arg(mode)
         .args(paths)
@@ -44,9 +62,16 @@ pub(crate) fn command(
                     Ok(())
                 }
             };
-            fail(libc::dup2(channel, WORKER_FD))?;
-            if let Some(region) = shared {
-                fail(libc::dup2(region, super::shared::SHARED_FD))?;
+            // Every source first moves above every target (close-on-exec copies), so
+            // that placing one descriptor never overwrites another still to be placed.
+            let mut moved = [-1; MAX_HANDED];
+            for i in 0..count {
+                let fd = libc::fcntl(handed[i].0, libc::F_DUPFD_CLOEXEC, highest + 1);
+                fail(fd)?;
+                moved[i] = fd;
+            }
+            for i in 0..count {
+                fail(libc::dup2(moved[i], handed[i].1))?;
             }
             fail(libc::setpgid(0, 0))?;
             fail(libc::prctl(

@@ -30,6 +30,7 @@ use super::shared;
 use crate::error::CallError;
 use crate::host::{CallHost, Host, Level, CANCEL_GRACE, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD};
 use crate::locks::lock;
+use crate::sealed::SealedImage;
 
 /// Resource limits applied to each worker process (setrlimit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +48,11 @@ pub struct ResourceLimits {
 pub struct PoolConfig {
     /// The program to start (dynplugd, run as `dynplugd --worker PATH`).
     pub program: PathBuf,
-    /// The plugin library.
+    /// The plugin library's path (for messages and the sandbox).
     pub library: PathBuf,
+    /// The sealed image of the library that every worker loads: the bytes judged when
+    /// the file was scanned, whatever its path holds later.
+    pub image: Option<Arc<SealedImage>>,
     /// Expected plugin name (the worker must report the same).
     pub name: String,
     /// Number of worker processes (concurrent calls).
@@ -554,6 +558,12 @@ impl WorkerPool {
             self.config.limits,
             &self.config.sandbox,
             region.as_ref().map(shared::Region::fd),
+            &self
+                .config
+                .image
+                .iter()
+                .map(|i| i.fd().as_raw_fd())
+                .collect::<Vec<_>>(),
         ));
         cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
@@ -878,6 +888,7 @@ while True:
         let config = PoolConfig {
             program,
             library: dir.join("fake.so"),
+            image: None,
             name: "fake".into(),
             workers: 1,
             limits: ResourceLimits {

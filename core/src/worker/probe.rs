@@ -4,23 +4,30 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::child;
 use super::pool::{describe_exit, ResourceLimits};
 use super::protocol::{read_frame, Hello, Kind};
 use super::sandbox::Spec;
+use super::serve::MAX_PROBE_BATCH;
 use crate::error::LoadError;
+use crate::sealed::SealedImage;
 
 /// How long a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Probes one file (a batch of one, confined to reading below its directory) in the
-/// sandbox `spec` describes and returns what the plugin said about itself.
-pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadError> {
+/// Probes one file's sealed image (a batch of one) in the sandbox `spec` describes and
+/// returns what the plugin said about itself.
+pub fn probe(
+    program: &Path,
+    library: &Path,
+    image: &SealedImage,
+    spec: &Spec,
+) -> Result<Hello, LoadError> {
     let dir = library.parent().unwrap_or(Path::new("/"));
-    probe_batch(program, dir, &[library.to_owned()], spec)
+    probe_batch(program, dir, &[(library, image)], spec)
         .pop()
         .unwrap_or_else(|| {
             Err(LoadError::Probe {
@@ -30,19 +37,22 @@ pub fn probe(program: &Path, library: &Path, spec: &Spec) -> Result<Hello, LoadE
         })
 }
 
-/// Probes `files` (all below `dir`) in as few processes as it takes: one
-/// `program --probe-batch DIR FILE...` answers a frame per file in order; when one
-/// crashes or hangs it, that file is the one after the last answer, and a new process
-/// goes on with the rest. One result per file, in order.
+/// Probes `files` (all below `dir`; each with its sealed image, which is what the probe
+/// loads) in as few processes as it takes: one `program --probe-batch DIR FILE...`
+/// (at most [`MAX_PROBE_BATCH`] files, their images on the descriptors from
+/// `LIBRARY_FD` on) answers a frame per file in order; when one crashes or hangs it,
+/// that file is the one after the last answer, and a new process goes on with the rest.
+/// One result per file, in order.
 pub fn probe_batch(
     program: &Path,
     dir: &Path,
-    files: &[PathBuf],
+    files: &[(&Path, &SealedImage)],
     spec: &Spec,
 ) -> Vec<Result<Hello, LoadError>> {
     let mut results = Vec::with_capacity(files.len());
     while results.len() < files.len() {
         let rest = &files[results.len()..];
+        let rest = &rest[..rest.len().min(MAX_PROBE_BATCH)];
         run_batch(program, dir, rest, spec, &mut results);
     }
     results
@@ -53,11 +63,11 @@ pub fn probe_batch(
 fn run_batch(
     program: &Path,
     dir: &Path,
-    files: &[PathBuf],
+    files: &[(&Path, &SealedImage)],
     spec: &Spec,
     results: &mut Vec<Result<Hello, LoadError>>,
 ) {
-    let first = &files[0];
+    let first = files[0].0;
     let fail = |path: &Path, reason: String| LoadError::Probe {
         path: path.to_owned(),
         reason,
@@ -74,7 +84,8 @@ fn run_batch(
         open_files: 64,
     };
     let mut paths: Vec<&Path> = vec![dir];
-    paths.extend(files.iter().map(PathBuf::as_path));
+    paths.extend(files.iter().map(|(path, _)| *path));
+    let images: Vec<_> = files.iter().map(|(_, i)| i.fd().as_raw_fd()).collect();
     let mut process = match child::command(
         program,
         "--probe-batch",
@@ -83,6 +94,7 @@ fn run_batch(
         limits,
         spec,
         None,
+        &images,
     )
     .spawn()
     {
@@ -96,7 +108,7 @@ fn run_batch(
     };
     drop(theirs);
     let _ = ours.set_read_timeout(Some(PROBE_TIMEOUT));
-    for file in files {
+    for &(file, _) in files {
         match read_frame(&mut ours, 64 * 1024) {
             Ok((Kind::Hello, body)) => {
                 results.push(Hello::decode(&body).map_err(|e| fail(file, e)))

@@ -19,10 +19,17 @@ use crate::host::{
     Host, Level, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD, MAX_LOG_BYTES, MAX_STATUS_BYTES,
 };
 use crate::library::PluginLibrary;
-use crate::trust::TrustPolicy;
+use crate::sealed::SealedImage;
 
 /// The file descriptor of the channel in a worker process.
 pub const WORKER_FD: i32 = 3;
+
+/// The descriptor of the (first) sealed plugin image in a worker or probe process; a
+/// probe of several files finds the next ones on the descriptors after it.
+pub const LIBRARY_FD: i32 = 5;
+
+/// The most files one probe process is handed at once.
+pub const MAX_PROBE_BATCH: usize = 32;
 
 /// The result frame for an answer: the text in the frame, or, when it is large and the
 /// shared region holds it, in the region with only its length in the frame.
@@ -122,20 +129,15 @@ impl Host for ChannelHost<'_> {
     }
 }
 
-/// Confines this process as the daemon asked (the sandbox spec in the environment),
-/// then loads the plugin at `path` and greets the daemon with its metadata and what it
-/// runs under (or says why it could not). Returns the channel and the instance, or the
-/// exit code to end with.
-#[allow(clippy::type_complexity)]
-/// Loads the plugin at `path` and creates its instance. Inside a user namespace file
-/// owners outside it read as an unmapped id: the daemon checked ownership before it
-/// started this process; modes are checked here.
-fn load(path: &Path) -> Result<(Arc<PluginLibrary>, crate::library::Instance), LoadError> {
-    let policy = TrustPolicy {
-        required_owner: None,
-        check_modes: true,
-    };
-    PluginLibrary::open(path, policy)
+/// Loads the plugin from the sealed image the daemon handed over on `fd` (`path` names
+/// it in messages) and creates its instance. The daemon judged the file (owner, mode,
+/// signature) when it made the image; the image cannot have changed since, whatever
+/// happened to the path.
+fn load(fd: i32, path: &Path) -> Result<(Arc<PluginLibrary>, crate::library::Instance), LoadError> {
+    // SAFETY: the daemon starts workers and probes with one image on each descriptor
+    // from LIBRARY_FD on, and nothing else in this process owns them.
+    let image = unsafe { SealedImage::inherited(fd, path) }?;
+    PluginLibrary::load(path, &image)
         .map(Arc::new)
         .and_then(|lib| lib.instantiate().map(|i| (lib, i)))
 }
@@ -167,8 +169,11 @@ pub fn probe_batch(dir: &Path, files: &[PathBuf]) -> i32 {
     // SAFETY: the daemon starts probes with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    for file in files {
-        let written = match load(file) {
+    if files.len() > MAX_PROBE_BATCH {
+        return 2;
+    }
+    for (fd, file) in (LIBRARY_FD..).zip(files) {
+        let written = match load(fd, file) {
             Ok((library, _instance)) => {
                 let hello = hello_of(&library, report.clone(), false);
                 write_frame(&mut channel, Kind::Hello, &hello.encode())
@@ -182,6 +187,11 @@ pub fn probe_batch(dir: &Path, files: &[PathBuf]) -> i32 {
     0
 }
 
+/// Confines this process as the daemon asked (the sandbox spec in the environment),
+/// then loads the plugin from its image and greets the daemon with its metadata and what
+/// it runs under (or says why it could not). Returns the channel and the instance, or
+/// the exit code to end with.
+#[allow(clippy::type_complexity)]
 fn load_and_greet(
     path: &Path,
 ) -> Result<(UnixStream, Hello, crate::library::Instance, Option<Region>), i32> {
@@ -195,7 +205,7 @@ fn load_and_greet(
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    let (library, instance) = match load(path) {
+    let (library, instance) = match load(LIBRARY_FD, path) {
         Ok(pair) => pair,
         Err(e) => {
             let _ = write_frame(&mut channel, Kind::Failed, e.to_string().as_bytes());
