@@ -498,25 +498,18 @@ pub struct PluginConfig {
 impl Config {
     /// Reads, parses, applies `DYNPLUG_*` overrides from `env` and validates `path`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
-        crate::trust::check_private_file(
+        // One open: a regular file, trusted owner and mode, at most MAX_CONFIG_BYTES.
+        let bytes = crate::trust::read_side_file(
             path,
-            &meta,
             crate::trust::TrustPolicy::for_current_process(),
+            MAX_CONFIG_BYTES,
         )
-        .map_err(|reason| ConfigError::file(path, format!("refusing the file: {reason}")))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::file(
-                path,
-                format!(
-                    "file is {} bytes, more than the {MAX_CONFIG_BYTES} allowed",
-                    meta.len()
-                ),
-            ));
-        }
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        .map_err(|e| match e {
+            crate::trust::SideFileError::Refused { reason, .. } => {
+                ConfigError::file(path, format!("refusing the file: {reason}"))
+            }
+            other => ConfigError::file(path, format!("cannot read: {other}")),
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             ConfigError::file(
                 path,
@@ -906,15 +899,14 @@ fn read_secret(kind: &str, value: &str) -> Result<String, String> {
             PathBuf::from(dir).join(value)
         }
     };
-    let meta = std::fs::metadata(&path).map_err(|e| format!("secret {}: {e}", path.display()))?;
-    if meta.len() > MAX_SECRET_BYTES {
-        return Err(format!(
-            "secret {} is larger than {MAX_SECRET_BYTES} bytes",
-            path.display()
-        ));
-    }
+    let bytes = crate::trust::read_side_file(
+        &path,
+        crate::trust::TrustPolicy::for_current_process(),
+        MAX_SECRET_BYTES,
+    )
+    .map_err(|e| format!("secret: {e}"))?;
     let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("secret {}: {e}", path.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("secret {}: not UTF-8", path.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 

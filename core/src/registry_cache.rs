@@ -205,16 +205,14 @@ impl RegistryCache {
 /// The entries of `file`; `Err(None)` when there is no file, `Err(Some(why))` when it
 /// cannot be used.
 fn read(file: &Path) -> Result<BTreeMap<PathBuf, (FileIdentity, Outcome)>, Option<String>> {
-    let meta = match std::fs::symlink_metadata(file) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+    let policy = crate::trust::TrustPolicy::for_current_process();
+    let (bytes, meta) = match crate::trust::read_side_file_with_meta(file, policy, MAX_BYTES) {
+        Ok(read) => read,
+        Err(e) if e.is_missing() => return Err(None),
         Err(e) => return Err(Some(e.to_string())),
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if !meta.is_file() {
-        return Err(Some("not a regular file".into()));
-    }
     if meta.uid() != euid || meta.mode() & 0o077 != 0 {
         return Err(Some(format!(
             "owned by uid {} with mode {:o}; it must be the daemon's own and private",
@@ -222,10 +220,6 @@ fn read(file: &Path) -> Result<BTreeMap<PathBuf, (FileIdentity, Outcome)>, Optio
             meta.mode() & 0o7777
         )));
     }
-    if meta.len() > MAX_BYTES {
-        return Err(Some(format!("{} bytes, more than {MAX_BYTES}", meta.len())));
-    }
-    let bytes = std::fs::read(file).map_err(|e| Some(e.to_string()))?;
     let cache: CacheFile =
         serde_json::from_slice(&bytes).map_err(|e| Some(format!("corrupt: {e}")))?;
     if cache.format != FORMAT {

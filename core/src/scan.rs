@@ -47,11 +47,7 @@ impl Signing {
 
     /// Opens `path` once into a sealed image and judges the image's bytes: the image
     /// with the verdict, or the refusal (`enforcing`, trust, size).
-    pub(crate) fn seal(
-        &self,
-        path: &Path,
-        policy: TrustPolicy,
-    ) -> Result<(SealedImage, Verdict), LoadError> {
+    pub(crate) fn seal(&self, path: &Path, policy: TrustPolicy) -> Judged {
         let image = SealedImage::open(path, policy, self.max_bytes)?;
         if self.mode == SignatureMode::Off {
             return Ok((image, Verdict::NotChecked));
@@ -72,6 +68,9 @@ impl Signing {
         }
     }
 }
+
+/// A file's sealed image with its verdict, or why it was refused.
+type Judged = Result<(SealedImage, Verdict), LoadError>;
 
 /// How many new files a scan seals, judges and probes at once.
 const SCAN_CHUNK: usize = crate::worker::serve::MAX_PROBE_BATCH;
@@ -304,7 +303,7 @@ pub(crate) fn scan(
     // ahead in batches, and loaded from that very image. Images of in-process plugins
     // are closed once loaded, so descriptors stay few whatever the number of files.
     for chunk in to_open.chunks(SCAN_CHUNK) {
-        let judged: Vec<(&PathBuf, Result<(SealedImage, Verdict), LoadError>)> =
+        let judged: Vec<(&PathBuf, Judged)> =
             chunk.iter().map(|p| (p, signing.seal(p, policy))).collect();
         if let Some(probe) = probe {
             let allowed: Vec<(&Path, &SealedImage)> = judged

@@ -10,6 +10,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The largest state file read (a name and a flag per plugin fit many times).
+const MAX_STATE_BYTES: u64 = 4 << 20;
+
 use serde::{Deserialize, Serialize};
 
 /// File name of the state file inside the state directory.
@@ -84,23 +87,18 @@ impl StateStore {
 
     /// Reads the state; a missing file is an empty state.
     pub fn load(&self) -> Result<RuntimeState, String> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(_) if std::fs::metadata(&self.path).is_ok_and(|m| {
-                crate::trust::check_private_file(&self.path, &m, crate::trust::TrustPolicy::for_current_process())
-                    .is_err()
-            }) =>
-            {
-                Err(format!(
-                    "{}: refusing a state file that is writable by group or others (or not owned by root)",
-                    self.path.display()
-                ))
-            }
-            Ok(text) if text.trim().is_empty() => Ok(RuntimeState::default()),
-            Ok(text) => {
+        let policy = crate::trust::TrustPolicy::for_current_process();
+        match crate::trust::read_side_file(&self.path, policy, MAX_STATE_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("{}: not UTF-8 text", self.path.display()))?;
+                if text.trim().is_empty() {
+                    return Ok(RuntimeState::default());
+                }
                 serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeState::default()),
-            Err(e) => Err(format!("{}: {e}", self.path.display())),
+            Err(e) if e.is_missing() => Ok(RuntimeState::default()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

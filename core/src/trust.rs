@@ -168,6 +168,15 @@ pub fn read_side_file(
     policy: TrustPolicy,
     max_bytes: u64,
 ) -> Result<Vec<u8>, SideFileError> {
+    read_side_file_with_meta(path, policy, max_bytes).map(|(bytes, _)| bytes)
+}
+
+/// [`read_side_file`], with the metadata of the descriptor it read.
+pub fn read_side_file_with_meta(
+    path: &Path,
+    policy: TrustPolicy,
+    max_bytes: u64,
+) -> Result<(Vec<u8>, Metadata), SideFileError> {
     let refuse = |reason: String| SideFileError::Refused {
         path: path.to_owned(),
         reason,
@@ -216,7 +225,7 @@ pub fn read_side_file(
     if bytes.len() as u64 > max_bytes {
         return Err(refuse(format!("more than the {max_bytes} bytes allowed")));
     }
-    Ok(bytes)
+    Ok((bytes, meta))
 }
 
 /// Checks every directory above `real` (a path without links): owned by root or the

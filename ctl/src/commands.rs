@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::client::{Client, CtlError, IntoCtlError, Kind};
-use crate::output::{print_stdout, Colour, Output};
+use crate::output::{esc, print_stdout, Colour, Output};
 
 fn row_json(r: &PluginRow) -> Value {
     json!({"name": r.name, "version": r.version, "description": r.description, "enabled": r.enabled, "loaded": r.loaded, "path": r.path})
@@ -463,27 +463,27 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
         tokio::select! {
             Some(s) = state.next() => if let Ok(a) = s.args() {
                 emit("plugin_state_changed", json!({"name": a.name(), "enabled": a.enabled(), "loaded": a.loaded()}),
-                    format!("{}: {}{}", a.name(), if *a.enabled() { "enabled" } else { "disabled" }, if *a.loaded() { "" } else { " (not loaded)" }));
+                    format!("{}: {}{}", esc(a.name()), if *a.enabled() { "enabled" } else { "disabled" }, if *a.loaded() { "" } else { " (not loaded)" }));
             },
             Some(s) = failed.next() => if let Ok(a) = s.args() {
                 emit("plugin_failed", json!({"name": a.name(), "error": a.error()}),
-                    format!("{}: {} {}", a.name(), out.paint("failed:", Colour::Red), a.error()));
+                    format!("{}: {} {}", esc(a.name()), out.paint("failed:", Colour::Red), esc(a.error())));
             },
             Some(s) = service.next() => if let Ok(a) = s.args() {
                 emit("service_state_changed", json!({"name": a.name(), "state": a.state(), "detail": a.detail()}),
-                    format!("{}: service {}{}", a.name(), a.state(), if a.detail().is_empty() { String::new() } else { format!(" ({})", a.detail()) }));
+                    format!("{}: service {}{}", esc(a.name()), esc(a.state()), if a.detail().is_empty() { String::new() } else { format!(" ({})", esc(a.detail())) }));
             },
             Some(s) = reloaded.next() => if let Ok(a) = s.args() {
                 emit("config_reloaded", json!({"success": a.success(), "message": a.message()}),
-                    if *a.success() { format!("configuration reloaded: {}", a.message()) }
-                    else { format!("{} {}", out.paint("reload refused:", Colour::Red), a.message()) });
+                    if *a.success() { format!("configuration reloaded: {}", esc(a.message())) }
+                    else { format!("{} {}", out.paint("reload refused:", Colour::Red), esc(a.message())) });
             },
             Some(s) = plugin_events.next() => if let Ok(a) = s.args() {
                 emit("plugin_event", json!({"plugin": a.plugin(), "name": a.event(), "payload": a.payload()}),
-                    format!("{}: event {} {}", a.plugin(), a.event(), a.payload()));
+                    format!("{}: event {} {}", esc(a.plugin()), esc(a.event()), esc(a.payload())));
             },
             Some(change) = jobs.next() => if let Some(c) = change {
-                emit("job", c.json(), c.text());
+                emit("job", c.json(), esc(&c.text()).into_owned());
             },
             change = client.owner_changes().next() => match change {
                 Some(c) => if let Ok(a) = c.args() {

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::client::{Client, CtlError, IntoCtlError, Kind};
-use crate::output::{print_stdout, Colour, Output};
+use crate::output::{esc, print_stdout, Colour, Output};
 
 /// The path of the job the user named by number or path.
 fn resolve(id: &str) -> Result<String, CtlError> {
@@ -229,7 +229,7 @@ pub(crate) async fn follow(
             Wake::Changed => {
                 let fraction = client.call(fresh.progress()).await?;
                 let text = client.call(fresh.status_text()).await?;
-                bar.draw(fraction, &text);
+                bar.draw(fraction, &esc(&text));
             }
             Wake::Interrupted if cancel_on_interrupt && !interrupted => {
                 interrupted = true;
@@ -326,12 +326,12 @@ pub(crate) async fn show(
     let mut text = format!(
         "job {} ({path})\n  plugin:   {}\n  state:    {}\n  progress: {}\n",
         s.id,
-        s.plugin,
+        esc(&s.plugin),
         out.paint(&s.state, s.state_colour()),
         s.progress_text()
     );
     if !s.status_text.is_empty() {
-        text.push_str(&format!("  status:   {}\n", s.status_text));
+        text.push_str(&format!("  status:   {}\n", esc(&s.status_text)));
     }
     if !s.error.is_empty() {
         text.push_str(&format!(
@@ -340,7 +340,8 @@ pub(crate) async fn show(
         ));
     }
     if s.state == "succeeded" {
-        text.push_str(&format!("  output:   {}\n", s.output));
+        // The output as it is, as `execute` prints it, but on the one line it was given.
+        text.push_str(&format!("  output:   {}\n", esc(&s.output)));
     }
     print_stdout(&text);
     Ok(())

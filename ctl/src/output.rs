@@ -35,10 +35,13 @@ impl Output {
         Output { json, colour }
     }
 
-    /// Wraps `text` in ANSI colour codes when colour is on.
+    /// Wraps `text` in ANSI colour codes when colour is on. The text itself is
+    /// escaped first ([`esc`]): a cell or value shows what a plugin or file said, and
+    /// none of it can move the cursor, colour the terminal or start a line of its own.
     pub(crate) fn paint(&self, text: &str, colour: Colour) -> String {
+        let text = esc(text);
         let code = match colour {
-            Colour::None => return text.to_owned(),
+            Colour::None => return text.into_owned(),
             Colour::Green => "32",
             Colour::Red => "31",
             Colour::Yellow => "33",
@@ -46,7 +49,7 @@ impl Output {
         if self.colour {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
-            text.to_owned()
+            text.into_owned()
         }
     }
 
@@ -107,4 +110,10 @@ impl Output {
 pub(crate) fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Plugin- or file-supplied text as it may be printed: control and format characters
+/// written as visible escapes (`\n`, `\x1b`, `\u{202e}`...), one line whatever it holds.
+pub(crate) fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    dynplug_sdk::printable::escape(text)
 }

@@ -111,10 +111,8 @@ impl Fixture {
         ];
         let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
         // SAFETY: a valid path and two timespecs.
-        assert_eq!(
-            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
-            0
-        );
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+        assert_eq!(r, 0);
         let after = std::fs::metadata(&file).unwrap();
         assert_eq!(
             (after.ino(), after.size(), after.mtime(), after.mtime_nsec()),
@@ -267,10 +265,8 @@ async fn isolated_workers_run_only_the_judged_bytes() {
     // A file that really changed (touched) is judged again, and refused.
     let c = std::ffi::CString::new(f.file().to_str().unwrap()).unwrap();
     // SAFETY: a valid path; null times mean "now".
-    assert_eq!(
-        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) },
-        0
-    );
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    assert_eq!(r, 0);
     m.reload(dynplug_tests::test_config(f.plugins.path(), &isolated(2)))
         .await
         .unwrap();
@@ -425,4 +421,38 @@ fn inspect_output_cannot_be_forged_by_the_file() {
         out.contains("description: \"fine\\nsignature:   verified (key build)\\x1b[2J"),
         "{out}"
     );
+}
+
+/// Item 7, the client's side: what a plugin says (its description, here with a newline,
+/// a forged row and escape sequences) reaches `dynplugctl list` and `info` escaped, on
+/// its own line and cell.
+#[test]
+fn dynplugctl_prints_plugin_text_escaped() {
+    let plugins = PluginDir::new();
+    plugins.add_c(
+        "tests/fixtures/c/marked.c",
+        "forger.so",
+        &["DESCRIPTION=\"fine\\necho    1.0  yes  loaded  trusted\\x1b[2J\\u202e\""],
+    );
+    let bus = PrivateBus::start();
+    let _daemon = Daemon::start(&bus, plugins.path(), "");
+    for args in [&["list"][..], &["info", "marked"]] {
+        let out = std::process::Command::new(binary("dynplugctl"))
+            .arg("--address")
+            .arg(bus.address())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("echo")),
+            "a forged row: {text}"
+        );
+        assert!(text.contains("fine\\necho"), "{text}");
+    }
 }

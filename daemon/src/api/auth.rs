@@ -44,8 +44,8 @@ impl Token {
         } else {
             path.to_owned()
         };
-        let text = std::fs::read_to_string(&full)
-            .map_err(|e| format!("cannot read token file {}: {e}", full.display()))?;
+        let bytes = read_token_file(&full)?;
+        let text = String::from_utf8_lossy(&bytes);
         let token = text.trim();
         if token.is_empty() {
             return Err(format!("token file {} is empty", full.display()));
@@ -234,6 +234,20 @@ pub(super) async fn require_metrics_token(
     } else {
         forbidden("this needs the metrics token (or one with the `manage` scope)".into())
     }
+}
+
+/// The largest token file read.
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// Reads a token file as a trusted side file: a regular file of the daemon's user or
+/// root, not writable by others, at most [`MAX_TOKEN_BYTES`]; never a FIFO or a device.
+pub(crate) fn read_token_file(path: &Path) -> Result<Vec<u8>, String> {
+    dynplug_core::trust::read_side_file(
+        path,
+        dynplug_core::trust::TrustPolicy::for_current_process(),
+        MAX_TOKEN_BYTES,
+    )
+    .map_err(|e| format!("token file: {e}"))
 }
 
 #[cfg(test)]

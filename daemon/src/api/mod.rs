@@ -188,7 +188,7 @@ fn token_bytes(config: &ServerConfig) -> Vec<Option<Vec<u8>>> {
         .iter()
         .chain(scoped)
         .chain(config.metrics_token_file.iter())
-        .map(|p| std::fs::read(p).ok())
+        .map(|p| auth::read_token_file(p).ok())
         .collect()
 }
 
