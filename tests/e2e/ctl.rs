@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dynplug_tests::{binary, run, rust_plugin, Daemon, PluginDir, PrivateBus};
+use dynplug_tests::{run, rust_plugin, Daemon, PluginDir, PrivateBus};
 use serde_json::Value;
 
 struct Ctl<'a> {
@@ -13,7 +13,7 @@ struct Ctl<'a> {
 
 impl Ctl<'_> {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary("dynplugctl"));
+        let mut cmd = dynplug_tests::tool("dynplugctl");
         cmd.arg("--address")
             .arg(self.bus.address())
             .args(args)
@@ -327,7 +327,7 @@ fn watch_sees_changes_made_by_another_client() {
 fn completions_and_man_page() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, _) = run({
-            let mut c = Command::new(binary("dynplugctl"));
+            let mut c = dynplug_tests::tool("dynplugctl");
             c.args(["completions", shell]);
             c
         });
@@ -338,7 +338,7 @@ fn completions_and_man_page() {
         );
     }
     let (code, out, _) = run({
-        let mut c = Command::new(binary("dynplugctl"));
+        let mut c = dynplug_tests::tool("dynplugctl");
         c.arg("man");
         c
     });
@@ -398,7 +398,7 @@ fn no_reachable_bus_is_exit_5_with_a_hint() {
         vec!["--address", "unix:path=/nonexistent/bus", "list"],
         vec!["--session", "list"],
     ] {
-        let mut cmd = Command::new(binary("dynplugctl"));
+        let mut cmd = dynplug_tests::tool("dynplugctl");
         cmd.args(&args)
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("XDG_RUNTIME_DIR", empty.path());
@@ -444,7 +444,7 @@ fn list_shows_why_a_file_was_refused() {
 fn usage_errors_with_json_are_json_documents() {
     for args in [vec!["--json", "frobnicate"], vec!["--json", "execute"]] {
         let (code, out, _) = run({
-            let mut cmd = Command::new(binary("dynplugctl"));
+            let mut cmd = dynplug_tests::tool("dynplugctl");
             cmd.args(&args);
             cmd
         });
@@ -455,7 +455,7 @@ fn usage_errors_with_json_are_json_documents() {
     }
     // Without --json, clap's own text on stderr, nothing on stdout.
     let (code, out, err) = run({
-        let mut cmd = Command::new(binary("dynplugctl"));
+        let mut cmd = dynplug_tests::tool("dynplugctl");
         cmd.arg("frobnicate");
         cmd
     });

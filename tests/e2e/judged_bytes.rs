@@ -13,7 +13,7 @@ use dynplug_core::config::Config;
 use dynplug_core::signature::{keygen, sign, signature_path, Keyring};
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
-use dynplug_tests::{binary, manager_with_probe, set_mode, Daemon, PluginDir, PrivateBus};
+use dynplug_tests::{manager_with_probe, set_mode, Daemon, PluginDir, PrivateBus};
 
 const SIGNED_TAG: &str = "SIGNEDCODE";
 const TAMPERED_TAG: &str = "UNSIGNEDXX";
@@ -288,7 +288,7 @@ fn mkfifo(path: &Path) {
 
 /// Runs `dynplugd --inspect FILE` with `config`, failing if it takes longer than 30 s.
 fn inspect(file: &Path, config: &Path) -> (i32, String) {
-    let mut child = std::process::Command::new(binary("dynplugd"))
+    let mut child = dynplug_tests::tool("dynplugd")
         .arg("--config")
         .arg(config)
         .arg("--inspect")
@@ -437,7 +437,7 @@ fn dynplugctl_prints_plugin_text_escaped() {
     let bus = PrivateBus::start();
     let _daemon = Daemon::start(&bus, plugins.path(), "");
     for args in [&["list"][..], &["info", "marked"]] {
-        let out = std::process::Command::new(binary("dynplugctl"))
+        let out = dynplug_tests::tool("dynplugctl")
             .arg("--address")
             .arg(bus.address())
             .args(args)

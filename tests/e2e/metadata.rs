@@ -7,7 +7,7 @@ use std::path::Path;
 use dynplug_core::error::LoadError;
 use dynplug_core::library::PluginLibrary;
 use dynplug_core::trust::TrustPolicy;
-use dynplug_tests::{binary, busctl_call, manager_with_probe, run, PluginDir, PrivateBus};
+use dynplug_tests::{busctl_call, manager_with_probe, run, PluginDir, PrivateBus};
 
 fn marker_define(marker: &Path) -> String {
     format!("MARKER=\"{}\"", marker.display())
@@ -27,7 +27,7 @@ fn inspect_reads_a_plugin_without_running_any_of_its_code() {
         ],
     );
 
-    let mut cmd = std::process::Command::new(binary("dynplugd"));
+    let mut cmd = dynplug_tests::tool("dynplugd");
     cmd.arg("--inspect").arg(&file);
     let (code, out, err) = run(cmd);
     assert_eq!(code, 0, "{out}{err}");
@@ -39,7 +39,7 @@ fn inspect_reads_a_plugin_without_running_any_of_its_code() {
         "dynplugd --inspect ran the plugin's initialiser"
     );
 
-    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    let mut cmd = dynplug_tests::tool("dynplugctl");
     cmd.args(["inspect", "--json"]).arg(&file);
     let (code, out, err) = run(cmd);
     assert_eq!(code, 0, "{out}{err}");
@@ -64,7 +64,7 @@ fn inspect_reads_a_plugin_without_running_any_of_its_code() {
 fn inspect_says_what_it_cannot_know() {
     let plugins = PluginDir::new();
     let old = plugins.add_c("tests/fixtures/c/marked.c", "old.so", &["NO_METADATA"]);
-    let mut cmd = std::process::Command::new(binary("dynplugd"));
+    let mut cmd = dynplug_tests::tool("dynplugd");
     cmd.arg("--inspect").arg(&old);
     let (code, out, _) = run(cmd);
     assert_eq!(code, 0, "{out}");
@@ -72,7 +72,7 @@ fn inspect_says_what_it_cannot_know() {
 
     let text = plugins.path().join("notes.so");
     std::fs::write(&text, "not a library").unwrap();
-    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    let mut cmd = dynplug_tests::tool("dynplugctl");
     cmd.arg("inspect").arg(&text);
     let (code, out, _) = run(cmd);
     assert_eq!(code, 1, "{out}");
@@ -246,7 +246,7 @@ fn a_declared_schema_is_shown_by_dynplugctl_and_rest() {
         plugins.path(),
         "server:\n  enabled: true\n  port: 0\nplugins:\n  text:\n    settings:\n      mode: lower\n",
     );
-    let mut cmd = std::process::Command::new(binary("dynplugctl"));
+    let mut cmd = dynplug_tests::tool("dynplugctl");
     cmd.args(["--address", bus.address(), "--json", "info", "text"]);
     let (code, out, err) = run(cmd);
     assert_eq!(code, 0, "{out}{err}");

@@ -7,7 +7,7 @@ use dynplug_core::config::Config;
 use dynplug_core::signature::{keygen, sign, signature_path};
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
-use dynplug_tests::{binary, run, rust_plugin, set_mode, PluginDir};
+use dynplug_tests::{run, rust_plugin, set_mode, PluginDir};
 
 /// A plugins directory with `echo` signed, `hash` unsigned and `text` signed and then
 /// changed; and a keys directory trusting the signing key as `build`.
@@ -149,7 +149,7 @@ fn inspect_and_the_daemon_status_tell_the_verdict() {
         ("hash.so", "it would be refused", 1),
         ("text.so", "does not verify", 1),
     ] {
-        let mut cmd = std::process::Command::new(binary("dynplugd"));
+        let mut cmd = dynplug_tests::tool("dynplugd");
         cmd.arg("--config")
             .arg(&config_path)
             .arg("--inspect")

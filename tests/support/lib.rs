@@ -325,8 +325,12 @@ impl PrivateBus {
 
     /// A command (`busctl`, `gdbus`, `dynplugctl`, ...) pointed at this bus through
     /// `DBUS_SESSION_BUS_ADDRESS`.
+    /// The environment is the test's, less everything that would steer a daemon from
+    /// outside the test: `DYNPLUG_*` overrides and systemd's directory and notify
+    /// variables.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
+        hermetic(&mut cmd);
         cmd.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
         cmd
     }
@@ -335,6 +339,34 @@ impl PrivateBus {
 impl Drop for PrivateBus {
     fn drop(&mut self) {
         send_signal(self.pid as u32, libc::SIGTERM);
+    }
+}
+
+/// A command running one of the workspace's binaries (`dynplugd`, `dynplugctl`) with a
+/// [`hermetic`] environment.
+pub fn tool(name: &str) -> Command {
+    let mut cmd = Command::new(binary(name));
+    hermetic(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment every variable that configures a daemon from outside
+/// a test (`DYNPLUG_*`, and what systemd sets for a service), so that what the test
+/// exports on its machine cannot change what it checks.
+pub fn hermetic(cmd: &mut Command) {
+    const SYSTEMD: [&str; 6] = [
+        "NOTIFY_SOCKET",
+        "STATE_DIRECTORY",
+        "CONFIGURATION_DIRECTORY",
+        "RUNTIME_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+        "WATCHDOG_USEC",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("DYNPLUG_") || SYSTEMD.contains(&name.as_ref()) {
+            cmd.env_remove(&key);
+        }
     }
 }
 
