@@ -40,6 +40,10 @@ pub struct Args {
     /// Seconds in-flight calls get to finish on SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_timeout: u64,
+    /// The program isolated plugins run in, and new plugin files are probed by
+    /// [default: dynplug-worker beside dynplugd, else /usr/libexec/dynplug/dynplug-worker].
+    #[arg(long, value_name = "PATH")]
+    pub worker_program: Option<PathBuf>,
     /// Print everything known about a plugin file without running any of its code
     /// (metadata section, trust checks, settings schema), then exit: 0 if the file
     /// could be a plugin for this host, 1 if not.
@@ -51,6 +55,27 @@ pub struct Args {
     /// Print the man page (roff) and exit (used to build the package).
     #[arg(long, hide = true)]
     pub man_page: bool,
+}
+
+/// Where `dynplug-worker` is installed by the package.
+pub const PACKAGED_WORKER: &str = "/usr/libexec/dynplug/dynplug-worker";
+
+impl Args {
+    /// The worker program: `--worker-program`, else `dynplug-worker` beside this
+    /// executable, else the packaged one; `None` (isolated plugins fail, new files
+    /// load without a probe) when none of them is a file.
+    pub fn worker_program(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.worker_program {
+            return Some(path.clone());
+        }
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("dynplug-worker")));
+        beside
+            .into_iter()
+            .chain(std::iter::once(PathBuf::from(PACKAGED_WORKER)))
+            .find(|p| p.is_file())
+    }
 }
 
 /// Which bus to connect to.

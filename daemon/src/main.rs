@@ -3,23 +3,6 @@
 use clap::Parser;
 
 fn main() {
-    // Worker mode, started by the daemon itself for plugins with `isolation: process`:
-    // `dynplugd --worker LIBRARY`, channel on fd 3. Nothing else runs in that process.
-    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if raw.len() == 3 && raw[1] == "--worker" {
-        std::process::exit(dynplug_core::worker::serve::serve(std::path::Path::new(
-            &raw[2],
-        )));
-    }
-    // Batch probe mode: `dynplugd --probe-batch DIR FILE...`, each file's metadata in
-    // turn on fd 3, then exit.
-    if raw.len() >= 4 && raw[1] == "--probe-batch" {
-        let files: Vec<std::path::PathBuf> = raw[3..].iter().map(Into::into).collect();
-        std::process::exit(dynplug_core::worker::serve::probe_batch(
-            std::path::Path::new(&raw[2]),
-            &files,
-        ));
-    }
     let args = dynplugd::cli::Args::parse();
     if args.man_page {
         let command = <dynplugd::cli::Args as clap::CommandFactory>::command();

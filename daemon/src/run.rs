@@ -124,11 +124,20 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
             tracing::warn!(layer, reason = %why, "this host cannot give isolated plugins this sandbox layer");
         }
     }
+    let worker = args.worker_program();
+    match &worker {
+        Some(program) => tracing::debug!(program = %program.display(), "worker program"),
+        None => tracing::warn!(
+            "no dynplug-worker found (beside dynplugd or at {}): isolated plugins cannot \
+             run and new files are loaded without a probe (--worker-program PATH)",
+            crate::cli::PACKAGED_WORKER
+        ),
+    }
     let (manager, report) = Manager::start_with(
         config,
         &state_dir,
         TrustPolicy::for_current_process(),
-        std::env::current_exe().ok(),
+        worker,
     )
     .await?;
     tracing::info!(summary = %report, "plugins loaded");

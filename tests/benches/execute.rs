@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
             isolated_config,
             isolated_state.path(),
             policy,
-            Some(binary("dynplugd")),
+            Some(binary("dynplug-worker")),
         ))
         .expect("isolated manager");
 

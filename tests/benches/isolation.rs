@@ -57,7 +57,7 @@ fn main() {
             let mut config = Config::parse(yaml, Path::new("bench")).expect("config");
             config.plugins_dir = plugins.path().to_owned();
             let state = tempfile::tempdir().expect("tempdir");
-            let (m, _) = Manager::start_with(config, state.path(), TrustPolicy::for_current_process(), Some(binary("dynplugd")))
+            let (m, _) = Manager::start_with(config, state.path(), TrustPolicy::for_current_process(), Some(binary("dynplug-worker")))
                 .await
                 .expect("manager");
             for (size, input) in [("small", "hello".to_owned()), ("1MiB", "x".repeat(1 << 20))] {

@@ -91,14 +91,14 @@ pub fn test_config(dir: &Path, yaml: &str) -> dynplug_core::config::Config {
     c
 }
 
-/// A manager on `plugins` with `yaml`, probing new files with the real `dynplugd` (and
-/// running isolated plugins in its workers), as the daemon does.
+/// A manager on `plugins` with `yaml`, probing new files with the real `dynplug-worker`
+/// (and running isolated plugins in it), as the daemon does.
 pub async fn manager_with_probe(plugins: &Path, state: &Path, yaml: &str) -> dynplug_core::Manager {
     dynplug_core::Manager::start_with(
         test_config(plugins, yaml),
         state,
         dynplug_core::trust::TrustPolicy::for_current_process(),
-        Some(binary("dynplugd")),
+        Some(binary("dynplug-worker")),
     )
     .await
     .expect("manager starts")

@@ -185,7 +185,16 @@ fn deploy(dir: &Path, release: bool) -> Result<(), String> {
 fn dist() -> Result<(), String> {
     check(
         cargo()
-            .args(["build", "--release", "-p", "dynplugd", "-p", "dynplugctl"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "dynplugd",
+                "-p",
+                "dynplugctl",
+                "-p",
+                "dynplug-worker",
+            ])
             .status(),
         "cargo build --release",
     )?;

@@ -4,8 +4,8 @@
 //! - [`sandbox`]: the layers a worker confines itself in before it loads a plugin;
 //! - [`shared`]: a sealed memfd per worker for payloads above 64 KiB;
 //! - [`protocol`]: length-prefixed, versioned frames on a private socketpair;
-//! - [`serve`]: the worker process (`dynplugd --worker PATH`) and the probe
-//!   (`dynplugd --probe-batch DIR PATH...`);
+//! - [`serve`]: the worker process (`dynplug-worker --worker PATH`) and the probe
+//!   (`dynplug-worker --probe-batch DIR PATH...`);
 //! - [`probe`]: learning new files' metadata in throw-away processes, in batches;
 //! - [`pool`]: the daemon side: spawning with limits, calls, crash handling, restart
 //!   backoff, quarantine.

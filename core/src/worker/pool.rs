@@ -46,7 +46,7 @@ pub struct ResourceLimits {
 /// How a pool runs its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// The program to start (dynplugd, run as `dynplugd --worker PATH`).
+    /// The program to start (dynplugd, run as `dynplug-worker --worker PATH`).
     pub program: PathBuf,
     /// The plugin library's path (for messages and the sandbox).
     pub library: PathBuf,

@@ -155,7 +155,7 @@ fn hello_of(library: &PluginLibrary, sandbox: Option<SandboxReport>, shared: boo
     }
 }
 
-/// Probe mode for many files, `dynplugd --probe-batch DIR FILE...`: confined once
+/// Probe mode for many files, `dynplug-worker --probe-batch DIR FILE...`: confined once
 /// (reading allowed below DIR), then loads each file in turn and answers a Hello or
 /// Failed frame for each, in order. A file that crashes the process ends the batch; the
 /// daemon names it (the one after the last answer) and starts another for the rest.

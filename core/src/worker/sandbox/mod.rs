@@ -1,7 +1,7 @@
 //! Confinement of worker and probe processes, in layers.
 //!
 //! A plugin with `isolation: process` is treated as hostile. Its worker is started by
-//! the daemon as `dynplugd --worker LIBRARY` (see `worker::child`) and, before any
+//! the daemon as `dynplug-worker --worker LIBRARY` (see `worker::child`) and, before any
 //! plugin code is loaded, confines itself here:
 //!
 //! 1. **Identity.** A daemon running as root switches the worker to an unprivileged
