@@ -6,7 +6,8 @@
 //! Read-only calls are never checked.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use dynplug_dbus::DynplugError;
 use zbus::message::{Flags, Header};
@@ -125,10 +126,17 @@ enum Mode {
     Open,
 }
 
+/// How long a group membership looked up in the user database is trusted.
+const MEMBERSHIP_TTL: Duration = Duration::from_secs(5);
+
 /// The daemon's authorization of mutating D-Bus calls.
 #[derive(Default)]
 pub struct Authority {
     mode: OnceLock<Mode>,
+    /// Group memberships looked up for the group rule, by (uid, gid), with when: the
+    /// user database (NSS: files, LDAP, sssd...) is asked off the async workers and at
+    /// most once per user every [`MEMBERSHIP_TTL`].
+    memberships: Mutex<HashMap<(u32, u32), (bool, Instant)>>,
 }
 
 impl Authority {
@@ -192,7 +200,13 @@ impl Authority {
                 )))
             }
             Mode::Open => Ok(()),
-            Mode::Group(gid) => group_verdict(uid, *gid, &request),
+            Mode::Group(gid) => {
+                let member = match gid {
+                    Some(gid) => self.is_member(uid, *gid).await,
+                    None => false,
+                };
+                group_verdict(member, &request)
+            }
             Mode::Polkit(proxy) => {
                 let interactive = header
                     .primary()
@@ -227,6 +241,31 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// Whether `uid` is in group `gid`: remembered for [`MEMBERSHIP_TTL`], else asked of
+    /// the user database on a blocking thread (an NSS lookup can take the network).
+    async fn is_member(&self, uid: u32, gid: u32) -> bool {
+        let key = (uid, gid);
+        let fresh = |at: Instant| at.elapsed() < MEMBERSHIP_TTL;
+        if let Some(&(member, at)) = lock(&self.memberships).get(&key) {
+            if fresh(at) {
+                return member;
+            }
+        }
+        let member = tokio::task::spawn_blocking(move || user_in_group(uid, gid))
+            .await
+            .unwrap_or(false);
+        let mut cache = lock(&self.memberships);
+        cache.retain(|_, (_, at)| fresh(*at));
+        cache.insert(key, (member, Instant::now()));
+        member
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// What polkit's answer means for the caller.
 fn polkit_verdict(
     result: &AuthorizationResult,
@@ -253,8 +292,8 @@ fn polkit_verdict(
 }
 
 /// The bus policy's old rule: members of the group (root was let through before).
-fn group_verdict(uid: u32, gid: Option<u32>, request: &Request<'_>) -> Result<(), DynplugError> {
-    if gid.is_some_and(|gid| user_in_group(uid, gid)) {
+fn group_verdict(member: bool, request: &Request<'_>) -> Result<(), DynplugError> {
+    if member {
         return Ok(());
     }
     Err(DynplugError::AccessDenied(format!(
@@ -418,11 +457,12 @@ mod tests {
         assert!(dismissed.contains("dismissed"), "{dismissed}");
     }
 
-    #[test]
-    fn without_polkit_only_the_group_passes() {
+    #[tokio::test]
+    async fn without_polkit_only_the_group_passes() {
+        let authority = Authority::default();
         // root's primary group is 0 in every user database these tests run with.
-        assert!(group_verdict(0, Some(0), &request()).is_ok());
-        let m = denial(group_verdict(0, None, &request()));
+        assert!(group_verdict(authority.is_member(0, 0).await, &request()).is_ok());
+        let m = denial(group_verdict(false, &request()));
         assert!(
             m.contains("`dynplug` group") && m.contains("org.dynplug.execute"),
             "{m}"
@@ -433,7 +473,26 @@ mod tests {
             user_name(nobody).is_some(),
             "the user database has no `nobody`"
         );
-        assert!(group_verdict(nobody, Some(0), &request()).is_err());
+        assert!(group_verdict(authority.is_member(nobody, 0).await, &request()).is_err());
+    }
+
+    #[tokio::test]
+    async fn memberships_are_remembered_for_a_short_while() {
+        let authority = Authority::default();
+        assert!(authority.is_member(0, 0).await);
+        // Remembered: the same answer without a lookup, even for a user the database
+        // would now say otherwise about.
+        lock(&authority.memberships).insert((0, 0), (false, Instant::now()));
+        assert!(!authority.is_member(0, 0).await);
+        // Expired: asked again.
+        lock(&authority.memberships).insert(
+            (0, 0),
+            (
+                false,
+                Instant::now() - MEMBERSHIP_TTL - Duration::from_secs(1),
+            ),
+        );
+        assert!(authority.is_member(0, 0).await);
     }
 
     #[test]
