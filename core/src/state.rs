@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::lock;
 
 /// The largest state file read (a name and a flag per plugin fit many times).
 const MAX_STATE_BYTES: u64 = 4 << 20;
-
-use serde::{Deserialize, Serialize};
 
 /// File name of the state file inside the state directory.
 pub const STATE_FILE: &str = "state.yaml";
@@ -43,6 +46,68 @@ pub struct Quarantine {
     pub mtime_ns: i64,
     /// Why.
     pub reason: String,
+}
+
+/// The runtime state a manager shares between its tasks: changed and read under a lock
+/// held for a copy, and written to disk outside it. A write (temp file, fsync, rename)
+/// can take milliseconds on a busy disk; nobody reading or changing the state waits for
+/// it. Writes happen one at a time, each of the newest state there is; an older state is
+/// never written over a newer one.
+#[derive(Debug)]
+pub struct SharedState {
+    /// The state, with a version counted up on every change.
+    current: Mutex<(RuntimeState, u64)>,
+    /// The version on disk; held while writing.
+    written: Mutex<u64>,
+    store: StateStore,
+}
+
+impl SharedState {
+    /// `state`, as read from `store`.
+    pub fn new(store: StateStore, state: RuntimeState) -> Self {
+        SharedState {
+            current: Mutex::new((state, 0)),
+            written: Mutex::new(0),
+            store,
+        }
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&RuntimeState) -> R) -> R {
+        f(&lock(&self.current).0)
+    }
+
+    /// Changes the state with `f` and, if anything changed, writes it to disk (outside
+    /// the state's lock). Returns what `f` returned, and whether the write failed.
+    pub fn update<R>(&self, f: impl FnOnce(&mut RuntimeState) -> R) -> (R, Result<(), String>) {
+        let (result, snapshot) = {
+            let mut current = lock(&self.current);
+            let before = current.0.clone();
+            let result = f(&mut current.0);
+            if current.0 == before {
+                return (result, Ok(()));
+            }
+            current.1 += 1;
+            (result, current.clone())
+        };
+        (result, self.write(snapshot))
+    }
+
+    fn write(&self, (state, version): (RuntimeState, u64)) -> Result<(), String> {
+        let mut written = lock(&self.written);
+        if version <= *written {
+            // A newer state is on disk already.
+            return Ok(());
+        }
+        self.store.save(&state)?;
+        *written = version;
+        Ok(())
+    }
+
+    /// The store the state lives in.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
 }
 
 /// Reads and writes [`RuntimeState`] in a directory.
@@ -174,5 +239,39 @@ mod tests {
         let store = StateStore::new(d.path());
         std::fs::write(store.path(), "enabled: [").unwrap();
         assert!(store.load().is_err());
+    }
+
+    #[test]
+    fn the_state_is_read_and_changed_while_a_write_is_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = std::sync::Arc::new(SharedState::new(
+            StateStore::new(dir.path()),
+            RuntimeState::default(),
+        ));
+        // A write in progress: its lock held by another thread (as during an fsync).
+        let writing = lock(&shared.written);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = std::sync::Arc::clone(&shared);
+        let reader = std::thread::spawn(move || {
+            tx.send(other.read(|s| s.enabled.len())).unwrap();
+            // A change waits only for its own write, behind the one under way.
+            other
+                .update(|s| s.enabled.insert("b".into(), false))
+                .1
+                .unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(0),
+            "a reader waited for a write"
+        );
+        drop(writing);
+        reader.join().unwrap();
+        assert_eq!(
+            StateStore::new(dir.path()).load().unwrap().enabled.get("b"),
+            Some(&false)
+        );
+        // Unchanged: nothing written, no error.
+        assert!(shared.update(|_| ()).1.is_ok());
     }
 }

@@ -54,7 +54,7 @@ impl Manager {
         let mut failures: Vec<(PathBuf, LoadError)> = Vec::new();
         let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
         self.drop_stale_overrides(&old_config, &config, first);
-        let overrides = lock(&self.inner.runtime).enabled.clone();
+        let overrides = self.inner.runtime.read(|r| r.enabled.clone());
         let enabled_of = |name: &str| {
             overrides
                 .get(name)
@@ -322,17 +322,15 @@ impl Manager {
     /// Drops the run-time overrides of plugins whose `enabled` the admin changed in the
     /// file: the newest intention wins.
     fn drop_stale_overrides(&self, old_config: &Config, config: &Config, first: bool) {
-        let mut runtime = lock(&self.inner.runtime);
-        let before = runtime.clone();
-        if !first {
-            runtime
-                .enabled
-                .retain(|name, _| old_config.enabled(name) == config.enabled(name));
-        }
-        if *runtime != before {
-            if let Err(e) = self.inner.store.save(&runtime) {
-                tracing::warn!(error = %e, "cannot save runtime state");
+        let (_, saved) = self.inner.runtime.update(|runtime| {
+            if !first {
+                runtime
+                    .enabled
+                    .retain(|name, _| old_config.enabled(name) == config.enabled(name));
             }
+        });
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save runtime state");
         }
     }
 
@@ -436,7 +434,11 @@ impl Manager {
             .map(|pc| {
                 let pool = WorkerPool::new(pc, settings.clone());
                 let identity = library.identity();
-                if let Some(q) = lock(&self.inner.runtime).quarantined.get(&name) {
+                let record = self
+                    .inner
+                    .runtime
+                    .read(|r| r.quarantined.get(&name).cloned());
+                if let Some(q) = record {
                     let same_file = q.path == library.path()
                         && q.size == identity.size
                         && i128::from(q.mtime_ns) == identity.mtime_ns;

@@ -361,12 +361,12 @@ impl Manager {
                 mtime_ns: i64::try_from(identity.mtime_ns).unwrap_or(i64::MAX),
                 reason: reason.clone(),
             };
-            let mut runtime = lock(&self.inner.runtime);
-            runtime.quarantined.insert(name.clone(), record);
-            if let Err(e) = self.inner.store.save(&runtime) {
+            let (_, saved) = self.inner.runtime.update(|runtime| {
+                runtime.quarantined.insert(name.clone(), record);
+            });
+            if let Err(e) = saved {
                 tracing::warn!(error = %e, "cannot save the quarantine");
             }
-            drop(runtime);
             let _ = self.inner.events.send(Event::PluginFailed {
                 name: name.clone(),
                 error: reason,

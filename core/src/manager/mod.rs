@@ -29,7 +29,7 @@ use crate::scan::{scan, Known, Probe, Scanned, Signing};
 use crate::services::Services;
 use crate::signature::Keyring;
 use crate::slot::{CallStats, Limits, Loader, Slot};
-use crate::state::{Quarantine, RuntimeState, StateStore};
+use crate::state::{Quarantine, SharedState, StateStore};
 use crate::trust::TrustPolicy;
 pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
 use crate::worker::sandbox::{Identity, SandboxPolicy, Spec};
@@ -79,8 +79,8 @@ struct Inner {
     // std locks: held only to copy or swap small values, never across `.await`.
     registry: RwLock<Registry>,
     config: RwLock<Arc<Config>>,
-    runtime: Mutex<RuntimeState>,
-    store: StateStore,
+    /// Run-time enable/disable and quarantines, written to disk outside its lock.
+    runtime: SharedState,
     policy: TrustPolicy,
     events: broadcast::Sender<Event>,
     services: Services,
@@ -143,8 +143,7 @@ impl Manager {
             inner: Arc::new(Inner {
                 registry: RwLock::new(Registry::default()),
                 config: RwLock::new(Arc::new(Config::default())),
-                runtime: Mutex::new(runtime),
-                store,
+                runtime: SharedState::new(store, runtime),
                 policy,
                 services: Services::new(events.clone(), SERVICE_STOP_TIMEOUT),
                 jobs: Jobs::new(config.jobs.limits(), events.clone()),
@@ -349,18 +348,21 @@ impl Manager {
                 });
             }
         }
-        {
-            let mut runtime = lock(&self.inner.runtime);
-            let before = runtime.enabled.insert(name.to_owned(), on);
-            if before != Some(on) {
-                if let Err(e) = self.inner.store.save(&runtime) {
+        let (before, saved) = self
+            .inner
+            .runtime
+            .update(|runtime| runtime.enabled.insert(name.to_owned(), on));
+        if let Err(e) = saved {
+            // Not kept, so not in force: put back what was (unless changed since).
+            let (_, _) = self.inner.runtime.update(|runtime| {
+                if runtime.enabled.get(name) == Some(&on) {
                     match before {
                         Some(b) => runtime.enabled.insert(name.to_owned(), b),
                         None => runtime.enabled.remove(name),
                     };
-                    return Err(ManagerError::State(e));
                 }
-            }
+            });
+            return Err(ManagerError::State(e));
         }
         let released = on && self.release_quarantine(&slot);
         if !slot.set_enabled(on) && !released {
@@ -381,11 +383,11 @@ impl Manager {
         let Some(pool) = &slot.pool else { return false };
         let was = pool.status().quarantined.is_some();
         pool.release();
-        let mut runtime = lock(&self.inner.runtime);
-        if runtime.quarantined.remove(slot.name()).is_some() {
-            if let Err(e) = self.inner.store.save(&runtime) {
-                tracing::warn!(error = %e, "cannot save runtime state");
-            }
+        let (_, saved) = self.inner.runtime.update(|runtime| {
+            runtime.quarantined.remove(slot.name());
+        });
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save runtime state");
         }
         if was {
             tracing::info!(plugin = slot.name(), "quarantine lifted");
@@ -481,7 +483,7 @@ impl Manager {
 
     /// The directory holding the runtime state.
     pub fn state_dir(&self) -> &Path {
-        self.inner.store.dir()
+        self.inner.runtime.store().dir()
     }
 
     /// Number of calls in flight.
