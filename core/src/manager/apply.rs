@@ -31,6 +31,10 @@ impl Manager {
         });
     }
 
+    /// Applies `config`: every step that can fail (scan, signatures, settings schemas)
+    /// comes before anything changes; then each scanned file is placed in the new
+    /// registry, plugins that went away stop, the registry is swapped in, and the new
+    /// and kept plugins are brought in line.
     pub(super) async fn apply(
         &self,
         config: Config,
@@ -38,7 +42,6 @@ impl Manager {
     ) -> Result<ReloadReport, ManagerError> {
         let _admin = self.inner.admin.lock().await;
         let old_config = self.config();
-        // Everything that can fail happens before anything changes.
         let (scanned, signing) = self.scan_plugins(&config).await?;
         self.check_settings(&config, &scanned)?;
         let kit = SlotKit {
@@ -47,152 +50,148 @@ impl Manager {
         };
         *lock(&self.inner.signing) = signing;
         self.keep_probe_cache(&scanned);
-
-        let mut report = ReloadReport::default();
-        let old: BTreeMap<String, Arc<Slot>> = read(&self.inner.registry).plugins.clone();
-        let mut plugins: BTreeMap<String, Arc<Slot>> = BTreeMap::new();
-        let mut failures: Vec<(PathBuf, LoadError)> = Vec::new();
-        let mut owners: BTreeMap<String, PathBuf> = BTreeMap::new();
         self.drop_stale_overrides(&old_config, &config, first);
-        let overrides = self.inner.runtime.read(|r| r.enabled.clone());
-        let enabled_of = |name: &str| {
-            overrides
-                .get(name)
-                .copied()
-                .unwrap_or_else(|| config.enabled(name))
+        let mut plan = Plan {
+            old: read(&self.inner.registry).plugins.clone(),
+            overrides: self.inner.runtime.read(|r| r.enabled.clone()),
+            config: &config,
+            old_config: &old_config,
+            kit: &kit,
+            plugins: BTreeMap::new(),
+            failures: Vec::new(),
+            owners: BTreeMap::new(),
+            report: ReloadReport::default(),
         };
         for entry in scanned {
             match entry {
-                Scanned::Kept(path, name) => {
-                    if let Some(other) = owners.get(&name) {
-                        failures.push((
-                            path.clone(),
-                            LoadError::DuplicateName {
-                                path,
-                                name,
-                                other: other.clone(),
-                            },
-                        ));
-                        continue;
-                    }
-                    if let Some(slot) = old.get(&name) {
-                        owners.insert(name.clone(), slot.library.path().to_owned());
-                        let wanted = self.pool_config(&config, &kit.sandbox, &name, &slot.library);
-                        let current = slot.pool.as_ref().map(|p| p.config().clone());
-                        let same_pin = old_config.version_requirement(&name)
-                            == config.version_requirement(&name);
-                        if wanted == current && same_pin {
-                            plugins.insert(name, Arc::clone(slot));
-                        } else {
-                            // Isolation mode or worker limits changed: a fresh slot on the
-                            // same library; calls in flight finish on the old one.
-                            let mut library = Arc::clone(&slot.library);
-                            if wanted.is_none() && !library.is_loaded() {
-                                // Leaving process isolation: load it here now (it passed
-                                // its probe when it was first seen).
-                                // From the image its workers ran, not the path again.
-                                let path = library.path().to_owned();
-                                let image = library.image().cloned();
-                                let opened = tokio::task::spawn_blocking(move || match image {
-                                    Some(image) => PluginLibrary::load(&path, &image),
-                                    None => Err(LoadError::Io {
-                                        reason: "no sealed image of the file is kept; \
-                                                 it is loaded again on the next change"
-                                            .into(),
-                                        path,
-                                    }),
-                                })
-                                .await;
-                                match opened {
-                                    Ok(Ok(mut lib)) => {
-                                        lib.set_signature(
-                                            library.signature().clone(),
-                                            library.signature_identity(),
-                                        );
-                                        library = Arc::new(lib);
-                                    }
-                                    Ok(Err(e)) => {
-                                        failures.push((library.path().to_owned(), e));
-                                        continue;
-                                    }
-                                    Err(e) => {
-                                        failures.push((
-                                            library.path().to_owned(),
-                                            LoadError::NotALibrary {
-                                                path: library.path().to_owned(),
-                                                reason: e.to_string(),
-                                            },
-                                        ));
-                                        continue;
-                                    }
-                                }
-                            }
-                            let fresh = self.make_slot(library, &config, &kit, enabled_of(&name));
-                            report.replaced.push(name.clone());
-                            plugins.insert(name, Arc::new(fresh));
-                        }
-                    }
-                }
-                Scanned::Failed(path, error) => failures.push((path, error)),
-                Scanned::Opened(lib) => {
-                    let name = lib.name().to_owned();
-                    if let Some(other) = owners.get(&name) {
-                        failures.push((
-                            lib.path().to_owned(),
-                            LoadError::DuplicateName {
-                                path: lib.path().to_owned(),
-                                name,
-                                other: other.clone(),
-                            },
-                        ));
-                        continue;
-                    }
-                    let slot = self.make_slot(Arc::new(lib), &config, &kit, enabled_of(&name));
-                    owners.insert(name.clone(), slot.library.path().to_owned());
-                    if old.contains_key(&name) {
-                        report.replaced.push(name.clone());
-                    } else {
-                        report.added.push(name.clone());
-                    }
-                    plugins.insert(name, Arc::new(slot));
+                Scanned::Kept(path, name) => self.place_kept(&mut plan, path, name).await,
+                Scanned::Opened(lib) => self.place_opened(&mut plan, lib),
+                Scanned::Failed(path, error) => plan.failures.push((path, error)),
+            }
+        }
+        self.stop_gone(&mut plan).await;
+        self.commit(&config, &plan.plugins, &plan.failures, &mut plan.report);
+        self.bring_in_line(&mut plan).await;
+        tracing::info!(summary = %plan.report, "configuration applied");
+        Ok(plan.report)
+    }
+
+    /// A file unchanged since the last scan: its slot stays, or a fresh slot on the same
+    /// library when its isolation, worker limits or version pin changed (calls in flight
+    /// finish on the old one).
+    async fn place_kept(&self, plan: &mut Plan<'_>, path: PathBuf, name: String) {
+        let Some(slot) = plan.old.get(&name).cloned() else {
+            return;
+        };
+        if !plan.claim(&name, &path) {
+            return;
+        }
+        let wanted = self.pool_config(plan.config, &plan.kit.sandbox, &name, &slot.library);
+        let current = slot.pool.as_ref().map(|p| p.config().clone());
+        let same_pin =
+            plan.old_config.version_requirement(&name) == plan.config.version_requirement(&name);
+        if wanted == current && same_pin {
+            plan.plugins.insert(name, slot);
+            return;
+        }
+        let mut library = Arc::clone(&slot.library);
+        if wanted.is_none() && !library.is_loaded() {
+            match Self::load_from_image(&library).await {
+                Ok(lib) => library = lib,
+                Err(e) => {
+                    plan.owners.remove(&name);
+                    plan.failures.push((path, e));
+                    return;
                 }
             }
         }
-        for (name, slot) in &old {
-            let same = plugins.get(name).is_some_and(|s| Arc::ptr_eq(s, slot));
+        let enabled = plan.enabled_of(&name);
+        let fresh = self.make_slot(library, plan.config, plan.kit, enabled);
+        plan.report.replaced.push(name.clone());
+        plan.plugins.insert(name, Arc::new(fresh));
+    }
+
+    /// A plugin leaving process isolation is loaded here, from the image its workers
+    /// ran (not the path again), keeping its signature verdict.
+    async fn load_from_image(library: &PluginLibrary) -> Result<Arc<PluginLibrary>, LoadError> {
+        let path = library.path().to_owned();
+        let image = library.image().cloned();
+        let opened = tokio::task::spawn_blocking(move || match image {
+            Some(image) => PluginLibrary::load(&path, &image),
+            None => Err(LoadError::Io {
+                reason:
+                    "no sealed image of the file is kept; it is loaded again on the next change"
+                        .into(),
+                path,
+            }),
+        })
+        .await
+        .map_err(|e| LoadError::NotALibrary {
+            path: library.path().to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut lib = opened?;
+        lib.set_signature(library.signature().clone(), library.signature_identity());
+        Ok(Arc::new(lib))
+    }
+
+    /// A file opened by this scan: a new plugin, or a new version of one.
+    fn place_opened(&self, plan: &mut Plan<'_>, lib: PluginLibrary) {
+        let name = lib.name().to_owned();
+        let path = lib.path().to_owned();
+        if !plan.claim(&name, &path) {
+            return;
+        }
+        let enabled = plan.enabled_of(&name);
+        let slot = self.make_slot(Arc::new(lib), plan.config, plan.kit, enabled);
+        if plan.old.contains_key(&name) {
+            plan.report.replaced.push(name.clone());
+        } else {
+            plan.report.added.push(name.clone());
+        }
+        plan.plugins.insert(name, Arc::new(slot));
+    }
+
+    /// Stops the services of plugins that go or get a new slot, and reports the gone.
+    async fn stop_gone(&self, plan: &mut Plan<'_>) {
+        for (name, slot) in &plan.old {
+            let same = plan.plugins.get(name).is_some_and(|s| Arc::ptr_eq(s, slot));
             if !same && slot.library.is_service() {
                 self.inner.services.stop(name).await;
             }
-            if !plugins.contains_key(name) {
-                report.removed.push(name.clone());
+            if !plan.plugins.contains_key(name) {
+                plan.report.removed.push(name.clone());
             }
         }
-        self.commit(&config, &plugins, &failures, &mut report);
+    }
 
-        let fresh: BTreeSet<String> = report
+    /// After the swap: new and replaced plugins start (if enabled); kept ones take the
+    /// new settings, limits and enabled flag; unusable ones are reported.
+    async fn bring_in_line(&self, plan: &mut Plan<'_>) {
+        let fresh: BTreeSet<String> = plan
+            .report
             .added
             .iter()
-            .chain(&report.replaced)
+            .chain(&plan.report.replaced)
             .cloned()
             .collect();
-        for (name, slot) in &plugins {
+        for (name, slot) in &plan.plugins {
             if fresh.contains(name) {
                 if slot.enabled() {
                     self.after_toggle(slot).await;
                 }
             } else {
-                self.update_kept(name, slot, &config, enabled_of(name), &mut report)
+                let enabled = plan.enabled_of(name);
+                self.update_kept(name, slot, plan.config, enabled, &mut plan.report)
                     .await;
             }
             if let Some(reason) = slot.failure() {
-                if !report.failed.contains(name) {
-                    report.failed.push(name.clone());
+                if !plan.report.failed.contains(name) {
+                    plan.report.failed.push(name.clone());
                 }
                 tracing::warn!(plugin = %name, error = %reason, "plugin unusable");
             }
         }
-        tracing::info!(summary = %report, "configuration applied");
-        Ok(report)
     }
 
     /// How new files are looked at under `config` (None without a worker program).
@@ -522,6 +521,48 @@ impl Manager {
 /// up now, so a user created later takes effect on the next reload.
 /// What every slot made by one apply shares, built once (the worker user's identity
 /// costs a user-database lookup).
+/// What one apply builds: the new registry, the files refused, who owns each name, and
+/// the report, from the registry and configuration it replaces.
+struct Plan<'a> {
+    old: BTreeMap<String, Arc<Slot>>,
+    overrides: BTreeMap<String, bool>,
+    config: &'a Config,
+    old_config: &'a Config,
+    kit: &'a SlotKit,
+    plugins: BTreeMap<String, Arc<Slot>>,
+    failures: Vec<(PathBuf, LoadError)>,
+    owners: BTreeMap<String, PathBuf>,
+    report: ReloadReport,
+}
+
+impl Plan<'_> {
+    /// Whether plugin `name` is to be enabled: a run-time override, else the file's word.
+    fn enabled_of(&self, name: &str) -> bool {
+        self.overrides
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| self.config.enabled(name))
+    }
+
+    /// Gives `name` to the file at `path`, unless an earlier file (in file-name order)
+    /// has it: then the file is refused as a duplicate.
+    fn claim(&mut self, name: &str, path: &Path) -> bool {
+        if let Some(other) = self.owners.get(name) {
+            self.failures.push((
+                path.to_owned(),
+                LoadError::DuplicateName {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    other: other.clone(),
+                },
+            ));
+            return false;
+        }
+        self.owners.insert(name.to_owned(), path.to_owned());
+        true
+    }
+}
+
 struct SlotKit {
     /// The sandbox of this configuration, before each plugin's own `sandbox:`.
     sandbox: Spec,
