@@ -279,10 +279,8 @@ fn daemon_going_away_mid_call_is_reported_at_once() {
             break;
         }
     }
-    let began = std::time::Instant::now();
     dynplug_tests::send_signal(daemon.pid(), libc::SIGKILL);
-    let out = child.wait_with_output().unwrap();
-    assert!(began.elapsed() < Duration::from_secs(10));
+    let out = dynplug_tests::wait_with_deadline(child, "dynplugctl after its daemon died");
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

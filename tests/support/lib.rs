@@ -584,6 +584,20 @@ pub fn dynplugd_command(bus: &PrivateBus, config: &Path, plugins: &Path, state: 
     cmd
 }
 
+/// Waits up to thirty seconds for `child` to end and returns its output; kills it and
+/// fails naming `what` if it does not.
+pub fn wait_with_deadline(mut child: std::process::Child, what: &str) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: did not end within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// Runs a command to completion and returns (exit code, stdout, stderr).
 pub fn run(mut cmd: Command) -> (i32, String, String) {
     let out = cmd.output().expect("run command");
