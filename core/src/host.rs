@@ -3,7 +3,7 @@
 //! published under a per-plugin budget.
 //!
 //! [`CallHost`] is the same whether the plugin runs in this process (through the SDK's
-//! [`HostFrame`], the C context handed to `execute_ctx`) or in a worker process (whose
+//! [`with_context`], the C context handed to `execute_ctx`) or in a worker process (whose
 //! frames the pool hands to it): one set of limits for both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::events::Event;
 use crate::jobs::Job;
 use crate::locks::lock;
-pub use dynplug_sdk::host::{Host, HostFrame};
+pub use dynplug_sdk::host::{with_context, Host};
 pub use dynplug_sdk::Level;
 
 /// Longest log line kept, in bytes; the rest is cut (at a character boundary).

@@ -1,0 +1,105 @@
+//! A plugin's context used past its call, a worker writing while idle, plugin text on
+//! the daemon's stderr, and `emit`'s answers, against the real daemon with
+//! tests/fixtures/c/kept.c: in process (`kept`) and isolated (`kept_iso`), beside the
+//! in-process echo plugin.
+
+use std::time::Duration;
+
+use dynplug_dbus::JobProxy;
+use dynplug_tests::*;
+use futures_util::StreamExt;
+
+const CONFIG: &str = "worker_user: nobody\nplugins:\n  kept_iso:\n    isolation: process\n    workers: 1\n    timeout_ms: 10000\n  kept:\n    timeout_ms: 10000\n";
+
+fn plugins() -> PluginDir {
+    let d = PluginDir::new();
+    d.add(&rust_plugin("echo"), "echo.so");
+    d.add_c("tests/fixtures/c/kept.c", "kept.so", &[]);
+    d.add_c(
+        "tests/fixtures/c/kept.c",
+        "kept_iso.so",
+        &["KEPT_NAME=\"kept_iso\""],
+    );
+    d
+}
+
+/// Rounds of calls whose context a thread keeps using after the call returned.
+const ROUNDS: usize = 12;
+
+/// Waits for the job at `path` to end and returns it.
+async fn finished_job(bus: &PrivateBus, path: &str) -> JobProxy<'static> {
+    let conn = zbus::connection::Builder::address(bus.address())
+        .build()
+        .await
+        .unwrap();
+    let job = JobProxy::builder(&conn)
+        .path(path.to_owned())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let mut ended = job.receive_finished().await.unwrap();
+    let wait = async {
+        while job.state().await.unwrap() == "running" {
+            ended.next().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("job {path} did not end within 60 s"));
+    job
+}
+
+/// Keeps contexts of `plugin` for [`ROUNDS`] calls, then runs a job while those
+/// threads go on using them, and checks that nothing of theirs reached anyone.
+async fn kept_contexts_reach_nothing(bus: &PrivateBus, daemon: &Daemon, plugin: &str) {
+    let m = bus.manager_proxy().await;
+    for round in 0..ROUNDS {
+        assert_eq!(
+            m.execute(plugin, "keep").await.unwrap(),
+            "kept",
+            "round {round}"
+        );
+        let hello = format!("round {round}");
+        assert_eq!(m.execute("echo", &hello).await.unwrap(), hello);
+    }
+    // The next job of the same plugin runs while the kept contexts are used: 200
+    // calls through them happen during it; its progress is its own.
+    let path = m
+        .start_job(plugin, "wait-stale 200")
+        .await
+        .unwrap()
+        .to_string();
+    let job = finished_job(bus, &path).await;
+    assert_eq!(job.state().await.unwrap(), "succeeded");
+    assert_eq!(job.output().await.unwrap(), "saw 200");
+    assert_eq!(job.status_text().await.unwrap(), "own");
+    let stats = m.execute(plugin, "stats").await.unwrap();
+    assert!(stats.ends_with(" reopened=0"), "{plugin}: {stats}");
+    assert!(!stats.starts_with("stale=0 "), "{plugin}: {stats}");
+    assert!(
+        !daemon.log().contains("stale log line"),
+        "a closed context's log line was filed"
+    );
+    assert_eq!(m.execute("echo", "after").await.unwrap(), "after");
+    assert!(
+        live_processes(|_, _| true).contains(&daemon.pid()),
+        "the daemon died"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_kept_past_its_call_is_inert_in_process() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    kept_contexts_reach_nothing(&bus, &daemon, "kept").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_kept_past_its_call_is_inert_in_a_worker() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    kept_contexts_reach_nothing(&bus, &daemon, "kept_iso").await;
+}
