@@ -103,3 +103,36 @@ async fn a_context_kept_past_its_call_is_inert_in_a_worker() {
     let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
     kept_contexts_reach_nothing(&bus, &daemon, "kept_iso").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newline_in_a_plugin_log_message_stays_on_one_escaped_line() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = bus.manager_proxy().await;
+    for plugin in ["kept", "kept_iso"] {
+        let forged = format!(
+            "log first\n2026-01-01T00:00:00.000000Z  INFO dynplugd: FORGED-{plugin} \x1b[2J\r"
+        );
+        assert_eq!(m.execute(plugin, &forged).await.unwrap(), "logged");
+        let log = daemon.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("FORGED-{plugin}")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains(&format!(
+                "first\\n2026-01-01T00:00:00.000000Z  INFO dynplugd: FORGED-{plugin} "
+            )),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains(&format!("plugin=\"{plugin}\"")),
+            "{}",
+            lines[0]
+        );
+        assert!(!log.contains('\x1b') && !log.contains('\r'), "{log:?}");
+    }
+}
