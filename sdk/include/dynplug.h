@@ -75,7 +75,7 @@ struct dynplug_context {
     int32_t (*cancelled)(const struct dynplug_context *ctx);
     /* Publishes an event; returns 0, or 1 when the host dropped it (a name that is not
      * 1-64 of [A-Za-z0-9_.:-], a payload over 64 KiB, over the plugin's budget, or the
-     * call is over). */
+     * call is over). Isolated plugins get the same answers. */
     int32_t (*emit)(const struct dynplug_context *ctx, const uint8_t *event,
                     size_t event_len, const uint8_t *payload, size_t payload_len);
 };

@@ -136,3 +136,33 @@ async fn a_newline_in_a_plugin_log_message_stays_on_one_escaped_line() {
         assert!(!log.contains('\x1b') && !log.contains('\r'), "{log:?}");
     }
 }
+
+/// `bad_accepted=B accepted=A dropped=D` as numbers.
+fn emit_counts(answer: &str) -> [u64; 3] {
+    let numbers: Vec<u64> = answer
+        .split(' ')
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
+    numbers.try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emit_answers_the_same_in_a_worker_as_in_process() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let _daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = bus.manager_proxy().await;
+    let in_process = emit_counts(&m.execute("kept", "emits").await.unwrap());
+    let isolated = emit_counts(&m.execute("kept_iso", "emits").await.unwrap());
+    for (mode, [bad, accepted, dropped]) in [("in process", in_process), ("isolated", isolated)] {
+        // No bad name or oversized payload is ever "published"; of 200 events at once,
+        // the burst of 50 is (one or two more if the 200 took over 50 ms to send).
+        assert_eq!(bad, 0, "{mode}");
+        assert!((50..=52).contains(&accepted), "{mode}: {accepted} accepted");
+        assert_eq!(accepted + dropped, 200, "{mode}");
+    }
+    assert!(
+        in_process[1].abs_diff(isolated[1]) <= 2,
+        "{in_process:?} vs {isolated:?}"
+    );
+}

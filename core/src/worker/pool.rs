@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use super::child;
 use super::protocol::{
-    encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind, RESULT_ERROR,
-    RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    emit_ack, encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind,
+    RESULT_ERROR, RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{SandboxReport, Spec};
 use super::shared;
@@ -178,9 +178,11 @@ impl Worker {
                 )))
             }
             Kind::Log | Kind::Progress | Kind::Emit => {}
-            Kind::Execute | Kind::ExecuteShared | Kind::Configure | Kind::Cancel => {
-                return Err(Failure::Protocol(format!("unexpected {kind:?} frame")))
-            }
+            Kind::Execute
+            | Kind::ExecuteShared
+            | Kind::Configure
+            | Kind::Cancel
+            | Kind::EmitAck => return Err(Failure::Protocol(format!("unexpected {kind:?} frame"))),
             _ if len > limit.saturating_add(RESULT_HEAD) => return Err(Failure::TooLarge),
             _ => {}
         }
@@ -340,7 +342,9 @@ impl Worker {
                 HostCall::Log(level, line) => host.log(Level::from_abi(level), &text(line)),
                 HostCall::Progress(fraction, status) => host.progress(fraction, &text(status)),
                 HostCall::Emit(event, payload) => {
-                    host.emit(&text(event), &text(payload));
+                    // The worker waits for the answer: the one its plugin gets.
+                    let published = host.emit(&text(event), &text(payload));
+                    self.stream.write_all(&emit_ack(call, published)).await?;
                 }
             }
         }
@@ -811,7 +815,7 @@ except Exception:
     pass
 hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1,
          "service": False, "shared": region is not None}
-send(1, struct.pack("<I", 3) + json.dumps(hello).encode())
+send(1, struct.pack("<I", 4) + json.dumps(hello).encode())
 while True:
     n, kind = struct.unpack("<IB", read_exact(5))
     body = read_exact(n - 1)
@@ -838,6 +842,10 @@ while True:
         send(8, call + b"\3" + b"a line")
         send(9, call + struct.pack("<d", 0.5) + b"half")
         send(10, call + struct.pack("<H", 4) + b"tick" + b"{}")
+        n, k = struct.unpack("<IB", read_exact(5))
+        ack = read_exact(n - 1)
+        answer = b"published" if (k, ack) == (12, call + b"\0") else b"dropped"
+        payload = b"chatty " + answer
     if kind == 3 and payload == b"hugelog":
         send(8, call + b"\3" + b"x" * (200 * 1024))
     if kind == 3 and payload == b"stray":
@@ -925,7 +933,10 @@ while True:
             Some(PluginOutlet::new(events)),
             Some(Arc::clone(&job)),
         );
-        assert_eq!(pool.call("chatty", T, &chatty).await.unwrap(), "chatty");
+        assert_eq!(
+            pool.call("chatty", T, &chatty).await.unwrap(),
+            "chatty published"
+        );
         let view = job.view();
         assert_eq!((view.progress, view.status_text.as_str()), (0.5, "half"));
         let mut published = Vec::new();
@@ -937,6 +948,11 @@ while True:
             event: "tick".into(),
             payload: "{}".into()
         }));
+        // The worker gets the host's answer to its event: without an outlet, dropped.
+        assert_eq!(
+            pool.call("chatty", T, &host()).await.unwrap(),
+            "chatty dropped"
+        );
         // A host call larger than any the daemon takes breaks the protocol, refused from
         // its header.
         match pool.call("hugelog", T, &host()).await {
