@@ -104,6 +104,65 @@ async fn a_context_kept_past_its_call_is_inert_in_a_worker() {
     kept_contexts_reach_nothing(&bus, &daemon, "kept_iso").await;
 }
 
+/// Worker processes (`--worker`) descended from `daemon`.
+fn workers_of(daemon: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    live_processes(|_, cmdline| cmdline.contains("--worker"))
+        .into_iter()
+        .filter(|&pid| {
+            let mut at = pid;
+            while let Some(up) = parent(at).filter(|&p| p > 1) {
+                if up == daemon {
+                    return true;
+                }
+                at = up;
+            }
+            false
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_writes_while_idle_is_killed_then_and_the_next_caller_is_served() {
+    let bus = PrivateBus::start();
+    let plugins = plugins();
+    let daemon = Daemon::start(&bus, plugins.path(), CONFIG);
+    let m = bus.manager_proxy().await;
+    for round in 0..3 {
+        assert_eq!(
+            m.execute("kept_iso", "write-idle").await.unwrap(),
+            "written later"
+        );
+        // The worker writes 50 ms after its answer, while idle: it is killed then,
+        // without any call to notice.
+        wait_until_gone("the idle worker that wrote", || workers_of(daemon.pid()));
+        let text = format!("next {round}");
+        assert_eq!(
+            m.execute("kept_iso", &format!("echo {text}"))
+                .await
+                .unwrap(),
+            text
+        );
+    }
+    assert_eq!(
+        daemon
+            .log()
+            .matches("an idle worker wrote to its channel")
+            .count(),
+        3
+    );
+    let info = m.get_plugin("kept_iso").await.unwrap();
+    assert_eq!(info.state.as_deref(), Some("loaded"), "{info:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newline_in_a_plugin_log_message_stays_on_one_escaped_line() {
     let bus = PrivateBus::start();
