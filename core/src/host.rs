@@ -3,7 +3,7 @@
 //! published under a per-plugin budget.
 //!
 //! [`CallHost`] is the same whether the plugin runs in this process (through the SDK's
-//! [`HostFrame`], the C context handed to `execute_ctx`) or in a worker process (whose
+//! [`with_context`], the C context handed to `execute_ctx`) or in a worker process (whose
 //! frames the pool hands to it): one set of limits for both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::events::Event;
 use crate::jobs::Job;
 use crate::locks::lock;
-pub use dynplug_sdk::host::{Host, HostFrame};
+pub use dynplug_sdk::host::{with_context, Host};
 pub use dynplug_sdk::Level;
 
 /// Longest log line kept, in bytes; the rest is cut (at a character boundary).
@@ -153,6 +153,13 @@ pub fn valid_event_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// Whether an event of this name and payload may be published at all (before any
+/// budget): a valid name and a payload of at most [`MAX_EVENT_PAYLOAD`] bytes. A worker
+/// applies the same rule before it asks the daemon.
+pub fn event_acceptable(name: &str, payload: &str) -> bool {
+    valid_event_name(name) && payload.len() <= MAX_EVENT_PAYLOAD
+}
+
 /// The host's side of one call.
 #[derive(Debug)]
 pub struct CallHost {
@@ -226,7 +233,7 @@ impl Host for CallHost {
         let Some(outlet) = &self.outlet else {
             return false;
         };
-        if !valid_event_name(event) || payload.len() > MAX_EVENT_PAYLOAD {
+        if !event_acceptable(event, payload) {
             tracing::debug!(
                 plugin = &*self.plugin,
                 event,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::abi::{self, Buf, PluginTable};
 use crate::error::{CallError, LoadError};
-use crate::host::{Host, HostFrame};
+use crate::host::{with_context, Host};
 use crate::metadata::{self, Metadata};
 use crate::name::validate_plugin_name;
 use crate::sealed::SealedImage;
@@ -604,17 +604,17 @@ impl Instance {
         let mut out = Buf::EMPTY;
         let status = match (self.library.execute_ctx, host) {
             (Some(f), Some(host)) => {
-                let frame = HostFrame::new(host);
-                // SAFETY: the instance is live; the context and input outlive the call.
-                unsafe {
+                // SAFETY: the instance is live; the input outlives the call and the
+                // context stays readable after it (inert once the call returned).
+                with_context(host, |ctx| unsafe {
                     f(
                         self.ptr.as_ptr(),
-                        frame.as_ptr(),
+                        ctx,
                         input.as_ptr(),
                         input.len(),
                         &mut out,
                     )
-                }
+                })
             }
             _ => {
                 let f = self

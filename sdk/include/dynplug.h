@@ -51,9 +51,16 @@ extern "C" {
 #define DYNPLUG_LOG_TRACE 5u
 
 /*
- * The host's services for one call (version 2). Valid only until execute_ctx returns;
- * its functions may be called from any thread meanwhile and never block for long.
- * Every string is UTF-8 of the given length (no NUL needed).
+ * The host's services for one call (version 2). Its functions may be called from any
+ * thread while execute_ctx runs and never block for long. Every string is UTF-8 of the
+ * given length (no NUL needed).
+ *
+ * A context kept after execute_ctx returned (by a thread the plugin started, say) is
+ * inert, never dangerous: the pointer stays readable for the life of the process, and
+ * every call through it does nothing and answers "dropped": log and progress are
+ * ignored, emit returns 1, cancelled returns 1 (so a loop polling it ends). It never
+ * speaks for a later call, not even a later call of the same plugin. Do not rely on
+ * it: a context is for the call it was given to. The same holds for isolated plugins.
  */
 struct dynplug_context {
     uint32_t struct_size; /* sizeof(struct dynplug_context) as the host laid it out */
@@ -66,7 +73,9 @@ struct dynplug_context {
                      const uint8_t *text, size_t len);
     /* 1 once the caller gave up (cancelled the job, or the timeout passed), else 0. */
     int32_t (*cancelled)(const struct dynplug_context *ctx);
-    /* Publishes an event; returns 0, or 1 when the host dropped it (over budget). */
+    /* Publishes an event; returns 0, or 1 when the host dropped it (a name that is not
+     * 1-64 of [A-Za-z0-9_.:-], a payload over 64 KiB, over the plugin's budget, or the
+     * call is over). Isolated plugins get the same answers. */
     int32_t (*emit)(const struct dynplug_context *ctx, const uint8_t *event,
                     size_t event_len, const uint8_t *payload, size_t payload_len);
 };

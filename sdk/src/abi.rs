@@ -138,7 +138,8 @@ pub struct PluginTable {
 }
 
 /// Runs the plugin on `input` like [`ExecuteFn`], with the host's services for this
-/// call in `ctx` (valid until the function returns).
+/// call in `ctx` (for this call only: once the function returned, `ctx` stays readable
+/// but every call through it is a no-op answering "dropped").
 pub type ExecuteCtxFn = unsafe extern "C" fn(
     instance: *mut c_void,
     ctx: *const HostContext,
@@ -187,8 +188,10 @@ pub type EmitFn = unsafe extern "C" fn(
 
 /// The host's services for one call (ABI version 2), passed to
 /// [`PluginTableV2::execute_ctx`]. Every function takes the context itself as its first
-/// argument. The context and everything it points to are valid only during the call,
-/// from the thread that made it or any other, and its functions never block for long.
+/// argument. The context serves the call, from the thread that made it or any other,
+/// and its functions never block for long. After the call it stays readable but inert:
+/// `log` and `progress` do nothing, `emit` returns 1 and `cancelled` returns 1 (see
+/// [`crate::host`]).
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostContext {
@@ -202,8 +205,8 @@ pub struct HostContext {
     pub progress: ProgressFn,
     /// Whether the caller gave up.
     pub cancelled: CancelledFn,
-    /// Publish an event. Returns 0 when published, 1 when dropped (over the plugin's
-    /// event budget, or too large).
+    /// Publish an event. Returns 0 when published, 1 when dropped (a bad name, too
+    /// large, over the plugin's event budget, or the call is over).
     pub emit: EmitFn,
 }
 

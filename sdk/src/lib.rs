@@ -7,7 +7,7 @@
 //!   journal, progress, cancellation, events;
 //! - [`export`]: the `extern "C"` shims [`register_plugin!`] instantiates (panics
 //!   caught at the boundary, memory freed by its owner);
-//! - [`host`]: the host's side of that context ([`host::Host`], [`host::HostFrame`]),
+//! - [`host`]: the host's side of that context ([`host::Host`], [`host::with_context`]),
 //!   shared by the daemon and the test host;
 //! - [`TestHost`]: the daemon's side of the ABI for a plugin's own tests.
 //!

@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::abi::{self, Buf, EntryFn, PluginTable, PluginTableV2};
 use crate::context::Level;
-use crate::host::{Host, HostFrame};
+use crate::host::{with_context, Host};
 
 /// What a plugin did through its host context, and whether its caller gave up: the
 /// record a [`TestHost`] keeps (its methods are reachable on the host itself).
@@ -271,17 +271,17 @@ impl TestHost {
         let mut out = Buf::EMPTY;
         let status = match self.execute_ctx {
             Some(f) => {
-                let frame = HostFrame::new(&*self.record);
-                // SAFETY: a live instance; the context and input outlive the call.
-                unsafe {
+                // SAFETY: a live instance; the input outlives the call and the context
+                // stays readable after it.
+                with_context(&*self.record, |ctx| unsafe {
                     f(
                         self.instance.as_ptr(),
-                        frame.as_ptr(),
+                        ctx,
                         input.as_ptr(),
                         input.len(),
                         &mut out,
                     )
-                }
+                })
             }
             None => {
                 let f = self.table.execute.expect("checked in new");

@@ -20,10 +20,13 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+mod idle;
+
+use self::idle::IdleWorkers;
 use super::child;
 use super::protocol::{
-    encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind, RESULT_ERROR,
-    RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    emit_ack, encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind,
+    RESULT_ERROR, RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{SandboxReport, Spec};
 use super::shared;
@@ -147,12 +150,17 @@ impl Worker {
         self.child.id()
     }
 
-    /// Kills the worker's process group and reaps it.
-    async fn kill(mut self) {
+    /// Kills the worker's process group; dropping the worker reaps it.
+    fn kill_group(&self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             // SAFETY: kill(2) on the process group the worker leads (setpgid in pre_exec).
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
+    }
+
+    /// Kills the worker's process group and reaps it.
+    async fn kill(mut self) {
+        self.kill_group();
         let _ = self.child.kill().await;
     }
 
@@ -182,9 +190,11 @@ impl Worker {
                 )))
             }
             Kind::Log | Kind::Progress | Kind::Emit => {}
-            Kind::Execute | Kind::ExecuteShared | Kind::Configure | Kind::Cancel => {
-                return Err(Failure::Protocol(format!("unexpected {kind:?} frame")))
-            }
+            Kind::Execute
+            | Kind::ExecuteShared
+            | Kind::Configure
+            | Kind::Cancel
+            | Kind::EmitAck => return Err(Failure::Protocol(format!("unexpected {kind:?} frame"))),
             _ if len > limit.saturating_add(RESULT_HEAD) => return Err(Failure::TooLarge),
             _ => {}
         }
@@ -193,19 +203,29 @@ impl Worker {
         Ok((kind, body))
     }
 
-    /// Whether the worker sent anything nobody asked for (checked after a result).
-    fn has_unasked_bytes(&self) -> bool {
+    /// Peeks one byte without blocking: what `recv` returns.
+    fn peek(&self) -> isize {
         let mut byte = 0u8;
         // SAFETY: a non-blocking peek of one byte into a valid buffer.
-        let n = unsafe {
+        unsafe {
             libc::recv(
                 self.stream.as_raw_fd(),
                 (&mut byte as *mut u8).cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
-        };
-        n > 0
+        }
+    }
+
+    /// Whether the worker sent anything nobody asked for (checked after a result).
+    fn has_unasked_bytes(&self) -> bool {
+        self.peek() > 0
+    }
+
+    /// Whether a read would not block: data, the end of the channel, or an error —
+    /// all breaches for a worker that waits for a call.
+    fn readable_now(&self) -> bool {
+        self.peek() >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
     }
 
     /// Sends a request under a fresh call id and reads its result, which must carry the
@@ -344,7 +364,9 @@ impl Worker {
                 HostCall::Log(level, line) => host.log(Level::from_abi(level), &text(line)),
                 HostCall::Progress(fraction, status) => host.progress(fraction, &text(status)),
                 HostCall::Emit(event, payload) => {
-                    host.emit(&text(event), &text(payload));
+                    // The worker waits for the answer: the one its plugin gets.
+                    let published = host.emit(&text(event), &text(payload));
+                    self.stream.write_all(&emit_ack(call, published)).await?;
                 }
             }
         }
@@ -432,7 +454,7 @@ pub struct WorkerPool {
     config: PoolConfig,
     settings: Mutex<String>,
     generation: AtomicU64,
-    idle: Mutex<Vec<Worker>>,
+    idle: IdleWorkers,
     slots: Arc<Semaphore>,
     health: Mutex<Health>,
     busy_pids: Mutex<Vec<u32>>,
@@ -451,11 +473,12 @@ impl WorkerPool {
     /// A pool; workers start on first use.
     pub fn new(config: PoolConfig, settings_json: String) -> Self {
         let workers = config.workers.max(1);
+        let idle = IdleWorkers::new(&config.name);
         WorkerPool {
             config,
             settings: Mutex::new(settings_json),
             generation: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
+            idle,
             slots: Arc::new(Semaphore::new(workers)),
             health: Mutex::new(Health::default()),
             busy_pids: Mutex::new(Vec::new()),
@@ -470,7 +493,7 @@ impl WorkerPool {
 
     /// Counters and state.
     pub fn status(&self) -> PoolStatus {
-        let idle: Vec<u32> = lock(&self.idle).iter().filter_map(Worker::pid).collect();
+        let idle = self.idle.pids();
         let busy = lock(&self.busy_pids).clone();
         let h = lock(&self.health);
         let mut pids = idle;
@@ -517,8 +540,7 @@ impl WorkerPool {
 
     /// Kills the idle workers (disable, shutdown).
     pub async fn stop_idle(&self) {
-        let idle: Vec<Worker> = std::mem::take(&mut *lock(&self.idle));
-        for w in idle {
+        for w in self.idle.drain() {
             w.kill().await;
         }
     }
@@ -686,15 +708,7 @@ impl WorkerPool {
     }
 
     fn take_idle(&self) -> Option<Worker> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let mut idle = lock(&self.idle);
-        while let Some(w) = idle.pop() {
-            if w.generation == generation {
-                return Some(w);
-            }
-            // Stale settings: dropped, and killed by kill_on_drop.
-        }
-        None
+        self.idle.take(self.generation.load(Ordering::Acquire))
     }
 
     /// Runs one call in a worker, within `timeout` (waiting for a free worker and for a
@@ -762,7 +776,7 @@ impl WorkerPool {
                     h.backoff = Duration::ZERO;
                     h.not_before = None;
                 }
-                lock(&self.idle).push(worker);
+                self.idle.park(worker);
                 result.map_err(|e| (PoolError::Call(e), None))
             }
             Ok(Err(Failure::Io(_))) => {
@@ -821,7 +835,7 @@ except Exception:
     pass
 hello = {"name": "fake", "version": "1.0.0", "description": "", "abi_version": 1,
          "service": False, "shared": region is not None}
-send(1, struct.pack("<I", 3) + json.dumps(hello).encode())
+send(1, struct.pack("<I", 4) + json.dumps(hello).encode())
 while True:
     n, kind = struct.unpack("<IB", read_exact(5))
     body = read_exact(n - 1)
@@ -848,6 +862,15 @@ while True:
         send(8, call + b"\3" + b"a line")
         send(9, call + struct.pack("<d", 0.5) + b"half")
         send(10, call + struct.pack("<H", 4) + b"tick" + b"{}")
+        n, k = struct.unpack("<IB", read_exact(5))
+        ack = read_exact(n - 1)
+        answer = b"published" if (k, ack) == (12, call + b"\0") else b"dropped"
+        payload = b"chatty " + answer
+    if kind == 3 and payload == b"idlewrite":
+        send(4, call + b"\0" + payload)
+        time.sleep(0.05)
+        send(8, call + b"\3" + b"late")
+        continue
     if kind == 3 and payload == b"hugelog":
         send(8, call + b"\3" + b"x" * (200 * 1024))
     if kind == 3 and payload == b"stray":
@@ -936,7 +959,10 @@ while True:
             Some(PluginOutlet::new(events)),
             Some(Arc::clone(&job)),
         );
-        assert_eq!(pool.call("chatty", T, &chatty).await.unwrap(), "chatty");
+        assert_eq!(
+            pool.call("chatty", T, &chatty).await.unwrap(),
+            "chatty published"
+        );
         let view = job.view();
         assert_eq!((view.progress, view.status_text.as_str()), (0.5, "half"));
         let mut published = Vec::new();
@@ -948,6 +974,11 @@ while True:
             event: "tick".into(),
             payload: "{}".into()
         }));
+        // The worker gets the host's answer to its event: without an outlet, dropped.
+        assert_eq!(
+            pool.call("chatty", T, &host()).await.unwrap(),
+            "chatty dropped"
+        );
         // A host call larger than any the daemon takes breaks the protocol, refused from
         // its header.
         match pool.call("hugelog", T, &host()).await {
@@ -1015,6 +1046,31 @@ while True:
             PoolError::OutputTooLarge(1000).to_string(),
             "the answer exceeded max_output_bytes (1000 bytes)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_writes_while_idle_is_killed_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        assert_eq!(
+            pool.call("idlewrite", T, &host()).await.unwrap(),
+            "idlewrite"
+        );
+        let pid = pool.status().pids[0];
+        // It writes 50 ms after its answer; the watch kills it while it is idle.
+        let deadline = Instant::now() + T;
+        while !pool.status().pids.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the idle worker that wrote was not killed within {T:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The next caller is unaffected and gets a fresh worker; no crash is counted.
+        assert_eq!(pool.call("next", T, &host()).await.unwrap(), "next");
+        let status = pool.status();
+        assert_ne!(status.pids, vec![pid]);
+        assert_eq!(status.crashes, 0);
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! sandbox report as JSON), then answers each request with exactly one
 //! [`Kind::Result`], which may be preceded by the plugin's host calls for that request
 //! ([`Kind::Log`], [`Kind::Progress`], [`Kind::Emit`]); while it runs, the daemon may
-//! send [`Kind::Cancel`]. Nothing else shares the channel, so whatever a plugin prints
+//! send [`Kind::Cancel`], and it answers each [`Kind::Emit`] with a [`Kind::EmitAck`]
+//! (whether the event was published: the worker's plugin gets the same answer as one
+//! in the daemon's process). Between calls a worker sends nothing: the daemon kills
+//! an idle worker whose channel becomes readable. Nothing else shares the channel, so whatever a plugin prints
 //! on stdout or stderr cannot corrupt it.
 //!
 //! Plugin code runs in the worker and can write to the channel itself. So every
@@ -19,7 +22,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a worker of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Bytes before the payload of a request: the call id.
 pub const REQUEST_HEAD: usize = 8;
 /// Bytes before the text of a result: the call id and the status.
@@ -63,6 +66,9 @@ pub enum Kind {
     Emit = 10,
     /// daemon → worker: the call id whose caller gave up.
     Cancel = 11,
+    /// daemon → worker, answering an [`Kind::Emit`]: call id + `0` (published) or `1`
+    /// (dropped).
+    EmitAck = 12,
 }
 
 impl Kind {
@@ -79,6 +85,7 @@ impl Kind {
             9 => Kind::Progress,
             10 => Kind::Emit,
             11 => Kind::Cancel,
+            12 => Kind::EmitAck,
             _ => return None,
         })
     }
@@ -231,6 +238,22 @@ impl HostCall<'_> {
     }
 }
 
+/// The [`Kind::EmitAck`] frame answering an event of call `call`.
+pub fn emit_ack(call: u64, published: bool) -> Vec<u8> {
+    let mut body = call.to_le_bytes().to_vec();
+    body.push(u8::from(!published));
+    encode(Kind::EmitAck, &body)
+}
+
+/// Decodes the body of a [`Kind::EmitAck`] frame into call id and whether the event
+/// was published.
+pub fn split_emit_ack(body: &[u8]) -> Option<(u64, bool)> {
+    match split_request(body)? {
+        (call, [status]) => Some((call, *status == 0)),
+        _ => None,
+    }
+}
+
 /// Splits a result body into call id, status and text.
 pub fn split_result(body: &[u8]) -> Option<(u64, u8, &[u8])> {
     let (id, rest) = body.split_first_chunk::<REQUEST_HEAD>()?;
@@ -317,6 +340,18 @@ mod tests {
             None
         );
         assert_eq!(HostCall::decode(Kind::Result, &[0; 12]), None);
+    }
+
+    #[test]
+    fn emit_acks_round_trip() {
+        for published in [true, false] {
+            let frame = emit_ack(5, published);
+            let (kind, body) = read_frame(&mut &frame[..], MAX_FRAME).unwrap();
+            assert_eq!(kind, Kind::EmitAck);
+            assert_eq!(split_emit_ack(&body), Some((5, published)));
+        }
+        assert_eq!(split_emit_ack(&[0; 10]), None);
+        assert_eq!(split_emit_ack(&[0; 8]), None);
     }
 
     #[test]

@@ -9,15 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::protocol::{
-    read_frame, result_body, split_request, write_frame, Hello, HostCall, Kind, REQUEST_HEAD,
-    RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
+    read_frame, result_body, split_emit_ack, split_request, write_frame, Hello, HostCall, Kind,
+    REQUEST_HEAD, RESULT_ERROR, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
 };
 use super::sandbox::{self, SandboxReport, Spec, SPEC_ENV};
 use super::shared::{self, Region};
 use crate::error::{CallError, LoadError};
-use crate::host::{
-    Host, Level, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD, MAX_LOG_BYTES, MAX_STATUS_BYTES,
-};
+use crate::host::{event_acceptable, Host, Level, MAX_LOG_BYTES, MAX_STATUS_BYTES};
 use crate::library::PluginLibrary;
 use crate::sealed::SealedImage;
 
@@ -57,21 +55,55 @@ fn error_frame(call: u64, error: CallError, region: Option<&Region>) -> (Kind, V
 }
 
 /// The host services of a worker: each becomes a frame to the daemon, which applies
-/// the same limits as to an in-process plugin; `cancelled` looks for the daemon's
-/// [`Kind::Cancel`] without blocking.
+/// the same limits as to an in-process plugin; `emit` waits for the daemon's answer
+/// (its budget is the plugin's, shared by every worker), so the plugin gets the answer
+/// it would get in process; `cancelled` looks for the daemon's [`Kind::Cancel`]
+/// without blocking. A context kept past its call never reaches this host (the
+/// context is closed when the call returns), so every frame it sends carries the call
+/// in flight.
 struct ChannelHost<'a> {
     channel: &'a UnixStream,
     call: u64,
     cancelled: AtomicBool,
-    /// One frame at a time, whichever plugin thread sends it.
-    write: Mutex<()>,
+    /// One exchange at a time (a frame, or an event and its answer), whichever plugin
+    /// thread makes it.
+    channel_lock: Mutex<()>,
 }
 
+/// Largest frame the daemon sends during a call (a cancel or an event's answer).
+const DURING_CALL_FRAME: usize = 64;
+
 impl ChannelHost<'_> {
+    fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.channel_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn send(&self, call: HostCall<'_>) -> bool {
         let frame = call.frame(self.call);
-        let _one = self.write.lock();
+        let _one = self.exclusive();
         (&*self.channel).write_all(&frame).is_ok()
+    }
+
+    /// Reads the daemon's answer to the event just sent, noting a cancel that comes
+    /// first. Anything else (or a closed channel) reads as dropped.
+    fn emit_answer(&self) -> bool {
+        loop {
+            let Ok((kind, body)) = read_frame(&mut &*self.channel, DURING_CALL_FRAME) else {
+                return false;
+            };
+            match kind {
+                Kind::Cancel if body == self.call.to_le_bytes() => {
+                    self.cancelled.store(true, Ordering::Release);
+                }
+                Kind::EmitAck => {
+                    return split_emit_ack(&body)
+                        .is_some_and(|(call, published)| call == self.call && published)
+                }
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -93,6 +125,7 @@ impl Host for ChannelHost<'_> {
         if self.cancelled.load(Ordering::Acquire) {
             return true;
         }
+        let _one = self.exclusive();
         let mut frame = [0u8; CANCEL_FRAME];
         let fd = self.channel.as_raw_fd();
         // SAFETY: a non-blocking peek into a buffer of the given size.
@@ -121,11 +154,14 @@ impl Host for ChannelHost<'_> {
     }
 
     fn emit(&self, event: &str, payload: &str) -> bool {
-        if event.len() > MAX_EVENT_NAME || payload.len() > MAX_EVENT_PAYLOAD {
+        // What the daemon would refuse by its name or size is refused here, by the
+        // same rule, without a round trip.
+        if !event_acceptable(event, payload) {
             return false;
         }
-        // Whether the daemon publishes it is decided there, under the plugin's budget.
-        self.send(HostCall::Emit(event.as_bytes(), payload.as_bytes()))
+        let frame = HostCall::Emit(event.as_bytes(), payload.as_bytes()).frame(self.call);
+        let _one = self.exclusive();
+        (&*self.channel).write_all(&frame).is_ok() && self.emit_answer()
     }
 }
 
@@ -281,7 +317,7 @@ pub fn serve(path: &Path) -> i32 {
                     channel: &channel,
                     call,
                     cancelled: AtomicBool::new(false),
-                    write: Mutex::new(()),
+                    channel_lock: Mutex::new(()),
                 };
                 // The answer goes from the plugin's buffer to the frame or the region;
                 // the daemon checks it is UTF-8 (it must, whatever a worker says).
