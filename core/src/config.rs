@@ -10,6 +10,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::signature::SignatureMode;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -281,30 +282,6 @@ impl Default for TrustConfig {
             signatures: SignatureMode::Off,
             keys_dir: PathBuf::from("/etc/dynplug/keys"),
             max_plugin_bytes: crate::sealed::DEFAULT_MAX_PLUGIN_BYTES,
-        }
-    }
-}
-
-/// What a missing or bad signature does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureMode {
-    /// Signatures are not checked.
-    #[default]
-    Off,
-    /// Checked; an unsigned or badly signed plugin loads, marked as not verified.
-    Permissive,
-    /// Checked; an unsigned or badly signed plugin is refused with the reason.
-    Enforcing,
-}
-
-impl SignatureMode {
-    /// The mode's name as written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignatureMode::Off => "off",
-            SignatureMode::Permissive => "permissive",
-            SignatureMode::Enforcing => "enforcing",
         }
     }
 }

@@ -92,7 +92,7 @@ pub enum Event {
         id: u64,
     },
     /// A job's progress or state changed (progress at most every
-    /// [`JOB_PROGRESS_INTERVAL`](crate::jobs::JOB_PROGRESS_INTERVAL)).
+    /// `jobs::JOB_PROGRESS_INTERVAL`).
     JobChanged {
         /// The job.
         id: u64,

@@ -6,11 +6,10 @@
 //! [`with_context`], the C context handed to `execute_ctx`) or in a worker process (whose
 //! frames the pool hands to it): one set of limits for both.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 
 use crate::events::Event;
 use crate::jobs::Job;
@@ -39,45 +38,7 @@ pub const LOG_BURST: f64 = 500.0;
 /// worker killed (isolated).
 pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A flag the caller raises when it gives up on a call; plugins poll it, the pool waits
-/// for it.
-#[derive(Debug, Default)]
-pub struct Cancel {
-    flag: AtomicBool,
-    notify: Notify,
-}
-
-impl Cancel {
-    /// A new, lowered flag.
-    pub fn new() -> Arc<Cancel> {
-        Arc::default()
-    }
-
-    /// Raises the flag; returns whether it was lowered before.
-    pub fn cancel(&self) -> bool {
-        let first = !self.flag.swap(true, Ordering::AcqRel);
-        self.notify.notify_waiters();
-        first
-    }
-
-    /// Whether the flag is raised.
-    pub fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    /// Completes once the flag is raised.
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
+pub use crate::cancel::Cancel;
 
 /// A token bucket.
 #[derive(Debug)]

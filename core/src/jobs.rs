@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+use crate::cancel::Cancel;
 use crate::error::ManagerError;
 use crate::events::Event;
-use crate::host::Cancel;
 use crate::locks::lock;
 
 /// Progress changes are published at most this often per job (state changes at once).

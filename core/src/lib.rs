@@ -35,6 +35,8 @@ pub use dynplug_sdk::{
 };
 
 #[cfg(feature = "host")]
+pub mod cancel;
+#[cfg(feature = "host")]
 pub mod config;
 #[cfg(feature = "host")]
 pub mod error;

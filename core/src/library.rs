@@ -11,7 +11,6 @@
 use std::ffi::{c_void, CStr};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -26,29 +25,21 @@ use crate::settings_schema::SettingsSchema;
 use crate::signature::Verdict;
 use crate::trust::TrustPolicy;
 
-/// What identifies one version of a file on disk: replaced files get a new identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileIdentity {
-    /// Device.
-    pub dev: u64,
-    /// Inode.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
-}
+pub use crate::sealed::FileIdentity;
 
-impl FileIdentity {
-    /// The identity of the file `meta` describes.
-    pub fn of(meta: &std::fs::Metadata) -> Self {
-        FileIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
+/// What a probe process found a library to declare (its table, checked there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its description.
+    pub description: String,
+    /// The ABI version of its table.
+    pub abi_version: u32,
+    /// Whether it runs a service.
+    pub service: bool,
 }
 
 /// An opened, checked plugin library.
@@ -338,14 +329,9 @@ impl PluginLibrary {
         })
     }
 
-    /// Describes a library that was checked in a probe process (see
-    /// [`crate::worker::probe`]) and will only ever run in worker processes: it is not
-    /// loaded into this process.
-    pub fn described(
-        path: &Path,
-        image: Arc<SealedImage>,
-        hello: crate::worker::protocol::Hello,
-    ) -> PluginLibrary {
+    /// Describes a library that was checked in a probe process and will only ever run
+    /// in worker processes: it is not loaded into this process.
+    pub fn described(path: &Path, image: Arc<SealedImage>, hello: Described) -> PluginLibrary {
         PluginLibrary {
             path: path.to_owned(),
             identity: image.identity(),
@@ -734,6 +720,7 @@ mod tests {
     //! compiler (tests/fixtures/c), one refusal each.
 
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     use crate::test_fixtures::ANYONE;
 

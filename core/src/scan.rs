@@ -73,7 +73,7 @@ impl Signing {
 type Judged = Result<(SealedImage, Verdict), LoadError>;
 
 /// How many new files a scan seals, judges and probes at once.
-const SCAN_CHUNK: usize = crate::worker::serve::MAX_PROBE_BATCH;
+const SCAN_CHUNK: usize = crate::worker::fds::MAX_PROBE_BATCH;
 
 /// What is known of a loaded file: its plugin's name, its identity and its signature
 /// file's identity when it was loaded.
@@ -167,7 +167,11 @@ impl Probe {
             }
         };
         if self.isolated.contains(&hello.name) {
-            return Ok(PluginLibrary::described(path, Arc::new(image), hello));
+            return Ok(PluginLibrary::described(
+                path,
+                Arc::new(image),
+                hello.described(),
+            ));
         }
         PluginLibrary::load(path, &image)
     }

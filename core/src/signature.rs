@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::config::SignatureMode;
 use crate::trust::{self, TrustPolicy};
 
 /// The suffix of a detached signature: `echo.so` is signed by `echo.so.sig`.
@@ -20,6 +19,30 @@ pub const SIG_SUFFIX: &str = ".sig";
 
 /// The largest key or signature file read (hex text with a line end fits many times).
 pub const MAX_TEXT_BYTES: u64 = 4096;
+
+/// What a missing or bad signature does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// Signatures are not checked.
+    #[default]
+    Off,
+    /// Checked; an unsigned or badly signed plugin loads, marked as not verified.
+    Permissive,
+    /// Checked; an unsigned or badly signed plugin is refused with the reason.
+    Enforcing,
+}
+
+impl SignatureMode {
+    /// The mode's name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMode::Off => "off",
+            SignatureMode::Permissive => "permissive",
+            SignatureMode::Enforcing => "enforcing",
+        }
+    }
+}
 
 /// What checking a file's signature found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -190,8 +190,8 @@ pub type EmitFn = unsafe extern "C" fn(
 /// [`PluginTableV2::execute_ctx`]. Every function takes the context itself as its first
 /// argument. The context serves the call, from the thread that made it or any other,
 /// and its functions never block for long. After the call it stays readable but inert:
-/// `log` and `progress` do nothing, `emit` returns 1 and `cancelled` returns 1 (see
-/// [`crate::host`]).
+/// `log` and `progress` do nothing, `emit` returns 1 and `cancelled` returns 1 (the
+/// host module of this crate keeps contexts that way).
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostContext {

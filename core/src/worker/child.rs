@@ -7,9 +7,19 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::pool::ResourceLimits;
+use super::fds::{LIBRARY_FD, SHARED_FD, WORKER_FD};
 use super::sandbox::{Spec, SPEC_ENV};
-use super::serve::{LIBRARY_FD, WORKER_FD};
+
+/// Resource limits applied to each worker process (setrlimit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// RLIMIT_AS in bytes.
+    pub address_space: Option<u64>,
+    /// RLIMIT_CPU in seconds.
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+}
 
 /// The most descriptors a worker or probe is handed.
 const MAX_HANDED: usize = 48;
@@ -33,7 +43,7 @@ pub(crate) fn command(
     let mut handed = [(-1, -1); MAX_HANDED];
     let mut count = 0;
     let targets = std::iter::once((channel, WORKER_FD))
-        .chain(shared.map(|fd| (fd, super::shared::SHARED_FD)))
+        .chain(shared.map(|fd| (fd, SHARED_FD)))
         .chain(images.iter().copied().zip(LIBRARY_FD..));
     for pair in targets.take(MAX_HANDED) {
         handed[count] = pair;

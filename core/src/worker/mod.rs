@@ -11,6 +11,7 @@
 //!   backoff, quarantine.
 
 mod child;
+pub mod fds;
 pub mod pool;
 pub mod probe;
 pub mod protocol;

@@ -24,6 +24,7 @@ mod idle;
 
 use self::idle::IdleWorkers;
 use super::child;
+pub use super::child::ResourceLimits;
 use super::protocol::{
     emit_ack, encode, header, new_call_id, request_head, split_result, Hello, HostCall, Kind,
     RESULT_ERROR, RESULT_HEAD, RESULT_INVALID_OUTPUT, RESULT_OK, RESULT_PANIC,
@@ -34,17 +35,6 @@ use crate::error::CallError;
 use crate::host::{CallHost, Host, Level, CANCEL_GRACE, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD};
 use crate::locks::lock;
 use crate::sealed::SealedImage;
-
-/// Resource limits applied to each worker process (setrlimit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResourceLimits {
-    /// RLIMIT_AS in bytes.
-    pub address_space: Option<u64>,
-    /// RLIMIT_CPU in seconds.
-    pub cpu_seconds: Option<u64>,
-    /// RLIMIT_NOFILE.
-    pub open_files: u64,
-}
 
 /// How a pool runs its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]

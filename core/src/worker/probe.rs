@@ -8,10 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::child;
-use super::pool::{describe_exit, ResourceLimits};
+use super::child::ResourceLimits;
+use super::fds::MAX_PROBE_BATCH;
+use super::pool::describe_exit;
 use super::protocol::{read_frame, Hello, Kind};
 use super::sandbox::Spec;
-use super::serve::MAX_PROBE_BATCH;
 use crate::error::LoadError;
 use crate::sealed::SealedImage;
 

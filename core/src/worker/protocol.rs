@@ -113,6 +113,17 @@ pub struct Hello {
 }
 
 impl Hello {
+    /// What the plugin declared, for the library's description.
+    pub fn described(&self) -> crate::library::Described {
+        crate::library::Described {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            description: self.description.clone(),
+            abi_version: self.abi_version,
+            service: self.service,
+        }
+    }
+
     /// The body of a [`Kind::Hello`] frame.
     pub fn encode(&self) -> Vec<u8> {
         let mut body = PROTOCOL_VERSION.to_le_bytes().to_vec();

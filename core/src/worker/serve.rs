@@ -19,15 +19,7 @@ use crate::host::{event_acceptable, Host, Level, MAX_LOG_BYTES, MAX_STATUS_BYTES
 use crate::library::PluginLibrary;
 use crate::sealed::SealedImage;
 
-/// The file descriptor of the channel in a worker process.
-pub const WORKER_FD: i32 = 3;
-
-/// The descriptor of the (first) sealed plugin image in a worker or probe process; a
-/// probe of several files finds the next ones on the descriptors after it.
-pub const LIBRARY_FD: i32 = 5;
-
-/// The most files one probe process is handed at once.
-pub const MAX_PROBE_BATCH: usize = 32;
+pub use super::fds::{LIBRARY_FD, MAX_PROBE_BATCH, WORKER_FD};
 
 /// The result frame for an answer: the text in the frame, or, when it is large and the
 /// shared region holds it, in the region with only its length in the frame.

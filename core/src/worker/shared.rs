@@ -14,8 +14,7 @@ use std::ptr::NonNull;
 
 /// Payloads up to this size travel in the frame itself.
 pub const THRESHOLD: usize = 64 * 1024;
-/// The descriptor of the region in a worker process.
-pub const SHARED_FD: RawFd = 4;
+pub use super::fds::SHARED_FD;
 
 /// The length a shared request or result carries after its head (`u64 LE`).
 pub(crate) fn shared_len_checked(rest: &[u8]) -> Option<usize> {

@@ -120,7 +120,7 @@ fn end_like(status: libc::c_int) -> ! {
 /// init): the daemon sees the channel close as soon as the plugin's process ends.
 fn close_channel() {
     // SAFETY: closing a descriptor this process does not use.
-    unsafe { libc::close(crate::worker::serve::WORKER_FD) };
+    unsafe { libc::close(crate::worker::fds::WORKER_FD) };
 }
 
 /// Splits off the namespace's init and the plugin's process. Returns only in the
