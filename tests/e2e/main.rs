@@ -15,3 +15,4 @@ mod metadata;
 mod registry;
 mod rest;
 mod signatures;
+mod structure;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dynplug_core::jobs::{Job, JobOwner};
 use dynplug_core::Manager;
-use dynplug_dbus::DynplugError;
+use dynplug_dbus::{job_path, DynplugError};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, DBusError};
@@ -153,4 +153,22 @@ impl JobIface {
     /// The job ended in `state`.
     #[zbus(signal)]
     pub(crate) async fn finished(emitter: &SignalEmitter<'_>, state: &str) -> zbus::Result<()>;
+}
+
+/// Serves job `id` if the manager still knows it and it is not served yet.
+pub async fn publish_job(
+    conn: &Connection,
+    manager: &Manager,
+    authority: &Arc<Authority>,
+    id: u64,
+) -> zbus::Result<()> {
+    if let Ok(job) = manager.jobs().get(id) {
+        let iface = JobIface {
+            manager: manager.clone(),
+            job,
+            authority: Arc::clone(authority),
+        };
+        conn.object_server().at(job_path(id), iface).await?;
+    }
+    Ok(())
 }

@@ -220,7 +220,8 @@ impl ManagerIface {
             .start_job(name, input, JobOwner::Uid(uid))
             .or_dbus()?;
         // Served before the reply, so the caller can read it at once.
-        super::objects::publish_job(conn, &self.shared.manager, &self.authority, job.id()).await?;
+        super::job_iface::publish_job(conn, &self.shared.manager, &self.authority, job.id())
+            .await?;
         OwnedObjectPath::try_from(job_path(job.id()))
             .map_err(|e| DynplugError::Failed(e.to_string()))
     }

@@ -134,24 +134,6 @@ pub async fn sync(
     Ok(())
 }
 
-/// Serves job `id` if the manager still knows it and it is not served yet.
-pub async fn publish_job(
-    conn: &Connection,
-    manager: &Manager,
-    authority: &Arc<Authority>,
-    id: u64,
-) -> zbus::Result<()> {
-    if let Ok(job) = manager.jobs().get(id) {
-        let iface = JobIface {
-            manager: manager.clone(),
-            job,
-            authority: Arc::clone(authority),
-        };
-        conn.object_server().at(job_path(id), iface).await?;
-    }
-    Ok(())
-}
-
 /// Announces a job's changes: its properties, and `Finished` once it ended.
 async fn job_changed(conn: &Connection, id: u64, finished: bool) -> zbus::Result<()> {
     let Ok(job) = conn
@@ -254,7 +236,7 @@ pub async fn publish(conn: &Connection, manager_core: &Manager, event: &Event) -
         } => ManagerIface::plugin_event(emitter, plugin, event, payload).await?,
         Event::JobAdded { id } => {
             let authority = Arc::clone(&manager.get().await.authority);
-            publish_job(conn, manager_core, &authority, *id).await?;
+            super::job_iface::publish_job(conn, manager_core, &authority, *id).await?;
         }
         Event::JobChanged { id, finished } => job_changed(conn, *id, *finished).await?,
         Event::JobRemoved { id } => {
