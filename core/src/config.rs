@@ -257,6 +257,9 @@ impl Default for Config {
 pub struct JobsConfig {
     /// Jobs running at once; one more is refused (`TooManyJobs`).
     pub max_running: usize,
+    /// Jobs one caller (a D-Bus user, a REST token) may have running at once; one more
+    /// is refused (`TooManyJobsForCaller`). Root is not held to it.
+    pub max_running_per_user: usize,
     /// Ended jobs kept for their callers; the oldest goes first.
     pub max_finished: usize,
     /// How long an ended job is kept, in milliseconds.
@@ -290,6 +293,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             max_running: 64,
+            max_running_per_user: 16,
             max_finished: 256,
             keep_finished_ms: 600_000,
         }
@@ -301,6 +305,7 @@ impl JobsConfig {
     pub fn limits(&self) -> crate::jobs::JobLimits {
         crate::jobs::JobLimits {
             max_running: self.max_running,
+            max_running_per_user: self.max_running_per_user.min(self.max_running),
             max_finished: self.max_finished,
             keep_finished: std::time::Duration::from_millis(self.keep_finished_ms),
         }
@@ -337,6 +342,12 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
+    /// `GET /events` streams open at once (at most half of `max_connections`, so short
+    /// requests always keep the other half); one more is refused with 429.
+    pub max_event_streams: usize,
+    /// `GET /events` streams one client (a token, or an address without tokens) may
+    /// have open at once.
+    pub max_event_streams_per_client: usize,
     /// Per-client-address rate limit; none unless configured.
     pub rate_limit: Option<RateLimit>,
 }
@@ -401,6 +412,8 @@ impl Default for ServerConfig {
             request_timeout_ms: 60_000,
             header_timeout_ms: 10_000,
             max_connections: 256,
+            max_event_streams: 32,
+            max_event_streams_per_client: 4,
             rate_limit: None,
         }
     }
@@ -607,6 +620,12 @@ impl Config {
         )?;
         in_range(
             file,
+            "jobs.max_running_per_user",
+            self.jobs.max_running_per_user,
+            ranges::RUNNING_JOBS,
+        )?;
+        in_range(
+            file,
             "jobs.max_finished",
             self.jobs.max_finished,
             ranges::KEPT_JOBS,
@@ -713,6 +732,18 @@ impl Config {
             file,
             "server.max_connections",
             server.max_connections,
+            ranges::CONNECTIONS,
+        )?;
+        in_range(
+            file,
+            "server.max_event_streams",
+            server.max_event_streams,
+            ranges::CONNECTIONS,
+        )?;
+        in_range(
+            file,
+            "server.max_event_streams_per_client",
+            server.max_event_streams_per_client,
             ranges::CONNECTIONS,
         )?;
         if let Some(limit) = server.rate_limit {
@@ -1070,6 +1101,10 @@ mod tests {
                 "plugins.x.max_output_bytes",
             ),
             ("jobs:\n  max_running: 0\n", "jobs.max_running"),
+            (
+                "jobs:\n  max_running_per_user: 0\n",
+                "jobs.max_running_per_user",
+            ),
             (
                 "trust:\n  max_plugin_bytes: 100\n",
                 "trust.max_plugin_bytes",

@@ -248,6 +248,9 @@ pub enum ManagerError {
     /// As many jobs as allowed are running already.
     #[error("{0} jobs are running, as many as allowed (jobs.max_running)")]
     TooManyJobs(usize),
+    /// The caller has as many jobs running as one caller may.
+    #[error("you have {0} jobs running, as many as one caller may (jobs.max_running_per_user)")]
+    TooManyJobsForCaller(usize),
     /// The caller may not do this (cancel another user's job).
     #[error("access denied: {0}")]
     AccessDenied(String),

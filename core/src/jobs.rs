@@ -45,13 +45,28 @@ impl JobState {
     }
 }
 
-/// Who started a job: only they (or an administrator) may cancel it.
+/// Who started a job: only they (or an administrator) may cancel it or read what it
+/// answered, and each owner has its share of the running jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobOwner {
     /// A D-Bus caller, by user id.
     Uid(u32),
-    /// A REST API client.
-    Rest,
+    /// A REST API client, by the identity of the token it presented (a digest of the
+    /// token, never the token); `None` when the API has no tokens.
+    Rest(Option<u64>),
+}
+
+impl JobOwner {
+    /// Whether this owner is root, who has a reserve of its own.
+    pub fn is_root(self) -> bool {
+        self == JobOwner::Uid(0)
+    }
+}
+
+/// The running jobs kept for root alone: an eighth of `max_running`, at least one
+/// (none when `max_running` is 1).
+pub fn root_reserve(max_running: usize) -> usize {
+    (max_running / 8).max(1).min(max_running.saturating_sub(1))
 }
 
 /// Bounds of the job table (config `jobs:`).
@@ -59,6 +74,9 @@ pub enum JobOwner {
 pub struct JobLimits {
     /// Jobs running at once.
     pub max_running: usize,
+    /// Jobs one owner (a D-Bus user, a REST token) may have running at once; root is
+    /// not held to it.
+    pub max_running_per_user: usize,
     /// Ended jobs kept.
     pub max_finished: usize,
     /// How long an ended job is kept.
@@ -227,13 +245,35 @@ impl Jobs {
         self.prune();
     }
 
-    /// Registers a new running job, unless `max_running` are running already.
+    /// Registers a new running job for `owner`, within the shares: no owner but root
+    /// beyond `max_running_per_user`, all owners but root together within
+    /// `max_running` less root's reserve ([`root_reserve`]), and root within
+    /// `max_running`. So no one caller, nor all callers but root together, can keep
+    /// root (or, by the per-user share, each other) from starting a job.
     pub fn start(&self, plugin: &str, owner: JobOwner) -> Result<Arc<Job>, ManagerError> {
         self.prune();
-        let max = lock(&self.limits).max_running;
+        let limits = *lock(&self.limits);
         let mut jobs = lock(&self.jobs);
-        if jobs.values().filter(|j| j.is_running()).count() >= max {
-            return Err(ManagerError::TooManyJobs(max));
+        let running: Vec<JobOwner> = jobs
+            .values()
+            .filter(|j| j.is_running())
+            .map(|j| lock(&j.data).view.owner)
+            .collect();
+        if running.len() >= limits.max_running {
+            return Err(ManagerError::TooManyJobs(limits.max_running));
+        }
+        if !owner.is_root() {
+            let own = running.iter().filter(|o| **o == owner).count();
+            if own >= limits.max_running_per_user {
+                return Err(ManagerError::TooManyJobsForCaller(
+                    limits.max_running_per_user,
+                ));
+            }
+            let others = running.iter().filter(|o| !o.is_root()).count();
+            let shared = limits.max_running - root_reserve(limits.max_running);
+            if others >= shared {
+                return Err(ManagerError::TooManyJobs(shared));
+            }
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let job = Arc::new(Job {
@@ -277,6 +317,12 @@ impl Jobs {
             .get(&id)
             .cloned()
             .ok_or(ManagerError::JobNotFound(id))
+    }
+
+    /// The number the next job will get: every job ever started has a smaller one, and
+    /// numbers are never used twice.
+    pub fn next_id(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
     }
 
     /// Every job, oldest first.
@@ -343,6 +389,7 @@ mod tests {
         Jobs::new(
             JobLimits {
                 max_running,
+                max_running_per_user: max_running,
                 max_finished,
                 keep_finished: keep,
             },
@@ -353,10 +400,11 @@ mod tests {
     #[test]
     fn running_jobs_are_bounded_and_ended_ones_kept_within_limits() {
         let jobs = table(2, 1, Duration::from_secs(60));
-        let a = jobs.start("p", JobOwner::Rest).unwrap();
-        let b = jobs.start("p", JobOwner::Rest).unwrap();
+        let root = JobOwner::Uid(0);
+        let a = jobs.start("p", root).unwrap();
+        let b = jobs.start("p", root).unwrap();
         assert_eq!(
-            jobs.start("p", JobOwner::Rest).unwrap_err(),
+            jobs.start("p", root).unwrap_err(),
             ManagerError::TooManyJobs(2)
         );
         jobs.finish(&a, Ok("out".into()));
@@ -366,7 +414,7 @@ mod tests {
             (JobState::Succeeded, "out", 1.0)
         );
         assert!(v.finished_usec >= v.started_usec);
-        let c = jobs.start("p", JobOwner::Rest).unwrap();
+        let c = jobs.start("p", root).unwrap();
         jobs.finish(&b, Err(ManagerError::NotFound("p".into())));
         // Only one ended job is kept: the oldest (a) made room for b.
         assert_eq!(
@@ -379,9 +427,55 @@ mod tests {
     }
 
     #[test]
+    fn no_caller_takes_the_others_share_nor_root_s_reserve() {
+        let (events, _) = broadcast::channel(64);
+        let jobs = Jobs::new(
+            JobLimits {
+                max_running: 16,
+                max_running_per_user: 4,
+                max_finished: 100,
+                keep_finished: Duration::from_secs(60),
+            },
+            events,
+        );
+        let nobody = JobOwner::Uid(65534);
+        for _ in 0..4 {
+            jobs.start("p", nobody).unwrap();
+        }
+        // nobody's share is full; everyone else still starts jobs.
+        assert_eq!(
+            jobs.start("p", nobody).unwrap_err(),
+            ManagerError::TooManyJobsForCaller(4)
+        );
+        jobs.start("p", JobOwner::Uid(1000)).unwrap();
+        jobs.start("p", JobOwner::Rest(Some(7))).unwrap();
+        jobs.start("p", JobOwner::Rest(None)).unwrap();
+        // Every caller but root together: up to 16 less root's reserve of 2.
+        for uid in 2000..2007 {
+            jobs.start("p", JobOwner::Uid(uid)).unwrap();
+        }
+        assert_eq!(root_reserve(16), 2);
+        assert_eq!(
+            jobs.start("p", JobOwner::Uid(3000)).unwrap_err(),
+            ManagerError::TooManyJobs(14)
+        );
+        // Root's reserve holds; root is not held to the per-user share.
+        jobs.start("p", JobOwner::Uid(0)).unwrap();
+        jobs.start("p", JobOwner::Uid(0)).unwrap();
+        assert_eq!(
+            jobs.start("p", JobOwner::Uid(0)).unwrap_err(),
+            ManagerError::TooManyJobs(16)
+        );
+        assert_eq!(
+            (root_reserve(1), root_reserve(2), root_reserve(64)),
+            (0, 1, 8)
+        );
+    }
+
+    #[test]
     fn ended_jobs_expire() {
         let jobs = table(4, 10, Duration::ZERO);
-        let a = jobs.start("p", JobOwner::Rest).unwrap();
+        let a = jobs.start("p", JobOwner::Rest(None)).unwrap();
         jobs.finish(&a, Ok(String::new()));
         assert!(jobs.list().is_empty());
     }
@@ -395,7 +489,7 @@ mod tests {
             Err(ManagerError::AccessDenied(_))
         ));
         assert!(matches!(
-            jobs.cancel(a.id(), JobOwner::Rest, false),
+            jobs.cancel(a.id(), JobOwner::Rest(None), false),
             Err(ManagerError::AccessDenied(_))
         ));
         assert!(!a.cancel_flag().is_cancelled());
@@ -422,12 +516,13 @@ mod tests {
         let jobs = Jobs::new(
             JobLimits {
                 max_running: 4,
+                max_running_per_user: 4,
                 max_finished: 4,
                 keep_finished: Duration::from_secs(60),
             },
             events,
         );
-        let a = jobs.start("p", JobOwner::Rest).unwrap();
+        let a = jobs.start("p", JobOwner::Rest(None)).unwrap();
         for i in 0..100 {
             a.set_progress(f64::from(i) / 50.0, "working");
         }

@@ -16,3 +16,4 @@ mod registry;
 mod rest;
 mod signatures;
 mod structure;
+mod visibility;

@@ -607,11 +607,11 @@ mod tests {
         };
         // A job past its timeout fails with Timeout: the timeout is not a cancellation.
         let job = m
-            .start_job("hostile", "sleep 400".into(), JobOwner::Rest)
+            .start_job("hostile", "sleep 400".into(), JobOwner::Rest(None))
             .unwrap();
         let done = ended(&mut events, job.id());
         assert!(matches!(
-            m.start_job("hostile", "echo x".into(), JobOwner::Rest),
+            m.start_job("hostile", "echo x".into(), JobOwner::Rest(None)),
             Err(ManagerError::TooManyJobs(1))
         ));
         done.await;
@@ -623,7 +623,7 @@ mod tests {
         );
         // The usual refusals come at once, before a job exists.
         assert!(matches!(
-            m.start_job("nope", String::new(), JobOwner::Rest),
+            m.start_job("nope", String::new(), JobOwner::Rest(None)),
             Err(ManagerError::NotFound(_))
         ));
         // A version 2 call in process: events within the plugin's budget reach
@@ -642,7 +642,7 @@ mod tests {
         assert_eq!(published, accepted);
         // Shutdown cancels running jobs.
         let job = m
-            .start_job("hostile", "sleep 50".into(), JobOwner::Rest)
+            .start_job("hostile", "sleep 50".into(), JobOwner::Rest(None))
             .unwrap();
         m.shutdown(Duration::from_secs(5)).await;
         assert_eq!(job.view().state, JobState::Cancelled);

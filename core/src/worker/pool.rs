@@ -937,12 +937,13 @@ while True:
         let jobs = Jobs::new(
             JobLimits {
                 max_running: 4,
+                max_running_per_user: 4,
                 max_finished: 4,
                 keep_finished: Duration::from_secs(60),
             },
             events.clone(),
         );
-        let job = jobs.start("fake", JobOwner::Rest).unwrap();
+        let job = jobs.start("fake", JobOwner::Rest(None)).unwrap();
         let chatty = CallHost::new(
             "fake".into(),
             Arc::clone(job.cancel_flag()),

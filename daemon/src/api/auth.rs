@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use dynplug_core::config::{Scope, ServerConfig};
+use dynplug_core::jobs::JobOwner;
 
 use super::envelope::ApiError;
 use crate::state::Shared;
@@ -72,6 +73,51 @@ pub(super) struct Grant {
     scope: Scope,
     /// The plugins it may run; `None` means all.
     plugins: Option<Arc<[String]>>,
+    /// Who the token is, for the jobs it starts: a keyed digest of its value (the key
+    /// is this process's own), never the value.
+    id: u64,
+}
+
+/// A digest of a token's value that names it among the jobs without revealing it:
+/// keyed by a random key made once per process.
+fn token_id(token: &Token) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(Default::default).hash_one(&*token.0)
+}
+
+/// Who is calling the REST API, as the token layer found them: the owner of the jobs
+/// they start and see, and the plugins their token is limited to. Without tokens
+/// configured every caller is the one anonymous caller.
+#[derive(Debug, Clone)]
+pub struct RestCaller {
+    /// The jobs they start are theirs under this owner.
+    pub owner: JobOwner,
+    /// The plugins their token may run (`None`: all).
+    pub plugins: Option<Arc<[String]>>,
+}
+
+impl RestCaller {
+    /// The caller of an API without tokens.
+    pub fn anonymous() -> Self {
+        RestCaller {
+            owner: JobOwner::Rest(None),
+            plugins: None,
+        }
+    }
+
+    /// Whether they presented a token (and so may read what their jobs answered).
+    pub fn has_token(&self) -> bool {
+        self.owner != JobOwner::Rest(None)
+    }
+
+    /// Whether their token may see plugin `name`'s jobs and events.
+    pub fn sees_plugin(&self, name: &str) -> bool {
+        self.plugins
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|n| n == name))
+    }
 }
 
 impl Grant {
@@ -95,18 +141,22 @@ impl Tokens {
     pub fn load(config: &ServerConfig) -> Result<Option<Tokens>, String> {
         let mut entries = Vec::new();
         if let Some(path) = &config.token_file {
+            let token = Token::load(path)?;
             let grant = Grant {
                 scope: Scope::Manage,
                 plugins: None,
+                id: token_id(&token),
             };
-            entries.push((Token::load(path)?, grant));
+            entries.push((token, grant));
         }
         for scoped in &config.tokens {
+            let token = Token::load(&scoped.file)?;
             let grant = Grant {
                 scope: scoped.scope,
                 plugins: scoped.plugins.as_deref().map(Arc::from),
+                id: token_id(&token),
             };
-            entries.push((Token::load(&scoped.file)?, grant));
+            entries.push((token, grant));
         }
         let metrics = config
             .metrics_token_file
@@ -182,13 +232,13 @@ fn presented(request: &Request) -> Option<&[u8]> {
 pub(super) async fn require_scope(
     State(needs): State<Needs>,
     params: RawPathParams,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(presented) = presented(&request) else {
         return unauthorized();
     };
-    let Some(grant) = needs.tokens.grant(presented) else {
+    let Some(grant) = needs.tokens.grant(presented).cloned() else {
         return forbidden("the bearer token is not valid".into());
     };
     if grant.scope < needs.scope {
@@ -210,6 +260,10 @@ pub(super) async fn require_scope(
     if let Some(name) = plugin.filter(|name| !grant.allows_plugin(name)) {
         return forbidden(format!("this token may not run plugin `{name}`"));
     }
+    request.extensions_mut().insert(RestCaller {
+        owner: JobOwner::Rest(Some(grant.id)),
+        plugins: grant.plugins.clone(),
+    });
     next.run(request).await
 }
 

@@ -124,6 +124,9 @@ pub fn status_of(e: &ManagerError) -> Option<(StatusCode, &'static str)> {
         ManagerError::Cancelled(_) => (StatusCode::CONFLICT, "cancelled"),
         ManagerError::JobNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         ManagerError::TooManyJobs(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
+        ManagerError::TooManyJobsForCaller(_) => {
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_jobs_for_caller")
+        }
         ManagerError::AccessDenied(_) => (StatusCode::FORBIDDEN, "access_denied"),
         _ => return None,
     })

@@ -7,12 +7,14 @@
 //!   the `server:` section (or the token) changed.
 
 mod auth;
+mod deadline;
 pub mod envelope;
 pub mod jobs;
 mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +50,8 @@ pub struct Settings {
     pub rate_limit: Option<dynplug_core::config::RateLimit>,
     /// Connection cap and request-head deadline.
     pub connections: serve::ConnectionLimits,
+    /// `GET /events` streams: at most this many at once, this many per client.
+    pub event_streams: (usize, usize),
 }
 
 impl Settings {
@@ -63,6 +67,10 @@ impl Settings {
                 header_timeout: Duration::from_millis(config.header_timeout_ms),
             }
             .within_descriptor_budget(),
+            event_streams: (
+                config.max_event_streams,
+                config.max_event_streams_per_client,
+            ),
         })
     }
 }
@@ -125,6 +133,11 @@ pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .merge(guarded)
         .with_state(shared)
+        .layer(axum::Extension(streams::EventStreams::new(
+            settings.event_streams.0,
+            settings.event_streams.1,
+            settings.connections.max_connections,
+        )))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -19,12 +19,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use super::deadline::WriteDeadline;
+
 /// How many connections, and how long a client may take to send a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Connections served at once.
     pub max_connections: usize,
-    /// Deadline for a complete request head, from accept or from the previous response.
+    /// Deadline for a complete request head, from accept or from the previous response;
+    /// also how long a write may wait for a client that does not read.
     pub header_timeout: Duration,
 }
 
@@ -98,6 +101,7 @@ pub async fn serve(
                 request
             },
         );
+        let stream = WriteDeadline::new(stream, limits.header_timeout);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);

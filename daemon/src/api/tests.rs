@@ -318,20 +318,23 @@ async fn job_routes_start_show_list_and_cancel() {
         (StatusCode::OK, Some(2))
     );
 
-    // A job started over D-Bus belongs to its user: REST may not cancel it.
+    // A job started over D-Bus belongs to its user: REST neither sees nor cancels it.
     let theirs = shared
         .manager
         .start_job("hostile", "echo theirs".into(), JobOwner::Uid(1000))
         .unwrap();
-    let (status, v) = send(
-        &app,
-        authorized(Request::delete(format!("/jobs/{}", theirs.id()))),
-    )
-    .await;
-    assert_eq!(
-        (status, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("access_denied"))
-    );
+    for request in [
+        Request::delete(format!("/jobs/{}", theirs.id())),
+        Request::get(format!("/jobs/{}", theirs.id())),
+    ] {
+        let (status, v) = send(&app, authorized(request)).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+    }
+    let (_, v) = send(&app, authorized(Request::get("/jobs"))).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
     // Cancelling an ended REST job is accepted and changes nothing.
     let (status, v) = send(&app, authorized(Request::delete(&location))).await;
     assert_eq!(
@@ -466,16 +469,20 @@ async fn scoped_tokens_allow_what_their_scope_and_plugins_allow() {
         assert_eq!(status, want, "{what}: {body}");
         assert!(body.contains(says), "{what}: {body}");
     }
-    // Cancelling a job is running its plugin: the plugin list applies.
-    let job = shared
-        .manager
-        .start_job(
-            "hostile",
-            "sleep 50".into(),
-            dynplug_core::jobs::JobOwner::Rest,
-        )
-        .unwrap();
-    let cancel = |token: &str| with(Request::delete(format!("/jobs/{}", job.id())), Some(token));
+    // Cancelling a job is running its plugin: the plugin list applies, and the job is
+    // the token's own.
+    let (status, v) = send(
+        &app,
+        Request::post("/plugins/hostile/jobs")
+            .header("authorization", "Bearer ex3c")
+            .header("content-type", "text/plain")
+            .body(Body::from("sleep 50"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["data"]["id"].as_u64().unwrap();
+    let cancel = |token: &str| with(Request::delete(format!("/jobs/{id}")), Some(token));
     let (status, v) = send(&app, cancel("0ther")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let (status, _) = send(&app, cancel("ex3c")).await;

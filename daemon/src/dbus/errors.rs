@@ -36,7 +36,9 @@ pub(crate) fn dbus_error(e: ManagerError) -> DynplugError {
         ManagerError::ShuttingDown => DynplugError::ShuttingDown(message),
         ManagerError::Cancelled(_) => DynplugError::Cancelled(message),
         ManagerError::JobNotFound(_) => DynplugError::NotFound(message),
-        ManagerError::TooManyJobs(_) => DynplugError::TooManyJobs(message),
+        ManagerError::TooManyJobs(_) | ManagerError::TooManyJobsForCaller(_) => {
+            DynplugError::TooManyJobs(message)
+        }
         ManagerError::AccessDenied(_) => DynplugError::AccessDenied(message),
         ManagerError::Config(_) | ManagerError::PluginsDir(_) => DynplugError::Config(message),
         _ => DynplugError::Failed(message),

@@ -249,23 +249,129 @@ pub async fn publish(conn: &Connection, manager_core: &Manager, event: &Event) -
     Ok(())
 }
 
-/// Forwards events until the channel closes. A slow consumer that lagged is told so in
-/// the log; it never blocks the manager.
+/// How often the job objects are checked against the job table, whatever the events
+/// said.
+const JOB_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The job objects on the bus, kept equal to the manager's job table by sweeps: a job
+/// the table forgot loses its object, a job it knows gets one, even when the events
+/// that would have said so were lost to a lagging forwarder.
+#[derive(Debug, Default)]
+pub(crate) struct JobObjects {
+    /// Jobs known at the last sweep.
+    watching: BTreeSet<u64>,
+    /// Every job numbered below this was looked at by a sweep.
+    swept_below: u64,
+}
+
+impl JobObjects {
+    /// What a sweep changes, given the jobs `known` now and the next job number: the
+    /// jobs whose objects go, and those whose objects come. Numbers are never reused,
+    /// so a job gone is gone for good, and each sweep looks only at jobs new since the
+    /// last one and those it was watching.
+    pub(crate) fn plan(&mut self, known: &BTreeSet<u64>, next: u64) -> (Vec<u64>, Vec<u64>) {
+        let candidates: BTreeSet<u64> = self
+            .watching
+            .iter()
+            .copied()
+            .chain(self.swept_below.max(1)..next)
+            .collect();
+        let gone = candidates
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        let new = known
+            .iter()
+            .filter(|id| !self.watching.contains(id))
+            .copied()
+            .collect();
+        self.watching = known.clone();
+        self.swept_below = next;
+        (gone, new)
+    }
+
+    /// Removes the objects of forgotten jobs and serves those of known ones.
+    async fn sweep(&mut self, conn: &Connection, manager: &Manager, authority: &Arc<Authority>) {
+        let next = manager.jobs().next_id();
+        let known: BTreeSet<u64> = manager.jobs().list().iter().map(|j| j.id()).collect();
+        let (gone, new) = self.plan(&known, next);
+        for id in gone {
+            let _ = conn
+                .object_server()
+                .remove::<JobIface, _>(job_path(id))
+                .await;
+        }
+        for id in new {
+            if let Err(e) = super::job_iface::publish_job(conn, manager, authority, id).await {
+                tracing::debug!(job = id, error = %e, "cannot serve a job object");
+            }
+        }
+    }
+}
+
+/// Forwards events until the channel closes, and sweeps the job objects every
+/// [`JOB_SWEEP`] and whenever the forwarder lagged (the events it missed may have
+/// been a job's removal). A slow consumer never blocks the manager.
 pub async fn forward(conn: Connection, manager: Manager, mut events: broadcast::Receiver<Event>) {
+    let mut jobs = JobObjects::default();
+    let mut sweep = tokio::time::interval(JOB_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match events.recv().await {
-            Ok(event) => {
-                if let Err(e) = publish(&conn, &manager, &event).await {
-                    tracing::warn!(error = %e, "cannot emit D-Bus signal");
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => {
+                    if let Err(e) = publish(&conn, &manager, &event).await {
+                        tracing::warn!(error = %e, "cannot emit D-Bus signal");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "event forwarding lagged; some signals were not sent"
+                    );
+                    if let Some(authority) = authority_of(&conn).await {
+                        jobs.sweep(&conn, &manager, &authority).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = sweep.tick() => {
+                if let Some(authority) = authority_of(&conn).await {
+                    jobs.sweep(&conn, &manager, &authority).await;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "event forwarding lagged; some signals were not sent"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
         }
+    }
+}
+
+/// The authority the manager object was served with (None once it is detached).
+async fn authority_of(conn: &Connection) -> Option<Arc<Authority>> {
+    let manager = conn
+        .object_server()
+        .interface::<_, ManagerIface>(MANAGER_PATH)
+        .await
+        .ok()?;
+    let authority = Arc::clone(&manager.get().await.authority);
+    Some(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_remove_what_the_table_forgot_and_serve_what_it_knows() {
+        let mut objects = JobObjects::default();
+        let set = |ids: &[u64]| ids.iter().copied().collect::<BTreeSet<u64>>();
+        // Jobs 1..=5 started; 2 and 4 forgotten already (their removals were missed).
+        let (gone, new) = objects.plan(&set(&[1, 3, 5]), 6);
+        assert_eq!((gone, new), (vec![2, 4], vec![1, 3, 5]));
+        // Later: 1 and 5 forgotten, 6..=8 started and 7 forgotten.
+        let (gone, new) = objects.plan(&set(&[3, 6, 8]), 9);
+        assert_eq!((gone, new), (vec![1, 5, 7], vec![6, 8]));
+        // Nothing new: nothing to do.
+        let (gone, new) = objects.plan(&set(&[3, 6, 8]), 9);
+        assert!(gone.is_empty() && new.is_empty());
     }
 }
