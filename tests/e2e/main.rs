@@ -4,6 +4,7 @@ mod contexts;
 mod ctl;
 mod daemon;
 mod extras;
+mod fail_closed;
 mod fastpath;
 mod hostile;
 mod isolation;

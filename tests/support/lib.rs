@@ -83,7 +83,8 @@ pub fn compile_c(source: &str, out: &Path, defines: &[&str]) {
 
 /// The configuration `yaml` (validated as `test.yaml`) with `plugins_dir` set to `dir`.
 pub fn test_config(dir: &Path, yaml: &str) -> dynplug_core::config::Config {
-    let mut c = dynplug_core::config::Config::parse(yaml, Path::new("test.yaml"))
+    let yaml = with_worker_user(yaml);
+    let mut c = dynplug_core::config::Config::parse(&yaml, Path::new("test.yaml"))
         .expect("test config parses");
     c.plugins_dir = dir.to_owned();
     c.validate(Path::new("test.yaml"))
@@ -103,6 +104,17 @@ pub async fn manager_with_probe(plugins: &Path, state: &Path, yaml: &str) -> dyn
     .await
     .expect("manager starts")
     .0
+}
+
+/// `yaml` with `worker_user: nobody` unless it names a worker user: isolated plugins
+/// of a root daemon fail closed when the worker user does not exist, and the package's
+/// `dynplug-worker` is not on a test machine.
+pub fn with_worker_user(yaml: &str) -> String {
+    if yaml.contains("worker_user:") {
+        yaml.to_owned()
+    } else {
+        format!("worker_user: nobody\n{yaml}")
+    }
 }
 
 /// A temporary plugins directory with safe permissions.
@@ -500,7 +512,7 @@ impl Daemon {
     pub fn start_with(bus: &PrivateBus, plugins: &Path, config: &str, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, with_worker_user(config)).expect("write config");
         set_mode(&config_path, 0o644);
         let notify = NotifySocket::new();
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");

@@ -641,6 +641,11 @@ impl WorkerPool {
                 hello.name, self.config.name
             )));
         }
+        // Fail closed: a worker that does not run under every layer asked for is not
+        // given any call (the caller and the plugin's status say which layer, and how
+        // to relax it).
+        super::sandbox::check_report(&self.config.sandbox.policy, hello.sandbox.as_ref())
+            .map_err(|why| PoolError::Start(why.replace("NAME", &self.config.name)))?;
         worker.shared = hello.shared && worker.region.is_some();
         *lock(&self.sandbox) = hello.sandbox;
         let settings = lock(&self.settings).clone();

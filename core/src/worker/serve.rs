@@ -183,20 +183,43 @@ fn hello_of(library: &PluginLibrary, sandbox: Option<SandboxReport>, shared: boo
     }
 }
 
+/// The exit code of a worker or probe started without a sandbox description it can
+/// read: it loads nothing.
+pub const NO_SANDBOX_EXIT: i32 = 4;
+
+/// Reads the sandbox description the daemon put in the environment and confines this
+/// process by it (reading allowed of `target`). Fails closed: without a description
+/// that parses, nothing is confined and nothing may be loaded.
+fn confine_from_env(target: &Path) -> Result<SandboxReport, String> {
+    let spec = std::env::var(SPEC_ENV);
+    std::env::remove_var(SPEC_ENV);
+    let spec: Spec = spec
+        .map_err(|_| format!("no sandbox description ({SPEC_ENV} is not set)"))
+        .and_then(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| format!("the sandbox description ({SPEC_ENV}) does not parse: {e}"))
+        })
+        .map_err(|why| format!("{why}: refusing to load anything"))?;
+    Ok(sandbox::confine(&spec, target))
+}
+
 /// Probe mode for many files, `dynplug-worker --probe-batch DIR FILE...`: confined once
 /// (reading allowed below DIR), then loads each file in turn and answers a Hello or
 /// Failed frame for each, in order. A file that crashes the process ends the batch; the
 /// daemon names it (the one after the last answer) and starts another for the rest.
 pub fn probe_batch(dir: &Path, files: &[PathBuf]) -> i32 {
-    let spec: Option<Spec> = std::env::var(SPEC_ENV)
-        .ok()
-        .and_then(|json| serde_json::from_str(&json).ok());
-    std::env::remove_var(SPEC_ENV);
-    let report = spec.map(|spec| sandbox::confine(&spec, dir));
+    let confined = confine_from_env(dir);
     crate::fatal::install();
     // SAFETY: the daemon starts probes with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    let report = match confined {
+        Ok(report) => Some(report),
+        Err(why) => {
+            let _ = write_frame(&mut channel, Kind::Failed, why.as_bytes());
+            return NO_SANDBOX_EXIT;
+        }
+    };
     if files.len() > MAX_PROBE_BATCH {
         return 2;
     }
@@ -223,16 +246,19 @@ pub fn probe_batch(dir: &Path, files: &[PathBuf]) -> i32 {
 fn load_and_greet(
     path: &Path,
 ) -> Result<(UnixStream, Hello, crate::library::Instance, Option<Region>), i32> {
-    let spec: Option<Spec> = std::env::var(SPEC_ENV)
-        .ok()
-        .and_then(|json| serde_json::from_str(&json).ok());
-    std::env::remove_var(SPEC_ENV);
-    let report = spec.map(|spec| sandbox::confine(&spec, path));
+    let confined = confine_from_env(path);
     crate::fatal::install();
     let region = Region::inherited();
     // SAFETY: the daemon starts workers with the channel on WORKER_FD and nothing else
     // in this process owns that descriptor.
     let mut channel = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
+    let report = match confined {
+        Ok(report) => Some(report),
+        Err(why) => {
+            let _ = write_frame(&mut channel, Kind::Failed, why.as_bytes());
+            return Err(NO_SANDBOX_EXIT);
+        }
+    };
     let (library, instance) = match load(LIBRARY_FD, path) {
         Ok(pair) => pair,
         Err(e) => {

@@ -161,6 +161,51 @@ impl SandboxReport {
     }
 }
 
+/// Checks what a worker reports it runs under against what `policy` asks for: every
+/// layer asked for must be enforced, and network sockets blocked unless allowed. A
+/// worker that reports nothing passes only if nothing was asked. The error names the
+/// layer, what the worker said, and the configuration key that relaxes it.
+pub fn check_report(policy: &SandboxPolicy, report: Option<&SandboxReport>) -> Result<(), String> {
+    let asked = [
+        (policy.identity, "identity", "identity"),
+        (policy.pid_namespace, "process_tree", "pid_namespace"),
+        (policy.landlock, "filesystem", "landlock"),
+        (policy.seccomp, "syscalls", "seccomp"),
+    ];
+    let Some(report) = report else {
+        return match asked.iter().find(|(on, _, _)| *on) {
+            None => Ok(()),
+            Some(_) => Err("the worker reported no sandbox at all".into()),
+        };
+    };
+    for (on, layer, key) in asked {
+        let state = report
+            .layers()
+            .into_iter()
+            .find(|(name, _)| *name == layer)
+            .map_or("", |(_, state)| state);
+        if on && !state.starts_with("enforced") {
+            return Err(format!(
+                "the sandbox layer `{layer}` is not enforced ({}); this host cannot give it \
+                 to the plugin's workers: set plugins.NAME.sandbox.{key}: false to run it without",
+                if state.is_empty() {
+                    "not reported"
+                } else {
+                    state
+                }
+            ));
+        }
+    }
+    if policy.seccomp && !policy.network && !report.network.starts_with("blocked") {
+        return Err(format!(
+            "network sockets are not blocked ({}); set plugins.NAME.sandbox.seccomp: false \
+             to run the plugin without",
+            report.network
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) const OFF: &str = "off (relaxed in the configuration)";
 
 pub(crate) fn errno() -> std::io::Error {
@@ -281,6 +326,58 @@ mod tests {
         assert!(p.network && !p.seccomp && p.landlock);
         assert_eq!(p.read, vec![PathBuf::from("/srv/data")]);
         assert!(serde_yaml::from_str::<SandboxPolicy>("netwrok: true").is_err());
+    }
+
+    #[test]
+    fn reports_missing_a_layer_asked_for_are_refused_naming_the_key() {
+        let all = SandboxPolicy::default();
+        let full = SandboxReport {
+            identity: "enforced: user dynplug-worker (uid 999)".into(),
+            process_tree: "enforced: PID namespace".into(),
+            filesystem: "enforced: Landlock".into(),
+            syscalls: "enforced: seccomp".into(),
+            network: "blocked: only AF_UNIX sockets".into(),
+        };
+        assert!(check_report(&all, Some(&full)).is_ok());
+        let e = check_report(&all, None).unwrap_err();
+        assert!(e.contains("no sandbox"), "{e}");
+        let no_user = SandboxReport {
+            identity: "unavailable: user `dynplug-worker` does not exist".into(),
+            ..full.clone()
+        };
+        let e = check_report(&all, Some(&no_user)).unwrap_err();
+        assert!(
+            e.contains("identity")
+                && e.contains("sandbox.identity: false")
+                && e.contains("does not exist"),
+            "{e}"
+        );
+        // Relaxed by name: accepted.
+        let relaxed = SandboxPolicy {
+            identity: false,
+            ..SandboxPolicy::default()
+        };
+        assert!(check_report(&relaxed, Some(&no_user)).is_ok());
+        let no_landlock = SandboxReport {
+            filesystem: "unavailable: the kernel does not enforce Landlock".into(),
+            ..full.clone()
+        };
+        assert!(check_report(&all, Some(&no_landlock))
+            .unwrap_err()
+            .contains("sandbox.landlock: false"));
+        let open_net = SandboxReport {
+            network: "allowed".into(),
+            ..full
+        };
+        assert!(check_report(&all, Some(&open_net)).is_err());
+        let nothing = SandboxPolicy {
+            identity: false,
+            pid_namespace: false,
+            landlock: false,
+            seccomp: false,
+            ..SandboxPolicy::default()
+        };
+        assert!(check_report(&nothing, None).is_ok());
     }
 
     #[test]
