@@ -32,6 +32,30 @@ pub struct RuntimeState {
     /// the library file is the same one; enabling the plugin lifts it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quarantined: BTreeMap<String, Quarantine>,
+    /// The user id each isolated plugin's workers run as (a root daemon), by name:
+    /// assigned once from [`WORKER_UIDS`] and kept, so a plugin keeps its uid across
+    /// restarts and no two plugins share one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub worker_uids: BTreeMap<String, u32>,
+}
+
+/// The user ids isolated plugins' workers run as, one per plugin: 65,536 ids from
+/// 0x70010000 (1879113728), in the range systemd documents as unused by the system,
+/// its regular and dynamic users and its containers. Their group is `worker_user`'s.
+pub const WORKER_UIDS: std::ops::Range<u32> = 0x7001_0000..0x7002_0000;
+
+impl RuntimeState {
+    /// The worker uid of plugin `name`: the one it has, else the lowest free one (None
+    /// when every id of the range is taken).
+    pub fn worker_uid(&mut self, name: &str) -> Option<u32> {
+        if let Some(uid) = self.worker_uids.get(name) {
+            return Some(*uid);
+        }
+        let taken: std::collections::BTreeSet<u32> = self.worker_uids.values().copied().collect();
+        let uid = WORKER_UIDS.clone().find(|uid| !taken.contains(uid))?;
+        self.worker_uids.insert(name.to_owned(), uid);
+        Some(uid)
+    }
 }
 
 /// A quarantined plugin and the file it was quarantined for.
@@ -239,6 +263,26 @@ mod tests {
         let store = StateStore::new(d.path());
         std::fs::write(store.path(), "enabled: [").unwrap();
         assert!(store.load().is_err());
+    }
+
+    #[test]
+    fn each_plugin_gets_a_worker_uid_of_its_own_and_keeps_it() {
+        let mut state = RuntimeState::default();
+        let a = state.worker_uid("a").unwrap();
+        let b = state.worker_uid("b").unwrap();
+        assert_ne!(a, b);
+        assert!(WORKER_UIDS.contains(&a) && WORKER_UIDS.contains(&b));
+        assert_eq!(state.worker_uid("a"), Some(a));
+        // Kept across a restart (the state file).
+        let text = serde_yaml::to_string(&state).unwrap();
+        let mut again: RuntimeState = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(
+            (again.worker_uid("a"), again.worker_uid("b")),
+            (Some(a), Some(b))
+        );
+        // A freed id is handed out again only when no other is free below it.
+        again.worker_uids.remove("a");
+        assert_eq!(again.worker_uid("c"), Some(a));
     }
 
     #[test]

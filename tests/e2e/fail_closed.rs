@@ -108,3 +108,60 @@ async fn a_layer_the_host_cannot_give_fails_the_plugin_until_relaxed_by_name() {
     );
     m.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Item 16, one uid per plugin: two isolated plugins with every layer but identity
+/// relaxed, so nothing else stands between them: their workers run as different users,
+/// and one cannot kill the other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_of_different_plugins_run_as_different_users() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root: only root switches to worker users"
+    );
+    let plugins = PluginDir::new();
+    plugins.add_c(
+        "tests/fixtures/c/hostile.c",
+        "ha.so",
+        &["PLUGIN_NAME=\"ha\""],
+    );
+    plugins.add_c(
+        "tests/fixtures/c/hostile.c",
+        "hb.so",
+        &["PLUGIN_NAME=\"hb\""],
+    );
+    let relaxed = "    isolation: process\n    workers: 1\n    sandbox: {pid_namespace: false, landlock: false, seccomp: false}\n";
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!("plugins:\n  ha:\n{relaxed}  hb:\n{relaxed}");
+    let m = manager_with_probe(plugins.path(), state.path(), &yaml).await;
+    assert_eq!(m.execute("ha", "echo a".into()).await.unwrap(), "a");
+    assert_eq!(m.execute("hb", "echo b".into()).await.unwrap(), "b");
+    let worker_of = |file: &str| {
+        let pids = dynplug_tests::live_processes(|_, cmdline| {
+            cmdline.contains("--worker") && cmdline.contains(file)
+        });
+        // The keeper and the worker it forked: the plugin runs in the youngest.
+        *pids.iter().max().expect("a live worker")
+    };
+    let uid_of = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse::<u32>().ok())
+            .unwrap()
+    };
+    let (a, b) = (worker_of("ha.so"), worker_of("hb.so"));
+    let (ua, ub) = (uid_of(a), uid_of(b));
+    assert_ne!(ua, ub, "both plugins' workers run as uid {ua}");
+    assert!(dynplug_core::state::WORKER_UIDS.contains(&ua), "{ua}");
+    let answer = m.execute("ha", format!("kill {b}")).await.unwrap();
+    assert!(
+        answer.starts_with("denied"),
+        "ha killed hb's worker: {answer}"
+    );
+    assert_eq!(m.execute("hb", "echo still".into()).await.unwrap(), "still");
+    m.shutdown(Duration::from_secs(1)).await;
+}

@@ -411,8 +411,28 @@ impl Manager {
             shared_bytes: config.max_input_bytes.max(config.max_output_bytes(name)),
             sandbox: Spec {
                 policy: p.sandbox,
+                identity: self.worker_identity(base, name),
                 ..base.clone()
             },
+        })
+    }
+
+    /// The identity plugin `name`'s workers switch to (a root daemon): `worker_user`'s
+    /// group, and a user id of the plugin's own, so that one plugin's workers can never
+    /// signal, trace or read another's, whatever layers either relaxes.
+    fn worker_identity(&self, base: &Spec, name: &str) -> Result<Identity, String> {
+        let user = base.identity.clone()?;
+        let (uid, saved) = self.inner.runtime.update(|r| r.worker_uid(name));
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save the worker uids; they are kept for this run");
+        }
+        let uid = uid.ok_or_else(|| {
+            "every worker uid of the range is taken (65,536 isolated plugins)".to_owned()
+        })?;
+        Ok(Identity {
+            user: format!("{}/{name}", user.user),
+            uid,
+            gid: user.gid,
         })
     }
 
