@@ -90,7 +90,9 @@ fn transient_failures_are_retried_and_counted() {
     plugins.add(&rust_plugin("fault"), "fault.so");
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("crashed-once");
-    // The plugin leaves its marker where its sandbox lets it write.
+    // The plugin leaves its marker where its sandbox lets it write, and its own user
+    // (a uid of the plugin's own) may.
+    dynplug_tests::set_mode(marker_dir.path(), 0o1777);
     let d = Daemon::start(
         &bus,
         plugins.path(),
