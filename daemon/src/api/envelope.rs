@@ -186,3 +186,49 @@ pub async fn envelope_errors(response: Response) -> Response {
     }
     fresh
 }
+
+/// The refusals every route that runs a plugin on a request body can answer, before the
+/// plugin runs: one list for execute and jobs, so the document cannot miss one of them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum RunRefusals {
+    /// The body is not what the route takes.
+    #[response(status = 400, description = "malformed body")]
+    Malformed(ErrorEnvelope),
+    /// No token.
+    #[response(status = 401, description = "token required")]
+    Unauthorized(ErrorEnvelope),
+    /// A token that may not do this.
+    #[response(
+        status = 403,
+        description = "token invalid, or not allowed this scope or plugin"
+    )]
+    Forbidden(ErrorEnvelope),
+    /// No such plugin.
+    #[response(status = 404, description = "no such plugin")]
+    NotFound(ErrorEnvelope),
+    /// The plugin is disabled.
+    #[response(status = 409, description = "plugin disabled")]
+    Disabled(ErrorEnvelope),
+    /// Body or input too large.
+    #[response(status = 413, description = "body or input too large")]
+    TooLarge(ErrorEnvelope),
+    /// Neither JSON nor text.
+    #[response(
+        status = 415,
+        description = "unsupported content type (neither JSON nor text/plain)"
+    )]
+    UnsupportedMediaType(ErrorEnvelope),
+    /// Rate limited, or (jobs) the caller's share taken.
+    #[response(
+        status = 429,
+        description = "rate limited (code rate_limited), or the caller has as many jobs running as one may (code too_many_jobs_for_caller)"
+    )]
+    TooMany(ErrorEnvelope),
+    /// Unusable plugin, stopping daemon, or (jobs) the table full.
+    #[response(
+        status = 503,
+        description = "plugin unusable, daemon stopping, request timed out, or too many jobs running (code too_many_jobs)"
+    )]
+    Unavailable(ErrorEnvelope),
+}

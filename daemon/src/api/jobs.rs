@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use super::auth::RestCaller;
-use super::envelope::{ok, status_of, ApiError, Envelope, ErrorEnvelope};
+use super::envelope::{ok, status_of, ApiError, Envelope, ErrorEnvelope, RunRefusals};
 use super::routes::{parse_input, BodyKind};
 use super::streams::{EventStreams, Refusal, StreamClient};
 use crate::state::{Lifecycle, Shared, StateEvent};
@@ -126,14 +126,7 @@ fn job_id(id: &str) -> Result<u64, ApiError> {
     responses(
         (status = 202, description = "started", body = Envelope<JobInfo>,
             headers(("Location" = String, description = "/jobs/{id}"))),
-        (status = 400, description = "malformed body", body = ErrorEnvelope),
-        (status = 401, description = "token required", body = ErrorEnvelope),
-        (status = 403, description = "token invalid", body = ErrorEnvelope),
-        (status = 404, description = "no such plugin", body = ErrorEnvelope),
-        (status = 409, description = "plugin disabled", body = ErrorEnvelope),
-        (status = 413, description = "body or input too large", body = ErrorEnvelope),
-        (status = 429, description = "this caller has as many jobs running as one may (code too_many_jobs_for_caller), or rate-limited", body = ErrorEnvelope),
-        (status = 503, description = "too many jobs running (code too_many_jobs), plugin unusable or daemon stopping", body = ErrorEnvelope)),
+        RunRefusals),
     security((), ("bearer" = [])))]
 pub async fn start(
     State(control): State<Arc<Shared>>,

@@ -11,7 +11,7 @@ use dynplug_core::{Change, PluginInfo, PluginStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope};
+use super::envelope::{ok, ApiError, Envelope, ErrorEnvelope, RunRefusals};
 use crate::state::{Lifecycle, Shared};
 
 /// One plugin, as the API shows it.
@@ -252,17 +252,10 @@ pub fn parse_input(kind: BodyKind, body: Bytes) -> Result<String, ApiError> {
     request_body(content = ExecuteRequest, description = "or a text/plain body holding the input"),
     responses(
         (status = 200, description = "the output", body = Envelope<ExecuteResponse>),
-        (status = 400, description = "malformed body", body = ErrorEnvelope),
-        (status = 401, description = "token required", body = ErrorEnvelope),
-        (status = 403, description = "token invalid", body = ErrorEnvelope),
-        (status = 404, description = "no such plugin", body = ErrorEnvelope),
-        (status = 409, description = "plugin disabled", body = ErrorEnvelope),
-        (status = 413, description = "body or input too large", body = ErrorEnvelope),
-        (status = 415, description = "unsupported content type", body = ErrorEnvelope),
-        (status = 429, description = "rate limited", body = ErrorEnvelope),
+        RunRefusals,
         (status = 422, description = "the plugin answered with an error (it refused the input)", body = ErrorEnvelope),
         (status = 500, description = "the plugin panicked or answered invalid UTF-8", body = ErrorEnvelope),
-        (status = 503, description = "plugin unusable or daemon stopping", body = ErrorEnvelope),
+        (status = 502, description = "an isolated plugin's worker crashed or broke the protocol, or the answer was too large", body = ErrorEnvelope),
         (status = 504, description = "the plugin timed out", body = ErrorEnvelope)),
     security((), ("bearer" = [])))]
 pub async fn execute(

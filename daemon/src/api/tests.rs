@@ -488,3 +488,24 @@ async fn scoped_tokens_allow_what_their_scope_and_plugins_allow() {
     let (status, _) = send(&app, cancel("ex3c")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+/// Every status a route that runs a plugin on a body can answer is in the document,
+/// from one shared list (execute and jobs alike).
+#[test]
+fn run_routes_document_every_refusal() {
+    let doc = serde_json::to_value(super::openapi::document()).unwrap();
+    for (path, method) in [
+        ("/plugins/{name}/execute", "post"),
+        ("/plugins/{name}/jobs", "post"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        for status in [
+            "400", "401", "403", "404", "409", "413", "415", "429", "503",
+        ] {
+            assert!(
+                responses.get(status).is_some(),
+                "{method} {path} does not document {status}: {responses}"
+            );
+        }
+    }
+}
