@@ -85,7 +85,6 @@ pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
             .clone()
             .unwrap_or_else(|| Arc::new(Tokens::none())),
         scope,
-        shared: Arc::clone(&shared),
     };
     let guard = |routes: Router<Arc<Shared>>, scope| {
         if settings.tokens.as_ref().is_some_and(|t| t.guards_routes()) {
