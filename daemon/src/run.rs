@@ -8,6 +8,7 @@ use dynplug_core::error::{ConfigError, ManagerError};
 use dynplug_core::trust::TrustPolicy;
 use dynplug_core::Manager;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::api::ApiServer;
@@ -73,57 +74,200 @@ async fn connect(bus: &Bus, manager_iface: ManagerIface) -> zbus::Result<zbus::C
 /// Runs the daemon until `shutdown` resolves (or SIGTERM/SIGINT arrives), then stops
 /// gracefully. SIGHUP reloads the configuration.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let env = |k: &str| std::env::var(k).ok();
-    // Absolute, so ConfigPath and log lines name the file whatever the working directory.
-    let config_path = args.config_path(&env);
-    let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
-    let required = args.config.is_some() || env("DYNPLUG_CONFIG").is_some();
-    let overrides = Overrides {
-        plugins_dir: args.plugins_dir.clone(),
-        state_dir: args.state_dir.clone(),
-        port: args.port,
-    };
-    let config = load_config(&config_path, required, &overrides)?;
-    let log = logging::init(&config.log_level, args.log_target);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "dynplugd starting");
+    Daemon::start(args).await?.serve(shutdown).await
+}
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+/// A started daemon: everything it serves, and every task it runs, owned here until
+/// [`Daemon::serve`] stops them in order.
+pub struct Daemon {
+    args: Args,
+    manager: Manager,
+    shared: Arc<Shared>,
+    api: Arc<ApiServer>,
+    conn: zbus::Connection,
+    published: Arc<Published>,
+    signals: Signals,
+    /// The tasks that follow events (signals on the bus, the REST server's settings,
+    /// the watchdog): ended and awaited at shutdown.
+    followers: JoinSet<()>,
+}
 
-    let state_dir = config.state_dir(&env);
-    let server = config.server.clone();
-    // A token file that cannot be read is a configuration error (exit 78), found
-    // before anything starts.
-    if server.enabled {
-        let scoped = server
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (format!("server.tokens[{i}].file"), &t.file));
-        let files = server
-            .token_file
-            .iter()
-            .map(|p| ("server.token_file".to_owned(), p))
-            .chain(scoped)
-            .chain(
-                server
-                    .metrics_token_file
-                    .iter()
-                    .map(|p| ("server.metrics_token_file".to_owned(), p)),
-            );
-        for (field, path) in files {
-            crate::api::Token::load(path)
-                .map_err(|e| ConfigError::field(&config_path, field, e))?;
+/// The signals the daemon acts on.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Daemon {
+    /// Reads the configuration, loads the plugins, starts the REST API (if enabled),
+    /// serves the objects and takes the bus name, then says READY=1. Returns the
+    /// running daemon; nothing it started outlives it.
+    pub async fn start(args: Args) -> Result<Daemon, DaemonError> {
+        let env = |k: &str| std::env::var(k).ok();
+        // Absolute, so ConfigPath and log lines name the file whatever the directory.
+        let config_path = args.config_path(&env);
+        let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
+        let required = args.config.is_some() || env("DYNPLUG_CONFIG").is_some();
+        let overrides = Overrides {
+            plugins_dir: args.plugins_dir.clone(),
+            state_dir: args.state_dir.clone(),
+            port: args.port,
+        };
+        let config = load_config(&config_path, required, &overrides)?;
+        let log = logging::init(&config.log_level, args.log_target);
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "dynplugd starting");
+        let signals = Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        };
+        let state_dir = config.state_dir(&env);
+        let server = config.server.clone();
+        check_token_files(&server, &config_path)?;
+        let open_files = crate::limits::raise_open_files_limit();
+        tracing::debug!(open_files, "descriptor limit");
+        for (layer, support) in dynplug_core::worker::sandbox::host_support(&config.worker_user) {
+            if let Err(why) = support {
+                tracing::warn!(layer, reason = %why, "this host cannot give isolated plugins this sandbox layer");
+            }
         }
-    }
-    let open_files = crate::limits::raise_open_files_limit();
-    tracing::debug!(open_files, "descriptor limit");
-    for (layer, support) in dynplug_core::worker::sandbox::host_support(&config.worker_user) {
-        if let Err(why) = support {
-            tracing::warn!(layer, reason = %why, "this host cannot give isolated plugins this sandbox layer");
+        let (manager, report) = Manager::start_with(
+            config,
+            &state_dir,
+            TrustPolicy::for_current_process(),
+            worker_program(&args),
+        )
+        .await?;
+        tracing::info!(summary = %report, "plugins loaded");
+        let shared = Arc::new(Shared::new(
+            manager.clone(),
+            config_path,
+            required,
+            overrides,
+            log,
+        ));
+        let mut followers = JoinSet::new();
+        // The REST server follows the settings each reload hands it; it listens before
+        // READY=1, as systemd's readiness promises.
+        let api = Arc::new(ApiServer::default());
+        let (api_requests, api_inbox) = tokio::sync::mpsc::channel(4);
+        shared.connect_api(api_requests);
+        followers.spawn(crate::api::follow(
+            Arc::clone(&api),
+            Arc::clone(&shared),
+            api_inbox,
+        ));
+        shared.apply_api(&server).await.map_err(DaemonError::Api)?;
+        let (conn, published) =
+            serve_on_bus(&args.bus(), &shared, &manager, &mut followers).await?;
+        shared.set_lifecycle(Lifecycle::Running);
+        notify::ready(&shared.status_line());
+        tracing::info!(name = BUS_NAME, status = %shared.status_line(), "ready");
+        if let Some(interval) = notify::watchdog_interval() {
+            // Pinged from a task on the same runtime: if the runtime wedges, pings
+            // stop and systemd restarts the daemon.
+            followers.spawn(async move {
+                let mut tick = tokio::time::interval(interval / 2);
+                loop {
+                    tick.tick().await;
+                    notify::watchdog();
+                }
+            });
         }
+        Ok(Daemon {
+            args,
+            manager,
+            shared,
+            api,
+            conn,
+            published,
+            signals,
+            followers,
+        })
     }
+
+    /// Serves until `shutdown` resolves or SIGTERM/SIGINT arrives (SIGHUP reloads), then
+    /// stops, in this order: STOPPING=1 and new calls refused; reloads under way
+    /// finished; calls in flight given `--stop-timeout`; the REST server stopped; the
+    /// event followers ended; the objects removed (calls being dispatched answered);
+    /// the bus name released.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        let mut reloads = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = self.signals.hangup.recv() => {
+                    let shared = Arc::clone(&self.shared);
+                    // A task of its own, so signals keep being received meanwhile;
+                    // reloads are serialised inside `Shared::reload`.
+                    reloads.spawn(async move { let _ = shared.reload().await; });
+                }
+                Some(_) = reloads.join_next(), if !reloads.is_empty() => {}
+                _ = self.signals.terminate.recv() => break,
+                _ = self.signals.interrupt.recv() => break,
+                () = &mut shutdown => break,
+            }
+        }
+        notify::stopping();
+        self.shared.set_lifecycle(Lifecycle::Stopping);
+        while reloads.join_next().await.is_some() {}
+        tracing::info!(in_flight = self.manager.in_flight(), "stopping");
+        let left = self
+            .manager
+            .shutdown(Duration::from_secs(self.args.stop_timeout))
+            .await;
+        if left > 0 {
+            tracing::warn!(calls = left, "calls still running at exit were abandoned");
+        }
+        self.api.stop().await;
+        self.followers.abort_all();
+        while self.followers.join_next().await.is_some() {}
+        // Removing the objects waits for method calls still being dispatched (they hold
+        // the interface's read lock until their reply is sent): no answer is lost.
+        let drained = tokio::time::timeout(Duration::from_secs(2), self.published.detach()).await;
+        if drained.is_err() {
+            tracing::warn!("some D-Bus calls were still running at exit");
+        }
+        let _ = self.conn.release_name(BUS_NAME).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A token file that cannot be read is a configuration error (exit 78), found before
+/// anything starts.
+fn check_token_files(
+    server: &dynplug_core::config::ServerConfig,
+    config_path: &std::path::Path,
+) -> Result<(), DaemonError> {
+    if !server.enabled {
+        return Ok(());
+    }
+    let scoped = server
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("server.tokens[{i}].file"), &t.file));
+    let files = server
+        .token_file
+        .iter()
+        .map(|p| ("server.token_file".to_owned(), p))
+        .chain(scoped)
+        .chain(
+            server
+                .metrics_token_file
+                .iter()
+                .map(|p| ("server.metrics_token_file".to_owned(), p)),
+        );
+    for (field, path) in files {
+        crate::api::Token::load(path).map_err(|e| ConfigError::field(config_path, field, e))?;
+    }
+    Ok(())
+}
+
+/// The worker program, with a warning when there is none.
+fn worker_program(args: &Args) -> Option<std::path::PathBuf> {
     let worker = args.worker_program();
     match &worker {
         Some(program) => tracing::debug!(program = %program.display(), "worker program"),
@@ -133,53 +277,33 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
             crate::cli::PACKAGED_WORKER
         ),
     }
-    let (manager, report) = Manager::start_with(
-        config,
-        &state_dir,
-        TrustPolicy::for_current_process(),
-        worker,
-    )
-    .await?;
-    tracing::info!(summary = %report, "plugins loaded");
-    let shared = Arc::new(Shared::new(
-        manager.clone(),
-        config_path,
-        required,
-        overrides,
-        log,
-    ));
+    worker
+}
 
-    // The REST server follows the settings each reload hands it; it listens before
-    // READY=1, as systemd's readiness promises.
-    let api = Arc::new(ApiServer::default());
-    let (api_requests, api_inbox) = tokio::sync::mpsc::channel(4);
-    shared.connect_api(api_requests);
-    tokio::spawn(crate::api::follow(
-        Arc::clone(&api),
-        Arc::clone(&shared),
-        api_inbox,
-    ));
-    shared.apply_api(&server).await.map_err(DaemonError::Api)?;
+/// Connects to `bus`, serves the manager and plugin objects, starts the tasks that
+/// follow events onto the bus (in `followers`), and takes the bus name.
+async fn serve_on_bus(
+    bus: &Bus,
+    shared: &Arc<Shared>,
+    manager: &Manager,
+    followers: &mut JoinSet<()>,
+) -> Result<(zbus::Connection, Arc<Published>), DaemonError> {
     let authority = Arc::new(Authority::default());
-    let bus = args.bus();
-    let conn = connect(
-        &bus,
-        ManagerIface {
-            shared: Arc::clone(&shared),
-            authority: Arc::clone(&authority),
-        },
-    )
-    .await?;
-    authority.settle(&conn, &bus).await;
-    let published = Published::attach(conn.clone(), &manager, authority).await?;
-    tokio::spawn(objects::forward(
+    let iface = ManagerIface {
+        shared: Arc::clone(shared),
+        authority: Arc::clone(&authority),
+    };
+    let conn = connect(bus, iface).await?;
+    authority.settle(&conn, bus).await;
+    let published = Published::attach(conn.clone(), manager, authority).await?;
+    followers.spawn(objects::forward(
         conn.clone(),
         manager.clone(),
         manager.subscribe(),
     ));
-    tokio::spawn(objects::follow_state(
+    followers.spawn(objects::follow_state(
         Arc::clone(&published),
-        Arc::clone(&shared),
+        Arc::clone(shared),
     ));
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
@@ -194,54 +318,5 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), D
     ) {
         return Err(DaemonError::NameTaken(BUS_NAME));
     }
-    shared.set_lifecycle(Lifecycle::Running);
-    notify::ready(&shared.status_line());
-    tracing::info!(name = BUS_NAME, status = %shared.status_line(), "ready");
-
-    if let Some(interval) = notify::watchdog_interval() {
-        // Pinged from a task on the same runtime: if the runtime wedges, pings stop
-        // and systemd restarts the daemon.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval / 2);
-            loop {
-                tick.tick().await;
-                notify::watchdog();
-            }
-        });
-    }
-
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                let shared = Arc::clone(&shared);
-                // Reload in its own task so signals keep being received meanwhile;
-                // reloads are serialised inside `Shared::reload`.
-                tokio::spawn(async move { let _ = shared.reload().await; });
-            }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            () = &mut shutdown => break,
-        }
-    }
-
-    notify::stopping();
-    shared.set_lifecycle(Lifecycle::Stopping);
-    tracing::info!(in_flight = manager.in_flight(), "stopping");
-    let left = manager
-        .shutdown(Duration::from_secs(args.stop_timeout))
-        .await;
-    if left > 0 {
-        tracing::warn!(calls = left, "calls still running at exit were abandoned");
-    }
-    api.stop().await;
-    // Removing the objects waits for method calls still being dispatched (they hold the
-    // interface's read lock until their reply is sent), so no answer is lost at exit.
-    let drained = tokio::time::timeout(Duration::from_secs(2), published.detach()).await;
-    if drained.is_err() {
-        tracing::warn!("some D-Bus calls were still running at exit");
-    }
-    let _ = conn.release_name(BUS_NAME).await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok((conn, published))
 }
