@@ -117,6 +117,10 @@ pub enum LoadError {
         path: PathBuf,
         /// What happened.
         reason: String,
+        /// Whether the file itself is to blame (refused, crashed while loading), so the
+        /// same file would fail again and the registry cache remembers it; false when
+        /// the probe could not run or was killed on its deadline (a busy machine).
+        remember: bool,
     },
     /// The plugin's version does not satisfy the configured requirement.
     #[error("plugin `{name}` is version {found}, but the configuration requires {required}")]

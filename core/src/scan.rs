@@ -135,11 +135,13 @@ impl Probe {
                         "{reason} (remembered from an earlier probe of this very file; \
                          replace or touch it to probe it again)"
                     ),
+                    remember: true,
                 })
             }
             Some(outcome) => outcome.hello().ok_or_else(|| LoadError::Probe {
                 path: path.to_owned(),
                 reason: "the registry cache holds no plugin for this file".into(),
+                remember: false,
             })?,
             None => {
                 let ahead = lock(&self.prefetched).remove(path);
@@ -151,13 +153,13 @@ impl Probe {
                     // A refusal or a crash of the plugin's own is remembered; a probe
                     // that could not start, or was killed on its deadline (perhaps a
                     // busy machine), is tried again next time.
-                    Err(LoadError::Probe { reason, .. })
-                        if !reason.contains("SIGKILL") && !reason.starts_with("cannot start") =>
-                    {
-                        Some(Outcome::Refused {
-                            reason: reason.clone(),
-                        })
-                    }
+                    Err(LoadError::Probe {
+                        reason,
+                        remember: true,
+                        ..
+                    }) => Some(Outcome::Refused {
+                        reason: reason.clone(),
+                    }),
                     Err(_) => None,
                 };
                 if let Some(outcome) = outcome {

@@ -34,6 +34,7 @@ pub fn probe(
             Err(LoadError::Probe {
                 path: library.to_owned(),
                 reason: "the probe answered nothing".into(),
+                remember: false,
             })
         })
 }
@@ -69,13 +70,21 @@ fn run_batch(
     results: &mut Vec<Result<Hello, LoadError>>,
 ) {
     let first = files[0].0;
+    // The file's own failure: the same file would fail again.
     let fail = |path: &Path, reason: String| LoadError::Probe {
         path: path.to_owned(),
         reason,
+        remember: true,
+    };
+    // The probe's circumstances: try again next time.
+    let unlucky = |path: &Path, reason: String| LoadError::Probe {
+        path: path.to_owned(),
+        reason,
+        remember: false,
     };
     let (mut ours, theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
-        Err(e) => return results.push(Err(fail(first, e.to_string()))),
+        Err(e) => return results.push(Err(unlucky(first, e.to_string()))),
     };
     // CPU time: a probe's allowance per file, plus one.
     let budget = PROBE_TIMEOUT.as_secs() + u64::try_from(files.len()).unwrap_or(u64::MAX) / 10;
@@ -101,7 +110,7 @@ fn run_batch(
     {
         Ok(process) => process,
         Err(e) => {
-            return results.push(Err(fail(
+            return results.push(Err(unlucky(
                 first,
                 format!("cannot start {}: {e}", program.display()),
             )))
@@ -127,14 +136,26 @@ fn run_batch(
                 // A closed channel means the probe is ending: let it end by itself, so
                 // its status names the signal that killed it. Anything else (a hang)
                 // ends it now.
-                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                let hung = e.kind() != std::io::ErrorKind::UnexpectedEof;
+                if hung {
                     let _ = process.kill();
                 }
-                let reason = match wait_briefly(&mut process) {
+                let ended = wait_briefly(&mut process);
+                // SIGKILL: the deadline's (ours, or RLIMIT_CPU's), not the file's doing.
+                let killed = hung
+                    || ended.as_ref().is_ok_and(|s| {
+                        std::os::unix::process::ExitStatusExt::signal(s) == Some(libc::SIGKILL)
+                    });
+                let reason = match ended {
                     Ok(status) => format!("{} while loading the plugin", describe_exit(status)),
                     Err(e) => e.to_string(),
                 };
-                return results.push(Err(fail(file, reason)));
+                let error = if killed {
+                    unlucky(file, reason)
+                } else {
+                    fail(file, reason)
+                };
+                return results.push(Err(error));
             }
         }
     }
