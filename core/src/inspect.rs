@@ -35,6 +35,10 @@ pub struct Report {
     pub metadata_error: Option<String>,
     /// `trust.signatures` of the configuration the verdict was made under.
     pub signatures: &'static str,
+    /// `trust.keys_dir` of that configuration.
+    pub keys_dir: String,
+    /// The configuration file the trust settings come from (`None`: the defaults).
+    pub judged_by: Option<String>,
     /// The signature verdict against the keys in `trust.keys_dir` (checked whatever the
     /// mode, so an admin can see it before turning enforcement on).
     pub signature: String,
@@ -127,6 +131,8 @@ pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> 
         metadata,
         metadata_error,
         signatures: trust_config.signatures.as_str(),
+        keys_dir: trust_config.keys_dir.display().to_string(),
+        judged_by: None,
         signature_ok: verdict.allows(trust_config.signatures),
         signature: verdict.to_string(),
     }
@@ -181,6 +187,17 @@ pub fn render(report: &Report) -> String {
         } else {
             "; it would be refused"
         }
+    ));
+    out.push_str(&format!(
+        "judged by:   {} (trust.signatures: {}, trust.keys_dir: {})\n",
+        escape(
+            report
+                .judged_by
+                .as_deref()
+                .unwrap_or("the default trust settings")
+        ),
+        report.signatures,
+        escape(&report.keys_dir)
     ));
     let schema = report
         .metadata

@@ -184,6 +184,15 @@ impl RegistryCache {
                 .collect(),
         };
         let text = serde_json::to_vec(&cache).map_err(std::io::Error::other)?;
+        // The state directory is made on first need (private), as systemd's
+        // StateDirectory= would have made it: a fresh `--state-dir` is no error.
+        if let Some(dir) = file.parent().filter(|d| !d.exists()) {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let tmp = file.with_extension("cache.tmp");
         let _ = std::fs::remove_file(&tmp);
         {

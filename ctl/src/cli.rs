@@ -101,6 +101,10 @@ pub(crate) enum Command {
     Inspect {
         /// The plugin file.
         file: PathBuf,
+        /// Judge its signature by this configuration's `trust:` (default: the daemon's
+        /// default configuration file).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Make the daemon re-read its configuration.
     Reload,

@@ -173,11 +173,39 @@ enum Wake {
     Interrupted,
 }
 
-/// Ctrl-C (SIGINT), listened for from now on: an interrupt that comes while nothing
-/// waits for it is kept for the next wait.
-pub(crate) fn interrupts() -> Result<tokio::signal::unix::Signal, CtlError> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| CtlError::new(Kind::Failure, format!("cannot listen for Ctrl-C: {e}")))
+/// Ctrl-C (SIGINT), a closed terminal (SIGHUP) and SIGTERM, listened for from now on:
+/// each is an interrupt, and one that comes while nothing waits is kept for the next
+/// wait. `--detach` is how to leave a job running.
+pub(crate) struct Interrupts {
+    signals: [tokio::signal::unix::Signal; 3],
+}
+
+impl Interrupts {
+    /// Waits for the next interrupt, whichever signal it is.
+    async fn recv(&mut self) -> Option<()> {
+        let [int, hup, term] = &mut self.signals;
+        tokio::select! {
+            r = int.recv() => r,
+            r = hup.recv() => r,
+            r = term.recv() => r,
+        }
+    }
+}
+
+/// Starts listening for interrupts (see [`Interrupts`]).
+pub(crate) fn interrupts() -> Result<Interrupts, CtlError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind| {
+        signal(kind)
+            .map_err(|e| CtlError::new(Kind::Failure, format!("cannot listen for interrupts: {e}")))
+    };
+    Ok(Interrupts {
+        signals: [
+            listen(SignalKind::interrupt())?,
+            listen(SignalKind::hangup())?,
+            listen(SignalKind::terminate())?,
+        ],
+    })
 }
 
 /// Follows the job at `path` to its end and returns its output (or the error its call
@@ -188,7 +216,7 @@ pub(crate) async fn follow(
     client: &Client,
     out: Output,
     path: &str,
-    cancel_on: Option<tokio::signal::unix::Signal>,
+    cancel_on: Option<Interrupts>,
 ) -> Result<String, CtlError> {
     let cancel_on_interrupt = cancel_on.is_some();
     let mut interrupts = match cancel_on {

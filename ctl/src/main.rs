@@ -83,7 +83,7 @@ fn parse() -> Cli {
 
 /// `inspect FILE`: the daemon's binary reads the file (`dynplugd --inspect`), so the
 /// client never links the plugin host. Returns only if it cannot be started.
-fn inspect(file: &std::path::Path, json: bool) -> CtlError {
+fn inspect(file: &std::path::Path, config: Option<&std::path::Path>, json: bool) -> CtlError {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe()
         .ok()
@@ -92,6 +92,9 @@ fn inspect(file: &std::path::Path, json: bool) -> CtlError {
     let program = beside.unwrap_or_else(|| "dynplugd".into());
     let mut command = std::process::Command::new(&program);
     command.arg("--inspect").arg(file);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
     if json {
         command.arg("--json");
     }
@@ -127,8 +130,8 @@ fn main() {
         }
         _ => {}
     }
-    if let Command::Inspect { file } = &cli.command {
-        let error = inspect(file, cli.json);
+    if let Command::Inspect { file, config } = &cli.command {
+        let error = inspect(file, config.as_deref(), cli.json);
         Output::new(cli.json).error(&error);
         std::process::exit(exit::FAILURE);
     }

@@ -21,21 +21,23 @@ fn main() {
     if let Some(file) = &args.inspect {
         // Signatures are judged by the configuration's `trust:` (defaults if unreadable).
         let env = |k: &str| std::env::var(k).ok();
-        let trust = dynplugd::state::load_config(
-            &args.config_path(&env),
-            false,
-            &dynplugd::state::Overrides::default(),
-        )
-        .map(|c| c.trust)
-        .unwrap_or_else(|e| {
-            eprintln!("dynplugd: {e}; judging signatures by the default `trust:` settings");
-            Default::default()
-        });
-        let report = dynplug_core::inspect::inspect(
+        let path = args.config_path(&env);
+        let loaded =
+            dynplugd::state::load_config(&path, false, &dynplugd::state::Overrides::default());
+        let (trust, judged_by) = match loaded {
+            Ok(c) if path.is_file() => (c.trust, Some(path.display().to_string())),
+            Ok(c) => (c.trust, None),
+            Err(e) => {
+                eprintln!("dynplugd: {e}; judging signatures by the default `trust:` settings");
+                (Default::default(), None)
+            }
+        };
+        let mut report = dynplug_core::inspect::inspect(
             file,
             dynplug_core::trust::TrustPolicy::for_current_process(),
             &trust,
         );
+        report.judged_by = judged_by;
         let text = if args.json {
             serde_json::to_string(&report)
                 .map(|j| j + "\n")

@@ -3,6 +3,7 @@
 mod contexts;
 mod ctl;
 mod daemon;
+mod edges;
 mod extras;
 mod fail_closed;
 mod fastpath;

@@ -307,6 +307,7 @@ fn sign_dist(dist: &Path) -> Result<(), String> {
 }
 
 fn demo() -> Result<(), String> {
+    eprintln!("building dynplugd, dynplugctl, dynplug-worker and the example plugins (the first time takes a few minutes)...");
     check(cargo().args(["build", "--bins"]).status(), "cargo build")?;
     let demo = target_dir().join("demo");
     let plugins = demo.join("plugins");
@@ -314,7 +315,7 @@ fn demo() -> Result<(), String> {
     let config = demo.join("config.yaml");
     let state = demo.join("state");
     let text = format!(
-        "# Demo configuration written by `cargo xtask demo`.\nplugins_dir: {}\nstate_dir: {}\nlog_level: info\nplugins:\n  text:\n    settings:\n      mode: upper\n  heartbeat:\n    settings:\n      interval_ms: 1000\n",
+        "# Demo configuration written by `cargo xtask demo`.\nplugins_dir: {}\nstate_dir: {}\nlog_level: info\nplugins:\n  text:\n    settings:\n      mode: upper\n  heartbeat:\n    settings:\n      interval_ms: 1000\n  count:\n    timeout_ms: 3600000   # the README's long job (count 600: a minute) runs to its end\n",
         plugins.display(),
         state.display()
     );

@@ -136,6 +136,17 @@ impl Manager {
                 }
             }
         };
+        // A plugin that stops because its caller cancelled answers with an error of its
+        // own words: it is the cancellation, not a failure of the plugin.
+        let result = match result {
+            Err(e)
+                if host.cancel_flag().is_cancelled()
+                    && !matches!(e, ManagerError::Timeout { .. }) =>
+            {
+                Err(ManagerError::Cancelled(slot.name().to_owned()))
+            }
+            other => other,
+        };
         self.account(&slot, began.elapsed(), &result);
         result
     }
@@ -252,6 +263,15 @@ impl Manager {
                     plugin = name,
                     duration_us = elapsed.as_micros() as u64,
                     "executed"
+                );
+            }
+            // The caller gave up: a call, not a plugin error (not in Errors, LastError).
+            Err(ManagerError::Cancelled(_)) => {
+                slot.record(elapsed, Ok(()));
+                tracing::info!(
+                    plugin = name,
+                    duration_us = elapsed.as_micros() as u64,
+                    "call cancelled by its caller"
                 );
             }
             Err(e) => {
