@@ -253,7 +253,12 @@ async fn answers_are_bounded_and_so_is_the_daemons_memory() {
             assert_eq!(result.unwrap().len(), limit);
         } else {
             let e = result.unwrap_err().to_string();
-            assert!(e.contains("max_output_bytes (4194304 bytes)"), "{e}");
+            // Refused from its header, or — on a machine too loaded to produce 130 MB
+            // within the plugin's 5 s — its timeout: never an answer, never the memory.
+            assert!(
+                e.contains("max_output_bytes (4194304 bytes)") || e.contains("Timeout"),
+                "{e}"
+            );
         }
     }
     let grown = rss().saturating_sub(before);
