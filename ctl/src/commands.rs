@@ -448,6 +448,8 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
     let mut jobs = crate::jobs::changes(client.connection())
         .await
         .map_err(classify)?;
+    let mut job_plugins: std::collections::HashMap<u64, Option<String>> = Default::default();
+    let mut last_lines: std::collections::HashMap<u64, String> = Default::default();
     let emit = |kind: &str, fields: Value, text: String| {
         if out.json {
             let mut obj = json!({"event": kind});
@@ -482,8 +484,24 @@ pub(crate) async fn watch(client: &mut Client, out: Output) -> Result<(), CtlErr
                 emit("plugin_event", json!({"plugin": a.plugin(), "name": a.event(), "payload": a.payload()}),
                     format!("{}: event {} {}", esc(a.plugin()), esc(a.event()), esc(a.payload())));
             },
-            Some(change) = jobs.next() => if let Some(c) = change {
-                emit("job", c.json(), esc(&c.text()).into_owned());
+            Some(change) = jobs.next() => if let Some(mut c) = change {
+                c.plugin = match job_plugins.get(&c.id()) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let plugin = crate::jobs::plugin_of(client, c.id()).await;
+                        job_plugins.insert(c.id(), plugin.clone());
+                        plugin
+                    }
+                };
+                let line = esc(&c.text()).into_owned();
+                // The same line again (a progress that did not move) is not news.
+                if last_lines.insert(c.id(), line.clone()).as_deref() != Some(&line) {
+                    emit("job", c.json(), line);
+                }
+                if c.is_finished() {
+                    job_plugins.remove(&c.id());
+                    last_lines.remove(&c.id());
+                }
             },
             change = client.owner_changes().next() => match change {
                 Some(c) => if let Ok(a) = c.args() {

@@ -392,9 +392,18 @@ pub(crate) async fn cancel(client: &Client, out: Output, id: &str) -> Result<(),
     Ok(())
 }
 
+/// The plugin job `id` runs, if the job is still known.
+pub(crate) async fn plugin_of(client: &Client, id: u64) -> Option<String> {
+    let path = dynplug_dbus::job_path(id);
+    let job = proxy(client, &path, false).await.ok()?;
+    job.plugin().await.ok()
+}
+
 /// A change of some job, as `watch` shows it.
 pub(crate) struct JobChange {
     id: u64,
+    /// The job's plugin (looked up once per job by `watch`).
+    pub(crate) plugin: Option<String>,
     state: Option<String>,
     progress: Option<f64>,
     status_text: Option<String>,
@@ -402,15 +411,42 @@ pub(crate) struct JobChange {
 }
 
 impl JobChange {
-    /// The JSON fields of a `job` event.
+    /// The job's number.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether this is the job's end.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The JSON fields of a `job` event: only what changed (no nulls).
     pub(crate) fn json(&self) -> Value {
-        json!({"id": self.id, "state": self.state, "progress": self.progress,
-               "status_text": self.status_text, "finished": self.finished})
+        let mut fields = serde_json::Map::new();
+        fields.insert("id".into(), json!(self.id));
+        if let Some(p) = &self.plugin {
+            fields.insert("plugin".into(), json!(p));
+        }
+        if let Some(s) = &self.state {
+            fields.insert("state".into(), json!(s));
+        }
+        if let Some(p) = self.progress {
+            fields.insert("progress".into(), json!(p));
+        }
+        if let Some(t) = &self.status_text {
+            fields.insert("status_text".into(), json!(t));
+        }
+        fields.insert("finished".into(), json!(self.finished));
+        Value::Object(fields)
     }
 
     /// One line for a person.
     pub(crate) fn text(&self) -> String {
-        let mut parts = vec![format!("job {}:", self.id)];
+        let mut parts = vec![match &self.plugin {
+            Some(plugin) => format!("job {} ({plugin}):", self.id),
+            None => format!("job {}:", self.id),
+        }];
         if let Some(state) = &self.state {
             parts.push(if self.finished {
                 format!("finished {state}")
@@ -456,6 +492,7 @@ pub(crate) async fn changes(
             let state: String = message.body().deserialize().ok()?;
             return Some(JobChange {
                 id,
+                plugin: None,
                 state: Some(state),
                 progress: None,
                 status_text: None,
@@ -469,13 +506,22 @@ pub(crate) async fn changes(
                 .get(key)
                 .and_then(|v| String::try_from(v.clone()).ok())
         };
+        // An ended state is said by `Finished`, once; other properties (Output, Error,
+        // FinishedUsec...) are not shown here.
+        let state = text("State").filter(|s| s == "running");
+        let progress = changed
+            .get("Progress")
+            .and_then(|v| f64::try_from(v.clone()).ok());
+        let status_text = text("StatusText");
+        if state.is_none() && progress.is_none() && status_text.is_none() {
+            return None;
+        }
         Some(JobChange {
             id,
-            state: text("State"),
-            progress: changed
-                .get("Progress")
-                .and_then(|v| f64::try_from(v.clone()).ok()),
-            status_text: text("StatusText"),
+            plugin: None,
+            state,
+            progress,
+            status_text,
             finished: false,
         })
     };

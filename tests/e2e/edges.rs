@@ -93,3 +93,59 @@ fn a_fresh_state_directory_is_made_without_a_warning() {
         daemon.log()
     );
 }
+
+/// `watch` shows each job change once, naming the job's plugin: no empty `job N:`
+/// lines, one `finished` line, no repeated lines, no nulls in `--json`.
+#[test]
+fn watch_shows_each_job_change_once_with_its_plugin() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    let _d = count_daemon(&bus, &plugins);
+    for json in [false, true] {
+        let mut cmd = bus.command(dynplug_tests::binary("dynplugctl"));
+        cmd.args(["--address", bus.address()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut watch = cmd
+            .arg("watch")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Subscribed once its first event arrives: toggle a plugin until it does.
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+        let _ = bus.manager_call("DisablePlugin", "s", &["count"]);
+        let _ = bus.manager_call("EnablePlugin", "s", &["count"]);
+        let first = lines.next().expect("a first event").unwrap();
+        assert!(first.contains("count"), "{first}");
+        let _ = bus.manager_call("StartJob", "ss", &["count", "3"]);
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("finished") && (line.contains("true") || !json);
+            seen.push(line);
+            if done && seen.iter().any(|l| l.contains("finished")) {
+                break;
+            }
+            assert!(seen.len() < 200, "no end: {seen:#?}");
+        }
+        let _ = watch.kill();
+        let _ = watch.wait();
+        let jobs: Vec<&String> = seen.iter().filter(|l| l.contains("job")).collect();
+        assert!(!jobs.is_empty(), "{seen:#?}");
+        for line in &jobs {
+            assert!(line.contains("count"), "the plugin is named: {line}");
+            assert!(!line.contains("null"), "{line}");
+            assert!(!line.trim_end().ends_with(':'), "an empty line: {line}");
+        }
+        let finished = jobs
+            .iter()
+            .filter(|l| l.contains("finished") && !l.contains("\"finished\":false"))
+            .count();
+        assert_eq!(finished, 1, "{jobs:#?}");
+        for pair in jobs.windows(2) {
+            assert_ne!(pair[0], pair[1], "a repeated line");
+        }
+    }
+}
