@@ -141,6 +141,13 @@ pub struct ReloadReport {
     pub cleared: Vec<String>,
 }
 
+impl ReloadReport {
+    /// Whether the reload changed no plugin.
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadReport::default()
+    }
+}
+
 impl std::fmt::Display for ReloadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = [

@@ -336,6 +336,8 @@ impl Shared {
                         self.log.set_level(&level);
                         match self.apply_api(&server).await {
                             Ok(None) => Ok(report.to_string()),
+                            // The REST API's change is a change: never "no changes; ...".
+                            Ok(Some(api)) if report.is_empty() => Ok(api),
                             Ok(Some(api)) => Ok(format!("{report}; {api}")),
                             Err(e) => Err(ReloadError::Partial(format!(
                                 "plugins reloaded ({report}), but the REST API kept its previous settings: {e}"

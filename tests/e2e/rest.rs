@@ -430,7 +430,12 @@ fn reload_turns_the_api_on_off_and_rebinds() {
         "server:\n  enabled: true\n  port: 0\n",
     )
     .unwrap();
-    daemon.reload();
+    // The summary says what changed: the API, not "no changes".
+    let summary = bus.manager_call("Reload", "", &[]);
+    assert!(
+        summary.contains("REST API") && !summary.contains("no changes"),
+        "{summary}"
+    );
     let address = api_address(&bus);
     assert!(address.starts_with("127.0.0.1:"), "{address}");
     let (code, out, _) = run({
