@@ -5,7 +5,8 @@
 //!
 //! For plugin authors (always available, re-exported from the SDK crate `dynplug-sdk`,
 //! which has no dependencies):
-//! - [`Plugin`] and [`register_plugin!`]: the safe Rust API;
+//! - [`Plugin`], [`plugin`](macro@plugin) and [`register_plugin!`]: the safe Rust API
+//!   (`#[plugin(...)]` declares a plugin's name, version and description once);
 //! - [`abi`]: the C ABI (mirrored by `sdk/include/dynplug.h`);
 //! - [`export`]: the `extern "C"` shims the macro instantiates.
 //!
@@ -30,6 +31,9 @@
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
 
+/// `#[plugin(...)]`: see `dynplug_sdk::plugin`; this one reaches the SDK through
+/// `dynplug_core`, for plugin crates that depend on core.
+pub use dynplug_sdk::plugin_via_core as plugin;
 pub use dynplug_sdk::{
     abi, export, register_plugin, Context, Level, Plugin, PluginResult, Recorder,
 };

@@ -1,6 +1,9 @@
 //! The DynPlug plugin SDK: everything a plugin needs and nothing of the host.
 //!
-//! - [`Plugin`] and [`register_plugin!`]: the safe Rust API a plugin implements;
+//! - [`Plugin`] and [`plugin`](macro@plugin): the safe Rust API a plugin implements, and the attribute
+//!   that declares its name, version and description once (feature `macros`, on by
+//!   default); [`register_plugin!`] is what the attribute expands to, and still works
+//!   on its own;
 //! - [`abi`]: the versioned C ABI (mirrored by `include/dynplug.h`, for plugins in C
 //!   and other languages);
 //! - [`Context`]: the host's services during a call (ABI version 2): log lines for the
@@ -12,7 +15,7 @@
 //! - [`TestHost`]: the daemon's side of the ABI for a plugin's own tests.
 //!
 //! ```
-//! use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+//! use dynplug_sdk::{plugin, Plugin, PluginResult};
 //!
 //! #[derive(Default)]
 //! pub struct Shout;
@@ -23,22 +26,12 @@
 //!     }
 //! }
 //!
+//! #[plugin(name = "shout", description = "upper-cases its input")]
 //! impl Plugin for Shout {
-//!     fn name(&self) -> &str {
-//!         "shout"
-//!     }
-//!     fn version(&self) -> &str {
-//!         "1.0.0"
-//!     }
-//!     fn description(&self) -> &str {
-//!         "upper-cases its input"
-//!     }
 //!     fn execute(&self, input: &str) -> PluginResult<String> {
 //!         Ok(input.to_uppercase())
 //!     }
 //! }
-//!
-//! register_plugin!(Shout);
 //! ```
 //!
 //! The host side (loader, manager, workers) is `dynplug-core`, which re-exports this
@@ -57,5 +50,16 @@ pub const INCLUDE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
 mod plugin;
 
 pub use context::{Context, Level};
+#[cfg(feature = "macros")]
+pub use dynplug_sdk_macros::plugin;
+/// [`plugin`](macro@plugin) with paths through `dynplug_core`, re-exported there as `plugin`.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub use dynplug_sdk_macros::plugin_via_core;
 pub use plugin::{Plugin, PluginResult};
 pub use testhost::{Recorder, TestHost};
+
+/// The Rust examples of docs/plugin-abi.md, compiled and run as doc-tests.
+#[cfg(all(doctest, feature = "macros"))]
+#[doc = include_str!("../../docs/plugin-abi.md")]
+struct PluginAbiDoc;

@@ -1,4 +1,5 @@
-//! The safe Rust API a plugin author implements, and [`register_plugin!`](crate::register_plugin).
+//! The safe Rust API a plugin author implements, and [`register_plugin!`](crate::register_plugin),
+//! which `#[plugin(...)]` expands to.
 
 use std::error::Error;
 
@@ -9,8 +10,13 @@ pub type PluginResult<T> = Result<T, Box<dyn Error>>;
 
 /// A DynPlug plugin.
 ///
-/// Implement this for a type with an inherent `fn new() -> Self` and export it with
-/// [`register_plugin!`](crate::register_plugin). The host may construct the type more
+/// Implement this for a type with an inherent `fn new() -> Self`, on an impl block
+/// marked `#[plugin(name = "...", description = "...")]`: the attribute writes
+/// [`Plugin::name`], [`Plugin::version`] and [`Plugin::description`] (and
+/// [`Plugin::is_service`]) from that one declaration and exports the type, metadata
+/// section included (see `dynplug_sdk::plugin`). Without the attribute, write those
+/// methods and export the type with [`register_plugin!`](crate::register_plugin).
+/// The host may construct the type more
 /// than once (once to read its metadata, once for the instance that serves calls), so
 /// `new` must be cheap and start no work: long-running work belongs in [`Plugin::start`].
 ///
@@ -65,6 +71,10 @@ pub trait Plugin: Send + Sync {
 }
 
 /// Exports a [`Plugin`] type through the DynPlug C ABI.
+///
+/// New plugins use `#[plugin(...)]` (`dynplug_sdk::plugin`), which declares the name,
+/// version and description once and expands to this macro's `metadata` form. Both
+/// forms below keep working.
 ///
 /// ```
 /// use dynplug_sdk::{register_plugin, Plugin, PluginResult};

@@ -614,36 +614,14 @@ register_plugin!(Shout);
 /// with `-D warnings`.
 #[test]
 fn the_readmes_rust_plugin_passes_clippy() {
-    let root = dynplug_tests::workspace_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = |marker: &str| {
-        let start = readme.find(marker).expect(marker);
-        let end = start + readme[start..].find("```").expect("end of block");
-        readme[start..end].to_owned()
-    };
-    let manifest = block("# Cargo.toml").replace(
-        "path = \"../dynplug/sdk\"",
-        &format!("path = \"{}\"", root.join("sdk").display()),
-    ) + "\n[workspace]\n";
-    let krate = tempfile::tempdir().unwrap();
-    std::fs::create_dir(krate.path().join("src")).unwrap();
-    std::fs::write(krate.path().join("Cargo.toml"), manifest).unwrap();
-    std::fs::write(krate.path().join("src/lib.rs"), block("// src/lib.rs")).unwrap();
-    let target = dynplug_tests::artifact_dir()
-        .parent()
-        .unwrap()
-        .join("readme-plugin");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(&cargo)
-        .args(["clippy", "--offline", "--quiet", "--target-dir"])
-        .arg(&target)
-        .args(["--", "-D", "warnings"])
-        .current_dir(krate.path())
-        .output()
-        .unwrap();
+    let run = dynplug_tests::OutsideCrate::from_readme().cargo(
+        "clippy",
+        "readme-plugin",
+        &["-D", "warnings"],
+    );
     assert!(
-        out.status.success(),
+        run.success,
         "the README's plugin fails clippy:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.stderr
     );
 }

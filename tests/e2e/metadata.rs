@@ -148,19 +148,133 @@ fn an_isolated_plugin_with_metadata_is_listed_without_being_loaded() {
     drop(daemon);
 }
 
+/// What `dynplugd --inspect FILE` prints (it must succeed).
+fn inspect(file: &Path) -> String {
+    let mut cmd = dynplug_tests::tool("dynplugd");
+    cmd.arg("--inspect").arg(file);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// Asserts that `inspect` output shows this name, version and description, read from
+/// the section.
+fn assert_inspected(out: &str, name: &str, version: &str, description: &str) {
+    for line in [
+        format!("name:        \"{name}\""),
+        format!("version:     \"{version}\""),
+        format!("description: \"{description}\""),
+        "metadata:    from the .dynplug.meta section (no code was run)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "`{line}` not in:\n{out}");
+    }
+}
+
 #[test]
-fn rust_plugins_built_with_the_macro_carry_their_metadata() {
-    let lib = PluginLibrary::open(
-        &dynplug_tests::rust_plugin("echo"),
-        TrustPolicy::for_current_process(),
-    )
-    .unwrap();
-    let m = lib.metadata().expect("echo declares its metadata");
-    assert_eq!(
-        (m.name.as_str(), m.abi_version),
-        ("echo", dynplug_core::abi::ABI_VERSION)
+fn every_example_rust_plugin_is_inspected_from_its_one_declaration() {
+    for plugin in ["echo", "text", "json", "hash", "heartbeat", "count"] {
+        let file = dynplug_tests::rust_plugin(plugin);
+        let out = inspect(&file);
+        // The loader refuses a table that disagrees with the section: it loads.
+        let lib = PluginLibrary::open(&file, TrustPolicy::for_current_process())
+            .unwrap_or_else(|e| panic!("{plugin} does not load: {e}"));
+        assert_inspected(&out, plugin, env!("CARGO_PKG_VERSION"), lib.description());
+        let m = lib.metadata().expect("a section");
+        assert_eq!(m.abi_version, dynplug_core::abi::ABI_VERSION);
+        assert_eq!(m.service, plugin == "heartbeat", "{plugin}");
+        assert_eq!(
+            m.settings_schema.is_some(),
+            ["text", "json", "heartbeat"].contains(&plugin),
+            "{plugin}"
+        );
+    }
+}
+
+/// The README's plugin, copied as written there and built outside the workspace, is
+/// inspectable (its bare `register_plugin!(Shout)` of before left no section), is
+/// listed from its section as an isolated plugin without being loaded, and answers.
+#[test]
+fn the_readmes_plugin_is_inspectable_and_served() {
+    let krate = dynplug_tests::OutsideCrate::from_readme();
+    let build = krate.cargo("build", "outside-plugins", &[]);
+    assert!(
+        build.success,
+        "the README's plugin does not build:\n{}",
+        build.stderr
     );
-    assert_eq!(m.version, lib.version());
+    let file = dynplug_tests::OutsideCrate::built_library("outside-plugins", "my_plugin");
+    assert_inspected(&inspect(&file), "shout", "1.0.0", "Upper-cases its input");
+
+    let plugins = PluginDir::new();
+    plugins.add(&file, "shout.so");
+    plugins.add(&dynplug_tests::rust_plugin("echo"), "echo.so");
+    let bus = PrivateBus::start();
+    let daemon = dynplug_tests::Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  shout:\n    isolation: process\n",
+    );
+    let shout = bus.manager_call("GetPlugin", "s", &["shout"]);
+    assert!(
+        shout.contains("\"Version\" s \"1.0.0\"")
+            && shout.contains("\"Description\" s \"Upper-cases its input\""),
+        "{shout}"
+    );
+    assert_eq!(
+        bus.manager_call("Execute", "ss", &["shout", "hi"]).trim(),
+        "s \"HI\""
+    );
+    assert_eq!(
+        bus.manager_call("Execute", "ss", &["echo", "hi"]).trim(),
+        "s \"hi\""
+    );
+    drop(daemon);
+}
+
+/// A plugin whose name defaults to a package name that is not a plugin name does not
+/// compile, and the compiler says why and what to write; naming it fixes that.
+#[test]
+fn a_package_name_that_is_no_plugin_name_is_a_compile_error() {
+    let plugin = |attribute: &str| {
+        format!(
+            "use dynplug_sdk::{{plugin, Plugin, PluginResult}};\n\
+             #[derive(Default)]\n\
+             pub struct Mine;\n\
+             impl Mine {{ pub fn new() -> Self {{ Mine }} }}\n\
+             #[plugin({attribute})]\n\
+             impl Plugin for Mine {{\n    \
+                 fn execute(&self, input: &str) -> PluginResult<String> {{ Ok(input.into()) }}\n\
+             }}\n"
+        )
+    };
+    let sdk = dynplug_tests::workspace_root().join("sdk");
+    let krate = dynplug_tests::OutsideCrate::new(
+        &format!(
+            "[package]\nname = \"My_Plugin\"\nversion = \"0.3.0\"\nedition = \"2021\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\ndynplug-sdk = {{ path = \"{}\" }}\n",
+            sdk.display()
+        ),
+        &plugin("description = \"mine\""),
+    );
+    let build = krate.cargo("build", "outside-plugins", &[]);
+    assert!(!build.success, "a plugin named `My_Plugin` compiled");
+    assert!(
+        build
+            .stderr
+            .contains("the plugin's name defaults to the package name")
+            && build
+                .stderr
+                .contains("`My_Plugin` must start with a lowercase")
+            && build.stderr.contains("write `name = \"...\"`"),
+        "{}",
+        build.stderr
+    );
+    krate.write_lib(&plugin("name = \"mine\", description = \"mine\""));
+    let build = krate.cargo("build", "outside-plugins", &[]);
+    assert!(build.success, "{}", build.stderr);
+    let file = dynplug_tests::OutsideCrate::built_library("outside-plugins", "My_Plugin");
+    assert_inspected(&inspect(&file), "mine", "0.3.0", "mine");
 }
 
 /// Kills the daemon when the test ends, passed or not.

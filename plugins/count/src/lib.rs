@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dynplug_sdk::{register_plugin, Context, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Context, Plugin, PluginResult};
 
 /// The time one step takes.
 const STEP: Duration = Duration::from_millis(100);
@@ -35,19 +35,11 @@ fn parse(input: &str) -> PluginResult<u32> {
     }
 }
 
+#[plugin(
+    name = "count",
+    description = "counts to N (default 10), one step every 100 ms, with progress"
+)]
 impl Plugin for Count {
-    fn name(&self) -> &str {
-        "count"
-    }
-
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description(&self) -> &str {
-        "counts to N (default 10), one step every 100 ms, with progress"
-    }
-
     fn execute_with(&self, ctx: &Context<'_>, input: &str) -> PluginResult<String> {
         let n = parse(input)?;
         ctx.progress(0.0, &format!("0 of {n}"));
@@ -66,12 +58,3 @@ impl Plugin for Count {
         Ok(n.to_string())
     }
 }
-
-register_plugin!(
-    Count,
-    metadata {
-        name: "count",
-        version: env!("CARGO_PKG_VERSION"),
-        description: "counts to N (default 10), one step every 100 ms, with progress",
-    }
-);

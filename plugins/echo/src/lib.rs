@@ -1,7 +1,7 @@
 //! `echo`: returns its input unchanged. The smallest useful plugin, and the one the
 //! benchmarks use to measure the cost of the call path itself.
 
-use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Plugin, PluginResult};
 
 /// The echo plugin.
 #[derive(Debug, Default)]
@@ -14,29 +14,12 @@ impl Echo {
     }
 }
 
+#[plugin(name = "echo", description = "Returns its input unchanged")]
 impl Plugin for Echo {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn description(&self) -> &str {
-        "Returns its input unchanged"
-    }
     fn execute(&self, input: &str) -> PluginResult<String> {
         Ok(input.to_owned())
     }
 }
-
-register_plugin!(
-    Echo,
-    metadata {
-        name: "echo",
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Returns its input unchanged",
-    }
-);
 
 #[cfg(test)]
 mod tests {

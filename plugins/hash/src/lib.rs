@@ -1,6 +1,6 @@
 //! `hash`: the SHA-256 digest of the input's UTF-8 bytes, as lowercase hex.
 
-use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Plugin, PluginResult};
 use sha2::{Digest, Sha256};
 
 /// The hash plugin.
@@ -14,30 +14,13 @@ impl Hash {
     }
 }
 
+#[plugin(name = "hash", description = "SHA-256 of the input, as lowercase hex")]
 impl Plugin for Hash {
-    fn name(&self) -> &str {
-        "hash"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn description(&self) -> &str {
-        "SHA-256 of the input, as lowercase hex"
-    }
     fn execute(&self, input: &str) -> PluginResult<String> {
         let digest = Sha256::digest(input.as_bytes());
         Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
-
-register_plugin!(
-    Hash,
-    metadata {
-        name: "hash",
-        version: env!("CARGO_PKG_VERSION"),
-        description: "SHA-256 of the input, as lowercase hex",
-    }
-);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Plugin, PluginResult};
 
 /// The heartbeat plugin.
 #[derive(Debug)]
@@ -37,19 +37,13 @@ impl Heartbeat {
     }
 }
 
+#[plugin(
+    name = "heartbeat",
+    description = "Background service counting heartbeats; execute reports its state",
+    service = true,
+    settings_schema = r#"{"type": "object", "properties": {"interval_ms": {"type": "integer", "minimum": 1, "maximum": 3600000}}, "additionalProperties": false}"#
+)]
 impl Plugin for Heartbeat {
-    fn name(&self) -> &str {
-        "heartbeat"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn description(&self) -> &str {
-        "Background service counting heartbeats; execute reports its state"
-    }
-    fn is_service(&self) -> bool {
-        true
-    }
     fn configure(&self, settings_json: &str) -> PluginResult<()> {
         let settings: serde_json::Value = serde_json::from_str(settings_json)?;
         if let Some(v) = settings.get("interval_ms") {
@@ -94,17 +88,6 @@ impl Plugin for Heartbeat {
         ))
     }
 }
-
-register_plugin!(
-    Heartbeat,
-    metadata {
-        name: "heartbeat",
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Background service counting heartbeats; execute reports its state",
-        service: true,
-        settings_schema: r#"{"type": "object", "properties": {"interval_ms": {"type": "integer", "minimum": 1, "maximum": 3600000}}, "additionalProperties": false}"#,
-    }
-);
 
 #[cfg(test)]
 mod tests {

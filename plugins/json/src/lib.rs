@@ -3,7 +3,7 @@
 
 use std::sync::RwLock;
 
-use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Plugin, PluginResult};
 
 /// The json plugin.
 #[derive(Debug, Default)]
@@ -18,16 +18,12 @@ impl Json {
     }
 }
 
+#[plugin(
+    name = "json",
+    description = "Validates and pretty-prints JSON; settings.pick selects a field by JSON pointer",
+    settings_schema = r#"{"type": "object", "properties": {"pick": {"type": "string", "pattern": "^(/.*)?$"}}, "additionalProperties": false}"#
+)]
 impl Plugin for Json {
-    fn name(&self) -> &str {
-        "json"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn description(&self) -> &str {
-        "Validates and pretty-prints JSON; settings.pick selects a field by JSON pointer"
-    }
     fn configure(&self, settings_json: &str) -> PluginResult<()> {
         let settings: serde_json::Value = serde_json::from_str(settings_json)?;
         let pick = match settings.get("pick") {
@@ -57,17 +53,6 @@ impl Plugin for Json {
         Ok(serde_json::to_string_pretty(value)?)
     }
 }
-
-register_plugin!(
-    Json,
-    metadata {
-        name: "json",
-        version: env!("CARGO_PKG_VERSION"),
-        description:
-            "Validates and pretty-prints JSON; settings.pick selects a field by JSON pointer",
-        settings_schema: r#"{"type": "object", "properties": {"pick": {"type": "string", "pattern": "^(/.*)?$"}}, "additionalProperties": false}"#,
-    }
-);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 
 use std::sync::RwLock;
 
-use dynplug_sdk::{register_plugin, Plugin, PluginResult};
+use dynplug_sdk::{plugin, Plugin, PluginResult};
 
 /// A text transformation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +62,12 @@ impl Text {
     }
 }
 
+#[plugin(
+    name = "text",
+    description = "Transforms text: upper, lower, reverse or trim (settings.mode, or a MODE: prefix)",
+    settings_schema = r#"{"type": "object", "properties": {"mode": {"enum": ["upper", "lower", "reverse", "trim"]}}, "additionalProperties": false}"#
+)]
 impl Plugin for Text {
-    fn name(&self) -> &str {
-        "text"
-    }
-    fn version(&self) -> &str {
-        env!("CARGO_PKG_VERSION")
-    }
-    fn description(&self) -> &str {
-        "Transforms text: upper, lower, reverse or trim (settings.mode, or a MODE: prefix)"
-    }
     fn configure(&self, settings_json: &str) -> PluginResult<()> {
         let settings: serde_json::Value = serde_json::from_str(settings_json)?;
         let mode = match settings.get("mode") {
@@ -93,17 +89,6 @@ impl Plugin for Text {
         Ok(mode.apply(input))
     }
 }
-
-register_plugin!(
-    Text,
-    metadata {
-        name: "text",
-        version: env!("CARGO_PKG_VERSION"),
-        description:
-            "Transforms text: upper, lower, reverse or trim (settings.mode, or a MODE: prefix)",
-        settings_schema: r#"{"type": "object", "properties": {"mode": {"enum": ["upper", "lower", "reverse", "trim"]}}, "additionalProperties": false}"#,
-    }
-);
 
 #[cfg(test)]
 mod tests {
