@@ -328,3 +328,82 @@ fn never_reading_subscribers_cannot_starve_requests() {
     assert_eq!(status, 200, "{v}");
     drop(held);
 }
+
+/// Someone else's job and a job that does not exist answer alike, word for word.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_callers_job_reads_as_one_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_files(dir.path(), &[("tok-a", "execute", "")]);
+    let api = Api::start(&tokens, "");
+    let m = api.bus.manager_proxy().await;
+    let theirs = m.start_job("count", "300").await.unwrap();
+    let id: u64 = theirs.as_str().rsplit('/').next().unwrap().parse().unwrap();
+    let missing = id + 1000;
+    for method in ["GET", "DELETE"] {
+        let (s1, v1) = api.call(method, &format!("/jobs/{id}"), Some("tok-a"), None);
+        let (s2, v2) = api.call(method, &format!("/jobs/{missing}"), Some("tok-a"), None);
+        assert_eq!((s1, s2), (404, 404), "{v1} {v2}");
+        assert_eq!(
+            v1["error"].as_str().unwrap().replace(&id.to_string(), "N"),
+            v2["error"]
+                .as_str()
+                .unwrap()
+                .replace(&missing.to_string(), "N"),
+        );
+    }
+}
+
+/// Two tokens with one value would be one caller with two grants: refused at start.
+#[test]
+fn a_token_value_given_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [("one", "same-secret"), ("two", "  same-secret\n")] {
+        std::fs::write(dir.path().join(name), value).unwrap();
+    }
+    let config = format!(
+        "server:\n  enabled: true\n  port: 0\n  tokens:\n    - {{file: {}, scope: read}}\n    - {{file: {}, scope: manage}}\n",
+        dir.path().join("one").display(),
+        dir.path().join("two").display()
+    );
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::new();
+    let (code, err) = bus.run_daemon_once(plugins.path(), &config, &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("same value"), "{err}");
+}
+
+/// A client with a valid token that trickles its request body holds its connection no
+/// longer than the head's deadline: 408, and `/health` answers meanwhile.
+#[test]
+fn a_trickled_body_meets_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_files(dir.path(), &[("tok-a", "execute", "")]);
+    let api = Api::start(&format!("{tokens}  header_timeout_ms: 1000\n"), "");
+    let address = api.base.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&address).unwrap();
+    s.write_all(b"POST /plugins/echo/execute HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok-a\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\nx")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+    let (status, v) = api.call("GET", "/health", None, None);
+    assert_eq!(status, 200, "{v}");
+}
+
+/// A call whose HTTP request gave up (here: its request timeout) is cancelled, not
+/// left to hold its plugin's place for nobody: with one place, the next call gets it.
+#[test]
+fn an_execute_whose_request_gave_up_is_cancelled() {
+    let api = Api::start(
+        "  request_timeout_ms: 2000\n",
+        "plugins:\n  count:\n    timeout_ms: 600000\n    max_concurrency: 1\n",
+    );
+    let (status, v) = api.call("POST", "/plugins/count/execute", None, Some("600"));
+    assert_eq!(status, 503, "{v}");
+    let (status, v) = api.call("POST", "/plugins/count/execute", None, Some("1"));
+    assert_eq!(
+        status, 200,
+        "the abandoned call still holds the only place: {v}"
+    );
+}

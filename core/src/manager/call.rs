@@ -20,6 +20,17 @@ async fn step_aside() {
     .await
 }
 
+/// Raises a call's cancel flag when dropped armed: its caller went away.
+struct CancelOnDrop(Option<Arc<Cancel>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
+        }
+    }
+}
+
 /// Logs that a plugin's calls go back to threads.
 pub(super) fn warn_demoted(plugin: &str, demoted: Demoted) {
     tracing::warn!(
@@ -31,16 +42,24 @@ pub(super) fn warn_demoted(plugin: &str, demoted: Demoted) {
 
 impl Manager {
     /// Runs `name` on `input` and waits for the answer.
+    ///
+    /// A caller that goes away before the answer (this future dropped: a client that
+    /// disconnected, a request that timed out) cancels the call, as a job's Cancel
+    /// would: its plugin is told, and its place is not held for nobody.
     pub async fn execute(&self, name: &str, input: String) -> Result<String, ManagerError> {
         let slot = self.admit(name, &input)?;
+        let cancel = Cancel::new();
         let host = CallHost::new(
             Arc::clone(&slot.label),
-            Cancel::new(),
+            Arc::clone(&cancel),
             Some(Arc::clone(&slot.outlet)),
             None,
         );
         let counted = InFlightGuard::enter(&self.inner.in_flight);
-        self.run(slot, input, Arc::new(host), &counted).await
+        let mut abandoned = CancelOnDrop(Some(cancel));
+        let result = self.run(slot, input, Arc::new(host), &counted).await;
+        abandoned.0 = None;
+        result
     }
 
     /// Starts `name` on `input` as a job owned by `owner` and returns it at once; the

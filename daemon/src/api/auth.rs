@@ -157,6 +157,20 @@ impl Tokens {
             };
             entries.push((token, grant));
         }
+        // One value, one grant: a value given twice would be one caller with two
+        // scopes, of which only the first would ever count.
+        for (i, (token, _)) in entries.iter().enumerate() {
+            if entries[..i]
+                .iter()
+                .any(|(earlier, _)| earlier.matches(&token.0))
+            {
+                return Err(format!(
+                    "token {} of server.token_file/server.tokens has the same value as an earlier one; \
+                     give each token its own value",
+                    i + 1
+                ));
+            }
+        }
         let metrics = config
             .metrics_token_file
             .as_deref()

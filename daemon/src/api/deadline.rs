@@ -1,4 +1,8 @@
-//! A connection that must keep reading what it is sent: a write that cannot make
+//! Deadlines on what a client sends and reads.
+//!
+//! A request body must arrive whole within the head's deadline (`header_timeout_ms`):
+//! a client with a valid token trickling a body a byte at a time holds its connection
+//! no longer than one trickling its head. And a connection that must keep reading what it is sent: a write that cannot make
 //! progress for the deadline fails, and hyper closes the connection. Without it, a
 //! client that stops reading a response (an event stream, a large answer) holds its
 //! connection, and its place among `max_connections`, for ever.
@@ -9,6 +13,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -97,5 +105,38 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the request body whole within `deadline` before the route sees it (the body
+/// limit still applies: a larger body is 413); a body still arriving at the deadline is
+/// 408 and the connection closed.
+pub(super) async fn whole_body_within(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, usize::MAX)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        // The body limit's error (the only one a buffered body gives but a broken
+        // connection, for which no answer is read).
+        Ok(Err(_)) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => {
+            let mut response = super::envelope::ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive within server.header_timeout_ms",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
     }
 }

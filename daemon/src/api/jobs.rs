@@ -10,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
+use dynplug_core::error::ManagerError;
 use dynplug_core::events::Event;
 use dynplug_core::jobs::{JobOwner, JobView};
 use futures_util::Stream;
@@ -86,9 +87,10 @@ pub(super) fn caller_of(caller: Option<Extension<RestCaller>>) -> RestCaller {
 fn visible(control: &Shared, caller: &RestCaller, id: &str) -> Result<(u64, JobInfo), ApiError> {
     let id = job_id(id)?;
     let job = control.manager.jobs().get(id)?;
+    // Exactly the answer for a job that does not exist: nothing tells the two apart.
     JobInfo::for_caller(caller, job.view())
         .map(|info| (id, info))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job `{id}`")))
+        .ok_or_else(|| ManagerError::JobNotFound(id).into())
 }
 
 impl From<JobView> for JobInfo {

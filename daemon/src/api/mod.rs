@@ -132,6 +132,10 @@ pub fn router(shared: Arc<Shared>, settings: &Settings) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .merge(guarded)
         .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            settings.connections.header_timeout,
+            deadline::whole_body_within,
+        ))
         .layer(axum::Extension(streams::EventStreams::new(
             settings.event_streams.0,
             settings.event_streams.1,

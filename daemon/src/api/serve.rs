@@ -55,6 +55,26 @@ impl ConnectionLimits {
     }
 }
 
+/// What the kernel may hold unsent for one client: a fixed send buffer instead of the
+/// auto-tuned one (up to `tcp_wmem`'s 4 MiB), so that a client that stops reading stalls
+/// the writes soon, and the write deadline then closes its connection.
+const SEND_BUFFER: libc::c_int = 256 * 1024;
+
+fn bound_send_buffer(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket this function's caller owns, with a properly
+    // sized int.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SEND_BUFFER as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -101,6 +121,7 @@ pub async fn serve(
                 request
             },
         );
+        bound_send_buffer(&stream);
         let stream = WriteDeadline::new(stream, limits.header_timeout);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
