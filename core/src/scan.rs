@@ -175,7 +175,21 @@ impl Probe {
                 hello.described(),
             ));
         }
-        PluginLibrary::load(path, &image)
+        let lib = PluginLibrary::load(path, &image)?;
+        // A file without a metadata section says its name by running: one that names
+        // itself otherwise here than in its probe (to dodge `isolation: process`) is
+        // refused, and never instantiated.
+        if lib.name() != hello.name || self.isolated.contains(lib.name()) {
+            return Err(LoadError::BadMetadata {
+                path: path.to_owned(),
+                reason: format!(
+                    "it called itself `{}` in its probe but `{}` when loaded; refused",
+                    hello.name,
+                    lib.name()
+                ),
+            });
+        }
+        Ok(lib)
     }
 
     /// The metadata of `image` when its plugin is to be listed from it without loading

@@ -142,7 +142,14 @@ impl SealedImage {
     ///
     /// `fd` must be an open descriptor that nothing else in this process owns.
     pub unsafe fn inherited(fd: RawFd, path: &Path) -> Result<Self, LoadError> {
-        // SAFETY: the caller hands over sole ownership of `fd`.
+        // SAFETY: fcntl on a plain integer: an error if nothing is open there.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(LoadError::Io {
+                path: path.to_owned(),
+                reason: format!("no sealed plugin image was handed over on descriptor {fd}"),
+            });
+        }
+        // SAFETY: the caller hands over sole ownership of `fd`, which is open.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let bad = |reason: String| LoadError::Io {
             path: path.to_owned(),

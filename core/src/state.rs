@@ -198,10 +198,14 @@ impl StateStore {
         let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.path.display());
         std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory for", e))?;
         let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        // A fresh file of our own: whatever sits at the name (a stale temporary, or a
+        // link someone planted to make the daemon write elsewhere) is removed — unlink
+        // never follows a link — and the new one created exclusively, not followed.
+        let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| fail("cannot write", e))?;

@@ -367,7 +367,7 @@ pub(crate) async fn reload(client: &Client, out: Output) -> Result<(), CtlError>
     if out.json {
         out.json_value(&json!({"reloaded": true, "changes": summary}));
     } else {
-        print_stdout(&format!("configuration reloaded: {summary}\n"));
+        print_stdout(&format!("configuration reloaded: {}\n", esc(&summary)));
     }
     Ok(())
 }

@@ -97,9 +97,11 @@ impl Output {
             });
             self.json_value(&value);
         } else {
-            let mut text = format!("dynplugctl: {}\n", e.message);
+            // Messages carry what plugins and files said (errors, file names): one
+            // escaped line each, so none can print a line of its own.
+            let mut text = format!("dynplugctl: {}\n", esc(&e.message));
             if let Some(hint) = &e.hint {
-                text.push_str(&format!("hint: {hint}\n"));
+                text.push_str(&format!("hint: {}\n", esc(hint)));
             }
             let _ = std::io::stderr().write_all(text.as_bytes());
         }

@@ -16,11 +16,16 @@ fn needs_escape(c: char) -> bool {
         || c.is_control()
         || matches!(
             c,
-            '\u{200b}'..='\u{200f}'
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2066}'..='\u{206f}'
                 | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -73,6 +78,8 @@ mod tests {
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("\u{202e}txt.exe"), "\\u{202e}txt.exe");
         assert_eq!(escape("\u{85}next"), "\\u{0085}next");
+        assert_eq!(escape("a\u{61c}b\u{ad}c"), "a\\u{061c}b\\u{00ad}c");
+        assert_eq!(escape("tag\u{e0041}"), "tag\\u{e0041}");
         assert_eq!(quoted("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
     }
 }

@@ -165,3 +165,48 @@ async fn workers_of_different_plugins_run_as_different_users() {
     assert_eq!(m.execute("hb", "echo still".into()).await.unwrap(), "still");
     m.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A plugin without a metadata section that names itself one way in its probe and
+/// another when loaded (to be loaded into the daemon although its name is configured
+/// `isolation: process`) is refused and never instantiated or served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_changes_its_name_after_the_probe_is_refused() {
+    let plugins = PluginDir::new();
+    plugins.add_c("tests/fixtures/c/twoface.c", "twoface.so", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let yaml = "plugins:\n  iso:\n    isolation: process\n";
+    let m = manager_with_probe(plugins.path(), state.path(), yaml).await;
+    assert!(m.names().is_empty(), "{:?}", m.names());
+    let e = m
+        .info("twoface.so")
+        .unwrap()
+        .error()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        e.contains("called itself `decoy` in its probe but `iso`"),
+        "{e}"
+    );
+    m.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A state directory others can write is refused at start: the daemon (root) would
+/// write its state there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = PluginDir::new();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let started = dynplug_core::Manager::start(
+        test_config(plugins.path(), ""),
+        state.path(),
+        TrustPolicy::for_current_process(),
+    )
+    .await;
+    let Err(e) = started else {
+        panic!("a state directory anyone can write was accepted");
+    };
+    let e = e.to_string();
+    assert!(e.contains("writable by group or others"), "{e}");
+}

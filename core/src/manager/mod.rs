@@ -133,6 +133,12 @@ impl Manager {
         policy: TrustPolicy,
         worker_program: Option<PathBuf>,
     ) -> Result<(Manager, ReloadReport), ManagerError> {
+        // The state directory steers what loads (enable flags, quarantines) and is
+        // written by root: others must not be able to write in it.
+        if state_dir.exists() {
+            crate::trust::check_dir(state_dir, policy)
+                .map_err(|e| ConfigError::file(state_dir, e.to_string()))?;
+        }
         let store = StateStore::new(state_dir);
         store.remove_stale_temporaries();
         let runtime = store
