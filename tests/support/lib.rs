@@ -226,8 +226,13 @@ impl PrivateBus {
     /// Starts a session-type bus that every user may connect to (a session bus admits
     /// only its owner), for tests of what one user may do to another's work.
     pub fn start_open() -> Self {
-        let config =
-            std::env::temp_dir().join(format!("dynplug-open-bus-{}.conf", std::process::id()));
+        // A file of its own for each bus: tests start open buses concurrently.
+        let file = tempfile::Builder::new()
+            .prefix("dynplug-open-bus")
+            .suffix(".conf")
+            .tempfile()
+            .expect("bus config file");
+        let config = file.path().to_owned();
         std::fs::write(
             &config,
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -247,7 +252,7 @@ impl PrivateBus {
         )
         .expect("write bus config");
         let bus = Self::start_with(&[&format!("--config-file={}", config.display())]);
-        let _ = std::fs::remove_file(config);
+        drop(file);
         bus
     }
 
