@@ -73,7 +73,9 @@ impl Signing {
 type Judged = Result<(SealedImage, Verdict), LoadError>;
 
 /// How many new files a scan seals, judges and probes at once.
-const SCAN_CHUNK: usize = crate::worker::fds::MAX_PROBE_BATCH;
+/// (Two probe batches: a chunk's images are open at once, so this bounds the
+/// descriptors a scan holds, whatever the number of files.)
+const SCAN_CHUNK: usize = 2 * crate::worker::fds::MAX_PROBE_BATCH;
 
 /// What is known of a loaded file: its plugin's name, its identity and its signature
 /// file's identity when it was loaded.

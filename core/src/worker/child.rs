@@ -22,7 +22,7 @@ pub struct ResourceLimits {
 }
 
 /// The most descriptors a worker or probe is handed.
-const MAX_HANDED: usize = 48;
+const MAX_HANDED: usize = super::fds::MAX_PROBE_BATCH + 8;
 
 /// A command `program MODE PATH...` (MODE is `--worker` or `--probe-batch`) that,
 /// between fork and exec, puts `channel` on fd 3, the shared region (if any) on its

@@ -14,4 +14,4 @@ pub const SHARED_FD: RawFd = 4;
 pub const LIBRARY_FD: RawFd = 5;
 
 /// The most files one probe process is handed at once.
-pub const MAX_PROBE_BATCH: usize = 32;
+pub const MAX_PROBE_BATCH: usize = 64;

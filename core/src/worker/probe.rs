@@ -91,7 +91,8 @@ fn run_batch(
     let limits = ResourceLimits {
         address_space: None,
         cpu_seconds: Some(budget),
-        open_files: 64,
+        // Its images, the channel, the standard streams and what loading them needs.
+        open_files: 64 + MAX_PROBE_BATCH as u64,
     };
     let mut paths: Vec<&Path> = vec![dir];
     paths.extend(files.iter().map(|(path, _)| *path));
