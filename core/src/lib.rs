@@ -1,5 +1,5 @@
-//! DynPlug core: the plugin SDK and, with the default `host` feature, everything a
-//! plugin host needs.
+//! DynPlug core: the plugin SDK and, with the default `host` feature, the façade over
+//! the host's crates, so plugin crates and the daemon name one crate.
 //!
 //! # Map
 //!
@@ -10,24 +10,16 @@
 //! - [`abi`]: the C ABI (mirrored by `sdk/include/dynplug.h`);
 //! - [`export`]: the `extern "C"` shims the macro instantiates.
 //!
-//! For the host (feature `host`):
-//! - `config`: the YAML configuration, defaults, validation, environment overrides;
-//! - `trust` and `library`: file trust checks, `dlopen`, table checks, safe calls;
-//! - `manager`: the registry of plugins and every operation on them (list, info,
-//!   enable/disable, execute with timeouts and retries, reload with a diff, graceful
-//!   shutdown); `views`: what it reports; `scan` (private): the directory scan;
-//! - `services`: supervision of service plugins (start, stop, restart with backoff);
-//! - `state`: runtime enable/disable persisted atomically apart from the config;
-//! - `events`: the lifecycle events the daemon publishes;
-//! - `host`: the host's services for a call (ABI version 2): logs, progress,
-//!   cancellation, events under a budget;
-//! - `fastpath`: when an in-process plugin's calls run inline (learned, watched);
-//! - `jobs`: background calls with progress, cancellation and bounded retention;
-//! - `worker`: process isolation (worker processes, their sandbox, protocol, pool);
-//! - `fatal`: fatal signals raised by plugin code end the process instead of vanishing;
-//! - `testkit`: load a built plugin through the real ABI in a plugin's own tests;
-//! - `resources`: CPU time and memory of the daemon and its workers;
-//! - `error`: one error enum per layer.
+//! For the host (feature `host`), three crates whose dependencies run one way
+//! (loader ← isolation ← host):
+//! - `dynplug-loader`: `trust`, `sealed`, `signature`, `metadata`, `settings_schema`,
+//!   `library`, `inspect`, `name`, `fatal`, `testkit`, `call_rules` — a file judged once
+//!   and what was judged is what runs; no async runtime;
+//! - `dynplug-isolation`, here as `worker`: worker processes, their sandbox, protocol,
+//!   pool, probes and shared regions; `cancel`, `resources`;
+//! - `dynplug-host`: `manager`, `config`, `jobs`, `host`, `fastpath`, `events`, `state`,
+//!   `registry_cache`, `views`;
+//! - `error`: the errors of all three, one enum per layer.
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
 
@@ -39,63 +31,20 @@ pub use dynplug_sdk::{
 };
 
 #[cfg(feature = "host")]
-pub mod cancel;
+pub use dynplug_host::{
+    config, error, events, fastpath, host, jobs, manager, registry_cache, state, views, CallStats,
+    Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary, LATENCY_BOUNDS_US,
+};
 #[cfg(feature = "host")]
-pub mod config;
+pub use dynplug_isolation::{cancel, resources};
 #[cfg(feature = "host")]
-pub mod error;
-#[cfg(feature = "host")]
-pub mod events;
-#[cfg(feature = "host")]
-pub mod fastpath;
-#[cfg(feature = "host")]
-pub mod fatal;
-#[cfg(feature = "host")]
-pub mod host;
-#[cfg(feature = "host")]
-pub mod inspect;
-#[cfg(feature = "host")]
-pub mod jobs;
-#[cfg(feature = "host")]
-pub mod library;
-#[cfg(feature = "host")]
-mod locks;
-#[cfg(feature = "host")]
-pub mod manager;
-#[cfg(feature = "host")]
-pub mod metadata;
-#[cfg(feature = "host")]
-pub mod name;
-#[cfg(feature = "host")]
-pub mod registry_cache;
-#[cfg(feature = "host")]
-pub mod resources;
-#[cfg(feature = "host")]
-mod scan;
-#[cfg(feature = "host")]
-pub mod sealed;
-#[cfg(feature = "host")]
-mod services;
-#[cfg(feature = "host")]
-pub mod settings_schema;
-#[cfg(feature = "host")]
-pub mod signature;
-#[cfg(feature = "host")]
-mod slot;
-#[cfg(feature = "host")]
-pub mod state;
-#[cfg(all(test, feature = "host"))]
-mod test_fixtures;
-#[cfg(feature = "host")]
-pub mod testkit;
-#[cfg(feature = "host")]
-pub mod trust;
-#[cfg(feature = "host")]
-pub mod views;
-#[cfg(feature = "host")]
-pub mod worker;
+pub use dynplug_loader::{
+    call_rules, fatal, inspect, library, locks, metadata, name, sealed, settings_schema, signature,
+    testkit, trust, trust_config,
+};
 
+/// Process isolation: the `dynplug-isolation` crate.
 #[cfg(feature = "host")]
-pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};
-#[cfg(feature = "host")]
-pub use slot::{CallStats, LATENCY_BOUNDS_US};
+pub mod worker {
+    pub use dynplug_isolation::*;
+}

@@ -153,7 +153,18 @@ fn circles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 fn no_crate_has_a_module_circle() {
     let root = dynplug_tests::workspace_root();
     let mut found = Vec::new();
-    for krate in ["sdk", "core", "dbus", "daemon", "ctl", "worker"] {
+    for krate in [
+        "sdk",
+        "sdk/macros",
+        "loader",
+        "isolation",
+        "host",
+        "core",
+        "dbus",
+        "daemon",
+        "ctl",
+        "worker",
+    ] {
         for circle in circles(&edges(&root.join(krate).join("src"))) {
             found.push(format!("{krate}: {}", circle.join(" <-> ")));
         }
@@ -169,4 +180,50 @@ fn the_circle_finder_finds_circles() {
     e.entry("c".into()).or_default().insert("a".into());
     e.entry("d".into()).or_default().insert("a".into());
     assert_eq!(circles(&e), vec![vec!["a", "b", "c"]]);
+}
+
+/// The names of the packages `crate_dir`'s manifest depends on (normal dependencies).
+fn dependencies(crate_dir: &Path) -> BTreeSet<String> {
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let mut out = BTreeSet::new();
+    let mut in_deps = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps {
+            if let Some(name) = line.split(['=', '.', ' ']).next().filter(|n| !n.is_empty()) {
+                out.insert(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_host_crates_depend_one_way() {
+    let root = dynplug_tests::workspace_root();
+    let ours = |krate: &str| -> BTreeSet<String> {
+        dependencies(&root.join(krate))
+            .into_iter()
+            .filter(|d| d.starts_with("dynplug-"))
+            .collect()
+    };
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    // loader <- isolation <- host; the worker binary links no host; ctl links none.
+    assert_eq!(ours("loader"), set(&["dynplug-sdk"]));
+    assert_eq!(ours("isolation"), set(&["dynplug-sdk", "dynplug-loader"]));
+    assert_eq!(
+        ours("host"),
+        set(&["dynplug-sdk", "dynplug-loader", "dynplug-isolation"])
+    );
+    assert_eq!(ours("worker"), set(&["dynplug-isolation"]));
+    assert!(ours("ctl")
+        .iter()
+        .all(|d| d == "dynplug-dbus" || d == "dynplug-sdk"));
+    // The loader runs in workers and in `--inspect` before any runtime exists.
+    assert!(!dependencies(&root.join("loader")).contains("tokio"));
 }

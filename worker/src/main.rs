@@ -13,12 +13,10 @@ use std::path::{Path, PathBuf};
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let code = match args.get(1).and_then(|a| a.to_str()) {
-        Some("--worker") if args.len() == 3 => {
-            dynplug_core::worker::serve::serve(Path::new(&args[2]))
-        }
+        Some("--worker") if args.len() == 3 => dynplug_isolation::serve::serve(Path::new(&args[2])),
         Some("--probe-batch") if args.len() >= 4 => {
             let files: Vec<PathBuf> = args[3..].iter().map(Into::into).collect();
-            dynplug_core::worker::serve::probe_batch(Path::new(&args[2]), &files)
+            dynplug_isolation::serve::probe_batch(Path::new(&args[2]), &files)
         }
         _ => {
             eprintln!(
