@@ -1,7 +1,9 @@
 //! The systemd notify protocol (sd_notify). Every function is a no-op when the daemon
 //! was not started by systemd (no `NOTIFY_SOCKET`).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
+
+use dynplug_core::locks::lock;
 
 use sd_notify::NotifyState;
 
@@ -12,7 +14,7 @@ static STOPPED: Mutex<bool> = Mutex::new(false);
 
 /// Sends `states` unless the daemon is stopping.
 fn send_unless_stopping(states: &[NotifyState<'_>]) {
-    let stopped = STOPPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let stopped = lock(&STOPPED);
     if !*stopped {
         send(states);
     }
@@ -51,7 +53,7 @@ pub fn reloading() {
 
 /// STOPPING=1.
 pub fn stopping() {
-    let mut stopped = STOPPED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut stopped = lock(&STOPPED);
     *stopped = true;
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::logging::LogHandle;
 use crate::notify;
+use dynplug_core::locks::lock;
 
 /// Command-line values that override the configuration file.
 #[derive(Debug, Clone, Default)]
@@ -148,10 +149,6 @@ pub struct Shared {
     events: broadcast::Sender<StateEvent>,
     api: OnceLock<mpsc::Sender<ApiRequest>>,
     api_address: Mutex<Option<SocketAddr>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::error::CallError;
 use crate::events::{Event, ServiceState};
 use crate::slot::Slot;
+use dynplug_loader::locks::lock;
 
 /// First restart delay; doubled after each crash up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -47,21 +48,14 @@ impl Services {
 
     /// The state of `name`'s service.
     pub(crate) fn state(&self, name: &str) -> ServiceState {
-        self.running
-            .lock()
-            .ok()
-            .and_then(|r| {
-                r.get(name)
-                    .and_then(|s| s.state.lock().ok().map(|s| s.clone()))
-            })
-            .unwrap_or(ServiceState::Stopped)
+        lock(&self.running)
+            .get(name)
+            .map_or(ServiceState::Stopped, |s| lock(&s.state).clone())
     }
 
     /// Starts supervising `slot`'s service unless it already runs.
     pub(crate) fn start(&self, slot: Arc<Slot>) {
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
+        let mut running = lock(&self.running);
         let name = slot.name().to_owned();
         if running.get(&name).is_some_and(|r| !r.task.is_finished()) {
             return;
@@ -81,7 +75,7 @@ impl Services {
 
     /// Stops `name`'s service and waits for its supervisor (bounded by the stop timeout).
     pub(crate) async fn stop(&self, name: &str) {
-        let entry = self.running.lock().ok().and_then(|mut r| r.remove(name));
+        let entry = lock(&self.running).remove(name);
         if let Some(r) = entry {
             let _ = r.stop.send(true);
             let _ = r.task.await;
@@ -90,11 +84,7 @@ impl Services {
 
     /// Stops every service concurrently.
     pub(crate) async fn stop_all(&self) {
-        let all: Vec<Running> = self
-            .running
-            .lock()
-            .map(|mut r| r.drain().map(|(_, v)| v).collect())
-            .unwrap_or_default();
+        let all: Vec<Running> = lock(&self.running).drain().map(|(_, v)| v).collect();
         for r in &all {
             let _ = r.stop.send(true);
         }
@@ -110,9 +100,7 @@ fn set_state(
     cell: &Mutex<ServiceState>,
     state: ServiceState,
 ) {
-    if let Ok(mut s) = cell.lock() {
-        *s = state.clone();
-    }
+    *lock(cell) = state.clone();
     let _ = events.send(Event::ServiceStateChanged {
         name: slot.name().to_owned(),
         state,

@@ -13,6 +13,7 @@ use crate::fastpath::Speed;
 use crate::host::PluginOutlet;
 use dynplug_isolation::WorkerPool;
 use dynplug_loader::library::{Instance, PluginLibrary};
+use dynplug_loader::locks::lock;
 
 /// Call statistics of one plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -208,11 +209,7 @@ impl Slot {
                     }
                     _ => self.library.instantiate()?,
                 };
-                let settings = self
-                    .settings_json
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_default();
+                let settings = lock(&self.settings_json).clone();
                 instance.configure(&settings).map_err(|e| LoadError::Init {
                     name: self.name().to_owned(),
                     reason: format!("configure: {e}"),
@@ -230,17 +227,15 @@ impl Slot {
     }
 
     pub(crate) fn stats(&self) -> CallStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.stats).clone()
     }
 
     pub(crate) fn record_retry(&self) {
-        if let Ok(mut s) = self.stats.lock() {
-            s.retries += 1;
-        }
+        lock(&self.stats).retries += 1;
     }
 
     pub(crate) fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {
-        let Ok(mut s) = self.stats.lock() else { return };
+        let mut s = lock(&self.stats);
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         s.calls += 1;
         s.total_us = s.total_us.saturating_add(us);

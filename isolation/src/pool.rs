@@ -231,11 +231,9 @@ impl Worker {
         host: Option<&dyn CallServices>,
     ) -> Result<Result<String, CallError>, Failure> {
         let call = new_call_id();
-        let shared = self
-            .region
-            .as_ref()
-            .filter(|r| self.shared && payload.len() > shared::THRESHOLD && r.put(payload));
-        if shared.is_some() {
+        let use_region = self.shared && payload.len() > shared::THRESHOLD;
+        let shared = use_region && self.region.as_mut().is_some_and(|r| r.put(payload));
+        if shared {
             // The input is in the shared region: the frame carries only its length.
             let mut head = request_head(Kind::ExecuteShared, call, 8);
             head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -332,7 +330,11 @@ impl Worker {
                         frame = &mut recv => break frame?,
                         () = async { cancel.as_ref().expect("checked").cancelled().await },
                             if cancel.is_some() && grace_at.is_none() => {
-                            send_cancel(fd, call);
+                            if !send_cancel(fd, call) {
+                                // Not written whole: the channel would carry a torn
+                                // frame, so the worker is given up on now.
+                                return Err(Failure::Cancelled);
+                            }
                             grace_at = Some(Instant::now() + CANCEL_GRACE);
                         }
                         () = tokio::time::sleep_until(grace_at.unwrap_or_else(Instant::now)),
@@ -365,12 +367,14 @@ impl Worker {
     }
 }
 
-/// Tells a worker its caller gave up on `call`. Best effort, never blocking: the grace
-/// period ends the call if the frame cannot be sent.
-fn send_cancel(fd: i32, call: u64) {
+/// Tells a worker its caller gave up on `call`, without blocking. True when the frame
+/// was written whole; false when it was not written at all or only in part (a worker
+/// whose socket buffer is full is not reading: it is not waited for, and a torn frame
+/// must never be followed by another).
+fn send_cancel(fd: i32, call: u64) -> bool {
     let frame = encode(Kind::Cancel, &call.to_le_bytes());
     // SAFETY: a non-blocking send of a buffer we own on the worker's socket.
-    unsafe {
+    let sent = unsafe {
         libc::send(
             fd,
             frame.as_ptr().cast(),
@@ -378,6 +382,7 @@ fn send_cancel(fd: i32, call: u64) {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
+    usize::try_from(sent).is_ok_and(|n| n == frame.len())
 }
 
 /// Why an exchange with a worker broke off.
@@ -451,6 +456,25 @@ pub struct WorkerPool {
     health: Mutex<Health>,
     busy_pids: Mutex<Vec<u32>>,
     sandbox: Mutex<Option<SandboxReport>>,
+}
+
+/// A worker's pid listed among a pool's busy ones while this value lives.
+struct BusyPid<'a> {
+    pids: &'a Mutex<Vec<u32>>,
+    pid: u32,
+}
+
+impl<'a> BusyPid<'a> {
+    fn new(pids: &'a Mutex<Vec<u32>>, pid: u32) -> Self {
+        lock(pids).push(pid);
+        BusyPid { pids, pid }
+    }
+}
+
+impl Drop for BusyPid<'_> {
+    fn drop(&mut self) {
+        lock(self.pids).retain(|p| *p != self.pid);
+    }
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -748,10 +772,9 @@ impl WorkerPool {
                 }
             }
         };
-        let pid = worker.pid();
-        if let Some(p) = pid {
-            lock(&self.busy_pids).push(p);
-        }
+        // Listed as busy for as long as this call holds the worker, however it ends
+        // (a dropped call included: its worker dies with it and the pid may be reused).
+        let _busy = worker.pid().map(|pid| BusyPid::new(&self.busy_pids, pid));
         let outcome = tokio::time::timeout_at(
             deadline,
             worker.request(
@@ -763,9 +786,7 @@ impl WorkerPool {
             ),
         )
         .await;
-        if let Some(p) = pid {
-            lock(&self.busy_pids).retain(|x| *x != p);
-        }
+        drop(_busy);
         match outcome {
             Ok(Ok(result)) => {
                 {
@@ -1034,6 +1055,45 @@ while True:
         ));
         assert!(began.elapsed() < T);
         assert_eq!(pool.call("after", T, &host()).await.unwrap(), "after");
+    }
+
+    #[test]
+    fn a_cancel_frame_is_written_whole_or_reported_unsent() {
+        use std::io::Read;
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(send_cancel(ours.as_raw_fd(), 7));
+        let mut got = vec![0u8; encode(Kind::Cancel, &7u64.to_le_bytes()).len()];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(got, encode(Kind::Cancel, &7u64.to_le_bytes()));
+        // A peer that does not read: fill the buffer until nothing more fits.
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 4096];
+        while std::io::Write::write(&mut &ours, &chunk).is_ok() {}
+        while std::io::Write::write(&mut &ours, &[0u8]).is_ok() {}
+        assert!(!send_cancel(ours.as_raw_fd(), 8));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_leaves_no_busy_pid_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        let h = host();
+        let mut call = Box::pin(pool.call("hang", T, &h));
+        // Poll the call until its worker is running it.
+        let deadline = Instant::now() + T;
+        while pool.status().pids.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no worker took the call within {T:?}"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(10), &mut call).await;
+        }
+        let pid = pool.status().pids[0];
+        drop(call);
+        assert!(
+            !pool.status().pids.contains(&pid),
+            "the pid of a dropped call's worker is still listed"
+        );
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use super::shared::{self, Region};
 use dynplug_loader::call_rules::{event_acceptable, MAX_LOG_BYTES, MAX_STATUS_BYTES};
 use dynplug_loader::error::{CallError, LoadError};
 use dynplug_loader::library::PluginLibrary;
+use dynplug_loader::locks::lock;
 use dynplug_loader::sealed::SealedImage;
 use dynplug_sdk::host::Host;
 use dynplug_sdk::Level;
@@ -25,18 +26,32 @@ pub use super::fds::{LIBRARY_FD, MAX_PROBE_BATCH, WORKER_FD};
 
 /// The result frame for an answer: the text in the frame, or, when it is large and the
 /// shared region holds it, in the region with only its length in the frame.
-fn answer_frame(call: u64, status: u8, text: &[u8], region: Option<&Region>) -> (Kind, Vec<u8>) {
-    match region {
-        Some(r) if text.len() > shared::THRESHOLD && r.put(text) => (
+fn answer_frame(
+    call: u64,
+    status: u8,
+    text: &[u8],
+    region: Option<&mut Region>,
+) -> (Kind, Vec<u8>) {
+    let in_region = text.len() > shared::THRESHOLD && region.is_some_and(|r| r.put(text));
+    if in_region {
+        (
             Kind::ResultShared,
             result_body(call, status, &(text.len() as u64).to_le_bytes()),
-        ),
-        _ => (Kind::Result, result_body(call, status, text)),
+        )
+    } else {
+        (Kind::Result, result_body(call, status, text))
     }
 }
 
+/// An answer as the plugin's buffer left it: framed already, or to be written to the
+/// shared region after the call.
+enum Answer {
+    Frame((Kind, Vec<u8>)),
+    Later(Vec<u8>),
+}
+
 /// The result frame for a failed call.
-fn error_frame(call: u64, error: CallError, region: Option<&Region>) -> (Kind, Vec<u8>) {
+fn error_frame(call: u64, error: CallError, region: Option<&mut Region>) -> (Kind, Vec<u8>) {
     let (status, text) = match error {
         CallError::Panicked { message, .. } => (RESULT_PANIC, message),
         CallError::InvalidOutput { .. } => (RESULT_INVALID_OUTPUT, String::new()),
@@ -69,9 +84,7 @@ const DURING_CALL_FRAME: usize = 64;
 
 impl ChannelHost<'_> {
     fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.channel_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.channel_lock)
     }
 
     fn send(&self, call: HostCall<'_>) -> bool {
@@ -301,7 +314,7 @@ fn keep_freed_memory() {
 /// Runs a worker for the plugin at `path` until the daemon closes the channel.
 /// Returns the process exit code.
 pub fn serve(path: &Path) -> i32 {
-    let (mut channel, hello, instance, region) = match load_and_greet(path) {
+    let (mut channel, hello, instance, mut region) = match load_and_greet(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -328,7 +341,7 @@ pub fn serve(path: &Path) -> i32 {
         } else {
             (kind, payload)
         };
-        let region = region.as_ref();
+        let region_room = region.as_ref().map_or(0, Region::len);
         let text = if shared {
             // SAFETY: the region's input was written by the daemon from a Rust `String`
             // (valid UTF-8), and the daemon is the only writer besides this process; it
@@ -350,20 +363,34 @@ pub fn serve(path: &Path) -> i32 {
                     cancelled: AtomicBool::new(false),
                     channel_lock: Mutex::new(()),
                 };
-                // The answer goes from the plugin's buffer to the frame or the region;
-                // the daemon checks it is UTF-8 (it must, whatever a worker says).
-                instance.execute_borrowed(input, usize::MAX, Some(&host), |out| {
-                    Ok(answer_frame(call, RESULT_OK, out, region))
-                })
+                // A small answer goes from the plugin's buffer into its frame. A large
+                // one is copied out and written to the region once the call is over:
+                // the input may still be borrowed from the region until then, and the
+                // region is never written while a reference into it lives. The daemon
+                // checks the answer is UTF-8 (it must, whatever a worker says).
+                instance
+                    .execute_borrowed(input, usize::MAX, Some(&host), |out| {
+                        Ok(
+                            if out.len() > shared::THRESHOLD && out.len() <= region_room {
+                                Answer::Later(out.to_vec())
+                            } else {
+                                Answer::Frame(answer_frame(call, RESULT_OK, out, None))
+                            },
+                        )
+                    })
+                    .map(|answer| match answer {
+                        Answer::Frame(frame) => frame,
+                        Answer::Later(out) => answer_frame(call, RESULT_OK, &out, region.as_mut()),
+                    })
             }
             // A cancel that crossed the result of its call: nothing left to cancel.
             (Kind::Cancel, _) => continue,
             (Kind::Configure, Ok(settings)) => instance
                 .configure(settings)
-                .map(|()| answer_frame(call, RESULT_OK, b"", region)),
+                .map(|()| answer_frame(call, RESULT_OK, b"", None)),
             _ => return 3,
         };
-        let (kind, frame) = outcome.unwrap_or_else(|e| error_frame(call, e, region));
+        let (kind, frame) = outcome.unwrap_or_else(|e| error_frame(call, e, region.as_mut()));
         if write_frame(&mut channel, kind, &frame).is_err() {
             return 3;
         }

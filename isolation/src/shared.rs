@@ -35,9 +35,9 @@ pub(crate) struct Region {
 
 // SAFETY: the mapping is plain memory owned by this value; it is used by one call at a
 // time (the pool hands a worker to one caller), so moving it between threads is sound.
+// It is not `Sync`: writing ([`Region::put`]) takes `&mut self`, and shared references
+// are not handed between threads, so no two threads touch the mapping at once.
 unsafe impl Send for Region {}
-// SAFETY: see `Send`; shared references only read `len` and the descriptor.
-unsafe impl Sync for Region {}
 
 fn last_error() -> std::io::Error {
     std::io::Error::last_os_error()
@@ -117,13 +117,18 @@ impl Region {
         Ok(Region { ptr, len, fd })
     }
 
+    /// The region's size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// The region's descriptor (to hand to a worker).
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Copies `data` to the start of the region; false if it does not fit.
-    pub(crate) fn put(&self, data: &[u8]) -> bool {
+    pub(crate) fn put(&mut self, data: &[u8]) -> bool {
         if data.len() > self.len {
             return false;
         }
@@ -176,7 +181,7 @@ mod tests {
 
     #[test]
     fn sealed_round_trip() {
-        let r = Region::create(1 << 20).unwrap();
+        let mut r = Region::create(1 << 20).unwrap();
         assert!(r.put(b"hello"));
         assert_eq!(r.take(5).unwrap(), b"hello");
         assert!(!r.put(&vec![0u8; (1 << 20) + 1]));

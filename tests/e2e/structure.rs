@@ -227,3 +227,42 @@ fn the_host_crates_depend_one_way() {
     // The loader runs in workers and in `--inspect` before any runtime exists.
     assert!(!dependencies(&root.join("loader")).contains("tokio"));
 }
+
+#[test]
+fn poisoned_locks_are_handled_one_way() {
+    // Every std lock of the host and the daemon is taken through `locks` (a poisoned
+    // lock is taken as it is): no unwrap, expect, skip or other policy of its own. The
+    // SDK, which depends on nothing, applies the same policy in its own helper.
+    let root = dynplug_tests::workspace_root();
+    let mut found = Vec::new();
+    for krate in [
+        "loader",
+        "isolation",
+        "host",
+        "core",
+        "daemon",
+        "ctl",
+        "worker",
+    ] {
+        for (module, code) in modules(&root.join(krate).join("src")) {
+            if krate == "loader" && module == "locks" {
+                continue;
+            }
+            for (i, _) in code.match_indices(".lock()") {
+                let after = &code[i + ".lock()".len()..];
+                let on_stdio = code[..i].ends_with("stdout()") || code[..i].ends_with("stderr()");
+                if !after.starts_with(".await") && !on_stdio {
+                    found.push(format!("{krate}: {module}: {}", code[..i].lines().count()));
+                }
+            }
+            if code.contains("PoisonError") {
+                found.push(format!("{krate}: {module}: PoisonError"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "locks taken other than through locks::lock:\n{}",
+        found.join("\n")
+    );
+}

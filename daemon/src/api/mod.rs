@@ -26,6 +26,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use dynplug_core::config::{Scope, ServerConfig};
+use dynplug_core::locks::lock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -259,8 +260,8 @@ impl ApiServer {
         let limits = settings.connections;
         let task = tokio::spawn(serve::serve(listener, app, limits, stop_rx));
         tracing::info!(address = %address, auth = settings.tokens.is_some(), "REST API listening");
-        if let Ok(mut r) = self.running.lock() {
-            *r = Some(Running {
+        {
+            *lock(&self.running) = Some(Running {
                 address,
                 config: config.clone(),
                 token: token_bytes(config),
@@ -273,7 +274,7 @@ impl ApiServer {
 
     /// Stops the server gracefully (requests in flight finish, within 5 s).
     pub async fn stop(&self) {
-        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        let running = lock(&self.running).take();
         if let Some(r) = running {
             let _ = r.stop.send(true);
             let mut task = r.task;

@@ -3,7 +3,9 @@
 //! take the slots short requests (`/health`, execute) need.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use dynplug_core::locks::lock;
 
 /// Who holds a stream, for the per-client share: a token's identity, or the address of
 /// a client of an API without tokens.
@@ -55,7 +57,7 @@ impl EventStreams {
 
     /// A place for one more stream of `client`, if the caps allow.
     pub fn admit(self: &Arc<Self>, client: StreamClient) -> Result<StreamPlace, Refusal> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = lock(&self.open);
         if open.0 >= self.total {
             return Err(Refusal::Full(self.total));
         }
@@ -74,11 +76,7 @@ impl EventStreams {
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
-        let mut open = self
-            .streams
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut open = lock(&self.streams.open);
         open.0 = open.0.saturating_sub(1);
         if let Some(mine) = open.1.get_mut(&self.client) {
             *mine = mine.saturating_sub(1);

@@ -6,7 +6,7 @@
 //! Read-only calls are never checked.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dynplug_dbus::DynplugError;
@@ -17,6 +17,7 @@ use zbus_polkit::policykit1::{
 };
 
 use crate::cli::Bus;
+use dynplug_core::locks::lock;
 
 /// The group whose members may do everything when polkit is not there (and, through
 /// the packaged rules file, when it is).
@@ -260,10 +261,6 @@ impl Authority {
         cache.insert(key, (member, Instant::now()));
         member
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What polkit's answer means for the caller.
