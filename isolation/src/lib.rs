@@ -25,7 +25,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod shared;
 
-pub use pool::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
+pub use pool::{PoolConfig, PoolError, PoolFailure, PoolStatus, ResourceLimits, WorkerPool};
 pub use probe::probe;
 pub use sandbox::{SandboxPolicy, SandboxReport};
 

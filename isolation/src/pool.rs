@@ -103,6 +103,25 @@ pub enum PoolError {
     Cancelled,
 }
 
+/// A pool call that failed: why, and whether this failure put the plugin in
+/// quarantine (the reason, once, when it did).
+#[derive(Debug)]
+pub struct PoolFailure {
+    /// Why the call failed.
+    pub error: PoolError,
+    /// The quarantine this failure began, if it began one.
+    pub quarantined: Option<String>,
+}
+
+impl From<PoolError> for PoolFailure {
+    fn from(error: PoolError) -> Self {
+        PoolFailure {
+            error,
+            quarantined: None,
+        }
+    }
+}
+
 /// Largest host-call frame body (log, progress, event) accepted from a worker.
 const HOST_FRAME_LIMIT: usize = MAX_EVENT_PAYLOAD + MAX_EVENT_NAME + 64;
 
@@ -739,25 +758,25 @@ impl WorkerPool {
         input: &str,
         timeout: Duration,
         host: &dyn CallServices,
-    ) -> Result<String, (PoolError, Option<String>)> {
+    ) -> Result<String, PoolFailure> {
         if let Some(reason) = lock(&self.health).quarantined.clone() {
-            return Err((PoolError::Quarantined(reason), None));
+            return Err(PoolError::Quarantined(reason).into());
         }
         let deadline = Instant::now() + timeout;
         let _slot = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
             .await
-            .map_err(|_| (PoolError::Timeout, None))?
-            .map_err(|_| (PoolError::Start("pool closed".into()), None))?;
+            .map_err(|_| PoolFailure::from(PoolError::Timeout))?
+            .map_err(|_| PoolFailure::from(PoolError::Start("pool closed".into())))?;
         let mut worker = match self.take_idle() {
             Some(w) => w,
             None => {
                 let not_before = lock(&self.health).not_before;
                 if let Some(at) = not_before {
                     if at > deadline {
-                        return Err((
-                            PoolError::Crashed("worker is restarting after a crash".into()),
-                            None,
-                        ));
+                        return Err(PoolError::Crashed(
+                            "worker is restarting after a crash".into(),
+                        )
+                        .into());
                     }
                     tokio::time::sleep_until(at).await;
                 }
@@ -765,10 +784,13 @@ impl WorkerPool {
                     Ok(Ok(w)) => w,
                     Ok(Err(PoolError::Crashed(why))) => {
                         let q = self.record_crash(&why);
-                        return Err((PoolError::Crashed(why), q));
+                        return Err(PoolFailure {
+                            error: PoolError::Crashed(why),
+                            quarantined: q,
+                        });
                     }
-                    Ok(Err(e)) => return Err((e, None)),
-                    Err(_) => return Err((PoolError::Timeout, None)),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(PoolError::Timeout.into()),
                 }
             }
         };
@@ -795,29 +817,32 @@ impl WorkerPool {
                     h.not_before = None;
                 }
                 self.idle.park(worker);
-                result.map_err(|e| (PoolError::Call(e), None))
+                result.map_err(|e| PoolError::Call(e).into())
             }
             Ok(Err(Failure::Io(_))) => {
                 let why = worker.reap().await;
                 let q = self.record_crash(&why);
-                Err((PoolError::Crashed(why), q))
+                Err(PoolFailure {
+                    error: PoolError::Crashed(why),
+                    quarantined: q,
+                })
             }
             Ok(Err(Failure::Protocol(why))) => {
                 worker.kill().await;
                 tracing::warn!(plugin = %self.config.name, error = %why, "worker broke the protocol and was killed");
-                Err((PoolError::Protocol(why), None))
+                Err(PoolError::Protocol(why).into())
             }
             Ok(Err(Failure::TooLarge)) => {
                 worker.kill().await;
-                Err((PoolError::OutputTooLarge(self.config.max_output), None))
+                Err(PoolError::OutputTooLarge(self.config.max_output).into())
             }
             Ok(Err(Failure::Cancelled)) => {
                 worker.kill().await;
-                Err((PoolError::Cancelled, None))
+                Err(PoolError::Cancelled.into())
             }
             Err(_) => {
                 worker.kill().await;
-                Err((PoolError::Timeout, None))
+                Err(PoolError::Timeout.into())
             }
         }
     }
@@ -1021,13 +1046,19 @@ while True:
         // A host call larger than any the daemon takes breaks the protocol, refused from
         // its header.
         match pool.call("hugelog", T, &host()).await {
-            Err((PoolError::Protocol(why), None)) => assert!(why.contains("Log frame"), "{why}"),
+            Err(PoolFailure {
+                error: PoolError::Protocol(why),
+                quarantined: None,
+            }) => assert!(why.contains("Log frame"), "{why}"),
             other => panic!("{other:?}"),
         }
         // A host call for another call id breaks the protocol.
         assert!(matches!(
             pool.call("stray", T, &host()).await,
-            Err((PoolError::Protocol(_), None))
+            Err(PoolFailure {
+                error: PoolError::Protocol(_),
+                quarantined: None
+            })
         ));
         // Cancelled: the worker is told and answers.
         let cancel = Cancel::new();
@@ -1039,7 +1070,10 @@ while True:
             .is_err());
         cancel.cancel();
         match call.await {
-            Err((PoolError::Call(CallError::Failed { message, .. }), None)) => {
+            Err(PoolFailure {
+                error: PoolError::Call(CallError::Failed { message, .. }),
+                quarantined: None,
+            }) => {
                 assert_eq!(message, "stopped")
             }
             other => panic!("{other:?}"),
@@ -1051,7 +1085,10 @@ while True:
         let began = Instant::now();
         assert!(matches!(
             pool.call("hang", T, &ignored).await,
-            Err((PoolError::Cancelled, None))
+            Err(PoolFailure {
+                error: PoolError::Cancelled,
+                quarantined: None
+            })
         ));
         assert!(began.elapsed() < T);
         assert_eq!(pool.call("after", T, &host()).await.unwrap(), "after");
@@ -1104,18 +1141,27 @@ while True:
         assert_eq!(pool.status().running, 1);
         // A result for another call: the worker is killed and only this call fails.
         match pool.call("forge", T, &host()).await {
-            Err((PoolError::Protocol(why), None)) => assert!(why.contains("another call"), "{why}"),
+            Err(PoolFailure {
+                error: PoolError::Protocol(why),
+                quarantined: None,
+            }) => assert!(why.contains("another call"), "{why}"),
             other => panic!("{other:?}"),
         }
         // An answer over the limit is refused from its header.
         assert!(matches!(
             pool.call("big", T, &host()).await,
-            Err((PoolError::OutputTooLarge(1000), None))
+            Err(PoolFailure {
+                error: PoolError::OutputTooLarge(1000),
+                quarantined: None
+            })
         ));
         // An answer that is not UTF-8 is refused here (the worker does not check).
         assert!(matches!(
             pool.call("badutf8", T, &host()).await,
-            Err((PoolError::Call(CallError::InvalidOutput { .. }), None))
+            Err(PoolFailure {
+                error: PoolError::Call(CallError::InvalidOutput { .. }),
+                quarantined: None
+            })
         ));
         // Neither counts as a crash, and the next call gets a fresh worker.
         assert_eq!(pool.call("again", T, &host()).await.unwrap(), "again");
@@ -1156,18 +1202,27 @@ while True:
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(dir.path(), 2);
         match pool.call("crash", T, &host()).await {
-            Err((PoolError::Crashed(why), None)) => assert!(why.contains("SIGSEGV"), "{why}"),
+            Err(PoolFailure {
+                error: PoolError::Crashed(why),
+                quarantined: None,
+            }) => assert!(why.contains("SIGSEGV"), "{why}"),
             other => panic!("{other:?}"),
         }
         match pool.call("crash", T, &host()).await {
-            Err((PoolError::Crashed(_), Some(quarantine))) => {
+            Err(PoolFailure {
+                error: PoolError::Crashed(_),
+                quarantined: Some(quarantine),
+            }) => {
                 assert!(quarantine.contains("2 crashes"), "{quarantine}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             pool.call("hi", T, &host()).await,
-            Err((PoolError::Quarantined(_), None))
+            Err(PoolFailure {
+                error: PoolError::Quarantined(_),
+                quarantined: None
+            })
         ));
         let status = pool.status();
         assert_eq!((status.crashes, status.quarantined.is_some()), (2, true));
@@ -1189,7 +1244,10 @@ while True:
         let bogus = format!("bogus{}", "x".repeat(100_000));
         assert!(matches!(
             pool.call(&bogus, T, &host()).await,
-            Err((PoolError::OutputTooLarge(_) | PoolError::Protocol(_), None))
+            Err(PoolFailure {
+                error: PoolError::OutputTooLarge(_) | PoolError::Protocol(_),
+                quarantined: None
+            })
         ));
         assert_eq!(pool.call("small", T, &host()).await.unwrap(), "small");
     }
@@ -1202,7 +1260,10 @@ while True:
         let pid = pool.status().pids[0];
         assert!(matches!(
             pool.call("hang", Duration::from_millis(300), &host()).await,
-            Err((PoolError::Timeout, None))
+            Err(PoolFailure {
+                error: PoolError::Timeout,
+                quarantined: None
+            })
         ));
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()

@@ -387,9 +387,9 @@ impl Manager {
         host: &CallHost,
     ) -> Result<String, ManagerError> {
         let name = slot.name().to_owned();
-        let (error, quarantined) = match pool.call(input, timeout, host).await {
+        let PoolFailure { error, quarantined } = match pool.call(input, timeout, host).await {
             Ok(output) => return Ok(output),
-            Err(pair) => pair,
+            Err(failure) => failure,
         };
         if let Some(reason) = quarantined {
             tracing::error!(plugin = %name, error = %reason, "plugin quarantined");

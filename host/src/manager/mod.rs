@@ -29,7 +29,7 @@ use crate::slot::{CallStats, Limits, Loader, Slot};
 use crate::state::{Quarantine, SharedState, StateStore};
 pub use crate::views::{Change, PluginInfo, PluginStatus, ReloadReport, Summary};
 use dynplug_isolation::sandbox::{Identity, SandboxPolicy, Spec};
-use dynplug_isolation::{PoolConfig, PoolError, ResourceLimits, WorkerPool};
+use dynplug_isolation::{PoolConfig, PoolError, PoolFailure, ResourceLimits, WorkerPool};
 use dynplug_loader::library::PluginLibrary;
 use dynplug_loader::locks::{lock, read, write};
 use dynplug_loader::signature::Keyring;
