@@ -123,6 +123,9 @@ pub struct Job {
     cancel: Arc<Cancel>,
     /// Whether someone asked to cancel the job (the timeout raises only `cancel`).
     requested: std::sync::atomic::AtomicBool,
+    /// Whether its owner asked to forget it: no longer shown to anyone, dropped from
+    /// the table as soon as it has ended (until then it keeps its place in the limits).
+    forgotten: std::sync::atomic::AtomicBool,
     data: Mutex<Data>,
     events: broadcast::Sender<Event>,
 }
@@ -280,6 +283,7 @@ impl Jobs {
             id,
             cancel: Cancel::new(),
             requested: std::sync::atomic::AtomicBool::new(false),
+            forgotten: std::sync::atomic::AtomicBool::new(false),
             data: Mutex::new(Data {
                 view: JobView {
                     id,
@@ -310,11 +314,12 @@ impl Jobs {
         self.prune();
     }
 
-    /// The job with number `id`.
+    /// The job with number `id` (a forgotten one is not found).
     pub fn get(&self, id: u64) -> Result<Arc<Job>, ManagerError> {
         self.prune();
         lock(&self.jobs)
             .get(&id)
+            .filter(|j| !j.forgotten.load(Ordering::Acquire))
             .cloned()
             .ok_or(ManagerError::JobNotFound(id))
     }
@@ -325,10 +330,14 @@ impl Jobs {
         self.next.load(Ordering::Relaxed)
     }
 
-    /// Every job, oldest first.
+    /// Every job, oldest first (forgotten ones aside).
     pub fn list(&self) -> Vec<Arc<Job>> {
         self.prune();
-        lock(&self.jobs).values().cloned().collect()
+        lock(&self.jobs)
+            .values()
+            .filter(|j| !j.forgotten.load(Ordering::Acquire))
+            .cloned()
+            .collect()
     }
 
     /// Asks job `id` to stop, on behalf of `by`: its owner, or an administrator
@@ -347,6 +356,17 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Cancels job `id` as [`Jobs::cancel`] does, on the same authority, and forgets it:
+    /// from now on it is not found, and it leaves the table as soon as it has ended —
+    /// a running one keeps its place in the limits until then, so forgetting a job
+    /// frees no share early. Returns the job as it was.
+    pub fn forget(&self, id: u64, by: JobOwner, admin: bool) -> Result<Arc<Job>, ManagerError> {
+        let job = self.cancel(id, by, admin)?;
+        job.forgotten.store(true, Ordering::Release);
+        self.prune();
+        Ok(job)
+    }
+
     /// Asks every running job to stop (at shutdown).
     pub fn cancel_all(&self) {
         for job in lock(&self.jobs).values() {
@@ -361,14 +381,17 @@ impl Jobs {
         let mut removed = Vec::new();
         {
             let mut jobs = lock(&self.jobs);
-            let mut ended: Vec<(Instant, u64)> = jobs
+            let mut ended: Vec<(Instant, u64, bool)> = jobs
                 .values()
-                .filter_map(|j| lock(&j.data).ended.map(|at| (at, j.id)))
+                .filter_map(|j| {
+                    let forgotten = j.forgotten.load(Ordering::Acquire);
+                    lock(&j.data).ended.map(|at| (at, j.id, forgotten))
+                })
                 .collect();
             ended.sort();
             let over = ended.len().saturating_sub(limits.max_finished);
-            for (i, (at, id)) in ended.into_iter().enumerate() {
-                if i < over || now - at >= limits.keep_finished {
+            for (i, (at, id, forgotten)) in ended.into_iter().enumerate() {
+                if forgotten || i < over || now - at >= limits.keep_finished {
                     jobs.remove(&id);
                     removed.push(id);
                 }
@@ -395,6 +418,37 @@ mod tests {
             },
             events,
         )
+    }
+
+    #[test]
+    fn a_forgotten_job_is_gone_at_once_but_keeps_its_share_until_it_ends() {
+        let jobs = table(1, 8, Duration::from_secs(60));
+        let me = JobOwner::Uid(1000);
+        let running = jobs.start("p", me).unwrap();
+        // Only its owner (or an administrator) may forget it.
+        assert!(matches!(
+            jobs.forget(running.id(), JobOwner::Uid(1001), false),
+            Err(ManagerError::AccessDenied(_))
+        ));
+        jobs.forget(running.id(), me, false).unwrap();
+        assert!(running.cancel_flag().is_cancelled());
+        assert!(matches!(
+            jobs.get(running.id()),
+            Err(ManagerError::JobNotFound(_))
+        ));
+        assert!(jobs.list().is_empty());
+        // Still running: its place is not free for another job.
+        assert!(jobs.start("p", me).is_err());
+        jobs.finish(&running, Err(ManagerError::Cancelled("p".into())));
+        let next = jobs.start("p", me).unwrap();
+        // An ended job forgotten leaves the table at once.
+        jobs.finish(&next, Ok("done".into()));
+        jobs.forget(next.id(), me, false).unwrap();
+        assert!(jobs.list().is_empty());
+        assert!(matches!(
+            jobs.forget(next.id(), me, false),
+            Err(ManagerError::JobNotFound(_))
+        ));
     }
 
     #[test]

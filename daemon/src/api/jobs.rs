@@ -185,11 +185,12 @@ pub async fn get(
     Ok(ok(info))
 }
 
-/// Cancels a job started over this API (jobs started over D-Bus belong to their user).
-/// Answers with the job, still running until the plugin returns.
+/// Cancels a job started over this API and forgets it (jobs started over D-Bus belong to
+/// their user): from then on the job is 404; a running one keeps its place in the
+/// limits until its plugin returns. Answers with the job as it was.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs",
     params(("id" = u64, Path, description = "job number")),
-    responses((status = 202, description = "cancellation requested", body = Envelope<JobInfo>),
+    responses((status = 202, description = "cancelled (if it was running) and forgotten; the job as it was", body = Envelope<JobInfo>),
         (status = 401, description = "token required", body = ErrorEnvelope),
         (status = 403, description = "the job was started over D-Bus by a user", body = ErrorEnvelope),
         (status = 404, description = "no such job", body = ErrorEnvelope)),
@@ -201,7 +202,7 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = caller_of(caller);
     let (id, _) = visible(&control, &caller, &id)?;
-    let job = control.manager.jobs().cancel(id, caller.owner, false)?;
+    let job = control.manager.jobs().forget(id, caller.owner, false)?;
     let info = JobInfo::for_caller(&caller, job.view())
         .unwrap_or_else(|| JobInfo::metadata_only(job.view()));
     Ok((StatusCode::ACCEPTED, ok(info)))
