@@ -27,6 +27,7 @@
 //! - `fatal`: fatal signals raised by plugin code end the process instead of vanishing;
 //! - `testkit`: load a built plugin through the real ABI in a plugin's own tests;
 //! - `resources`: CPU time and memory of the daemon and its workers;
+//! - `stats`: per-plugin call counters and latency histogram (atomics, no lock);
 //! - `error`: one error enum per layer.
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
@@ -84,6 +85,8 @@ pub mod signature;
 mod slot;
 #[cfg(feature = "host")]
 pub mod state;
+#[cfg(feature = "host")]
+pub mod stats;
 #[cfg(all(test, feature = "host"))]
 mod test_fixtures;
 #[cfg(feature = "host")]
@@ -96,6 +99,8 @@ pub mod views;
 pub mod worker;
 
 #[cfg(feature = "host")]
-pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};
+pub use manager::{
+    Change, Manager, PluginInfo, PluginSample, PluginStatus, ReloadReport, Sample, Summary,
+};
 #[cfg(feature = "host")]
 pub use slot::{CallStats, LATENCY_BOUNDS_US};
