@@ -317,3 +317,30 @@ fn get_stats_cost_with_1000_plugins_is_measured() {
         sorted.len()
     );
 }
+
+#[test]
+fn an_isolated_plugins_worker_figures_come_from_the_worker() {
+    let bus = PrivateBus::start();
+    let plugins = PluginDir::with_examples();
+    let _daemon = Daemon::start(
+        &bus,
+        plugins.path(),
+        "plugins:\n  echo:\n    isolation: process\n",
+    );
+    let stats = runtime().block_on(async {
+        let manager = bus.manager_proxy().await;
+        for _ in 0..20 {
+            manager.execute("echo", "x").await.unwrap();
+        }
+        manager.get_stats().await.unwrap().2
+    });
+    let echo = stats.iter().find(|p| p.name == "echo").unwrap();
+    assert_eq!(echo.isolation, "process");
+    assert!(echo.workers >= 1, "{echo:?}");
+    // The worker's own report (its plugin process, in its PID namespace, as another
+    // user): the daemon does not need to see its /proc entry.
+    assert!(
+        echo.worker_cpu_usec > 0 && echo.worker_rss_bytes > 1024 * 1024,
+        "{echo:?}"
+    );
+}

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod sandbox;
 pub mod serve;
 pub mod shared;
+mod usage;
 
 pub use pool::{PoolConfig, PoolError, PoolStatus, ResourceLimits, WorkerPool};
 pub use probe::probe;
