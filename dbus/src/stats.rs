@@ -55,7 +55,9 @@ pub struct PluginStats {
     /// Time spent in calls, µs.
     pub total_usec: u64,
     /// Calls per latency bucket (not cumulative): entry `i` counts calls that took at
-    /// most `bounds_usec[i]` and more than the bound before; the last counts the rest.
+    /// most `bounds_usec[i]` and more than the bound before; entry `bounds_usec.len()`
+    /// counts the rest. Trailing empty buckets are left out (an idle plugin's list is
+    /// empty): a missing entry is 0.
     pub buckets: Vec<u64>,
     /// Live worker processes (isolated plugins; 0 in process).
     pub workers: u32,

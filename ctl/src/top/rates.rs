@@ -96,17 +96,18 @@ pub(crate) fn quantile_usec(buckets: &[u64], bounds_usec: &[u64], q: f64) -> Opt
     bounds_usec.last().map(|b| *b as f64)
 }
 
-/// `now - before`, per bucket; a counter that went back (the plugin was replaced and
-/// started again from 0) counts from 0.
+/// `now - before`, per bucket (a bucket missing from a list is 0); a counter that went
+/// back (the plugin was replaced and started again from 0) counts from 0.
 fn bucket_delta(now: &[u64], before: &[u64]) -> Vec<u64> {
-    let reset = now.iter().zip(before).any(|(n, b)| n < b);
-    now.iter()
-        .enumerate()
-        .map(|(i, n)| {
+    let at = |list: &[u64], i: usize| list.get(i).copied().unwrap_or(0);
+    let len = now.len().max(before.len());
+    let reset = (0..len).any(|i| at(now, i) < at(before, i));
+    (0..len)
+        .map(|i| {
             if reset {
-                *n
+                at(now, i)
             } else {
-                n - before.get(i).copied().unwrap_or(0)
+                at(now, i) - at(before, i)
             }
         })
         .collect()
@@ -253,6 +254,22 @@ mod tests {
         assert_eq!(first.plugins[0].calls, 1200);
         assert_eq!(first.plugins[0].calls_per_s, None);
         assert_eq!(first.plugins[0].p50_ms, None);
+    }
+
+    #[test]
+    fn missing_trailing_buckets_are_zero() {
+        let before = stats(0, 0, vec![plugin("a", 0, 0, [0; 5], 0)]);
+        let mut idle = before.clone();
+        idle.plugins[0].buckets.clear();
+        let mut now = stats(1_000_000, 0, vec![plugin("a", 4, 0, [0, 4, 0, 0, 0], 0)]);
+        now.plugins[0].buckets.truncate(2);
+        let r = &screen(&now, Some(&idle)).plugins[0];
+        assert_eq!(r.calls_per_s, Some(4.0));
+        assert!(
+            r.p50_ms.is_some_and(|ms| (0.010..=0.100).contains(&ms)),
+            "{r:?}"
+        );
+        assert_eq!(screen(&idle, Some(&before)).plugins[0].p50_ms, None);
     }
 
     #[test]

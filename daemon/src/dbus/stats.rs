@@ -35,7 +35,17 @@ pub(crate) fn reply(sample: Sample, state: &str) -> Reply {
             errors: p.stats.errors,
             timeouts: p.stats.timeouts,
             total_usec: p.stats.total_us,
-            buckets: p.stats.latency_buckets.to_vec(),
+            // Trailing empty buckets are left out: most plugins' histograms end early
+            // (an idle one is empty), which keeps the reply small with 1,000 plugins.
+            buckets: {
+                let used = p
+                    .stats
+                    .latency_buckets
+                    .iter()
+                    .rposition(|n| *n != 0)
+                    .map_or(0, |last| last + 1);
+                p.stats.latency_buckets[..used].to_vec()
+            },
             workers: p.workers,
             worker_cpu_usec: p.worker_usage.cpu_usec,
             worker_rss_bytes: p.worker_usage.rss_bytes,
