@@ -275,7 +275,7 @@ fn top_in_a_pseudo_terminal_sorts_disables_and_quits() {
 }
 
 #[test]
-fn top_refuses_to_run_without_a_terminal() {
+fn top_refuses_to_run_without_a_terminal_and_prints_once() {
     let bus = PrivateBus::start();
     let plugins = PluginDir::new();
     let _daemon = Daemon::start(&bus, plugins.path(), "");
@@ -286,6 +286,18 @@ fn top_refuses_to_run_without_a_terminal() {
     });
     assert_eq!(code, 8, "{err}");
     assert!(err.contains("top --once --json"), "{err}");
+    // One sample as a table, for a person reading a pipe.
+    let (code, out, err) = dynplug_tests::run({
+        let mut cmd = ctl(&bus);
+        cmd.args(["top", "--once", "--interval", "0.1"]);
+        cmd
+    });
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("CALLS/S") && header.contains("P99"),
+        "{out}"
+    );
 }
 
 #[test]
