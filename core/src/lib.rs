@@ -18,7 +18,7 @@
 //! - `dynplug-isolation`, here as `worker`: worker processes, their sandbox, protocol,
 //!   pool, probes and shared regions; `cancel`, `resources`;
 //! - `dynplug-host`: `manager`, `config`, `jobs`, `host`, `fastpath`, `events`, `state`,
-//!   `registry_cache`, `views`;
+//!   `registry_cache`, `stats`, `views`;
 //! - `error`: the errors of all three, one enum per layer.
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
@@ -32,8 +32,9 @@ pub use dynplug_sdk::{
 
 #[cfg(feature = "host")]
 pub use dynplug_host::{
-    config, error, events, fastpath, host, jobs, manager, registry_cache, state, views, CallStats,
-    Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary, LATENCY_BOUNDS_US,
+    config, error, events, fastpath, host, jobs, manager, registry_cache, state, stats, views,
+    CallStats, Change, Manager, PluginInfo, PluginSample, PluginStatus, ReloadReport, Sample,
+    Summary, LATENCY_BOUNDS_US,
 };
 #[cfg(feature = "host")]
 pub use dynplug_isolation::{cancel, resources};

@@ -112,6 +112,20 @@ pub(crate) enum Command {
     Status,
     /// Print plugin, job and configuration events as they happen, until interrupted.
     Watch,
+    /// A live table of plugins: calls and errors per second, p50/p99 latency over the
+    /// last interval, timeouts, workers' CPU and memory, running jobs. Keys: n c e t p l
+    /// u m j sort (by name, calls/s, errors/s, timeouts, p50, p99, CPU, memory, jobs),
+    /// r reverses, / filters by name, up/down select, + enables and - disables the
+    /// selected plugin (polkit decides, as for `enable`), q quits.
+    Top {
+        /// Seconds between samples.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = interval)]
+        interval: f64,
+        /// Print one sample (two an interval apart, so rates are real) and exit; with
+        /// --json, as JSON.
+        #[arg(long)]
+        once: bool,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -119,4 +133,16 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+/// An interval between 0.1 and 3600 seconds.
+fn interval(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.1..=3600.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err("the interval must be between 0.1 and 3600 seconds".into())
+    }
 }

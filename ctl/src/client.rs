@@ -323,6 +323,13 @@ impl Client {
         self.call(call).await
     }
 
+    /// Whether [`Client::act`] may run a text agent that asks for a password on the
+    /// terminal (on the system bus, unless `--no-ask-password`, for anyone but root).
+    pub(crate) fn may_ask_password(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        self.ask_password && self.bus == Bus::System && unsafe { libc::geteuid() } != 0
+    }
+
     /// The connection.
     pub(crate) fn connection(&self) -> &zbus::Connection {
         self.manager.inner().connection()

@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod jobs;
 mod output;
+mod top;
 
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
         Command::Reload => commands::reload(&client, out).await,
         Command::Status => commands::status(&client, out).await,
         Command::Watch => commands::watch(&mut client, out).await,
+        Command::Top { interval, once } => {
+            top::run(&client, out, Duration::from_secs_f64(interval), once).await
+        }
         Command::Completions { .. } | Command::Man | Command::Inspect { .. } => Ok(()),
     }
 }

@@ -5,6 +5,7 @@
 //!   ([`PluginRow`], [`PluginDetails`], [`BulkResult`]);
 //! - [`plugin`]: `org.dynplug.Plugin` as a [`PluginProxy`];
 //! - [`job`]: `org.dynplug.Job` as a [`JobProxy`];
+//! - [`stats`]: the reply of `GetStats` ([`DaemonStats`], [`PluginStats`]);
 //! - [`error`]: the named errors `org.dynplug.Error.*` ([`DynplugError`]).
 //!
 //! It depends on zbus and serde only: a client never links the plugin host. The daemon
@@ -16,9 +17,11 @@ pub mod job;
 pub mod manager;
 pub mod names;
 pub mod plugin;
+pub mod stats;
 
 pub use error::DynplugError;
 pub use job::JobProxy;
 pub use manager::{BulkResult, ManagerProxy, PluginDetails, PluginRow};
 pub use names::{job_id, job_path, plugin_path, BUS_NAME, JOBS_PATH, MANAGER_PATH, PLUGINS_PATH};
 pub use plugin::PluginProxy;
+pub use stats::{DaemonStats, PluginStats, Stats};

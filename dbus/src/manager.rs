@@ -135,6 +135,15 @@ pub trait Manager {
     fn start_job(&self, name: &str, input: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
     /// Every job still known (running, or ended and kept), oldest first.
     fn list_jobs(&self) -> zbus::Result<Vec<zbus::OwnedObjectPath>>;
+    /// Every plugin's counters, latency histogram, workers' CPU and memory and running
+    /// jobs, and the daemon's own figures, in one call (see [`crate::stats`]).
+    fn get_stats(
+        &self,
+    ) -> zbus::Result<(
+        crate::stats::DaemonStats,
+        Vec<u64>,
+        Vec<crate::stats::PluginStats>,
+    )>;
 
     /// The daemon's version.
     #[zbus(property)]

@@ -340,6 +340,18 @@ impl Jobs {
             .collect()
     }
 
+    /// How many jobs run now, by plugin (only plugins with a running job).
+    pub fn running_by_plugin(&self) -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        for job in lock(&self.jobs).values() {
+            let data = lock(&job.data);
+            if data.view.state == JobState::Running {
+                *counts.entry(data.view.plugin.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// Asks job `id` to stop, on behalf of `by`: its owner, or an administrator
     /// (`admin`). Returns the job; cancelling an ended job changes nothing.
     pub fn cancel(&self, id: u64, by: JobOwner, admin: bool) -> Result<Arc<Job>, ManagerError> {

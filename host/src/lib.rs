@@ -11,6 +11,7 @@
 //! - [`events`]: the lifecycle events the daemon publishes;
 //! - [`state`]: runtime enable/disable persisted atomically apart from the config;
 //! - [`registry_cache`]: what earlier probes learned of plugin files;
+//! - [`stats`]: per-plugin call counters and latency histogram (atomics, no lock);
 //! - [`error`]: the manager's and the configuration's errors (the loader's re-exported).
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
@@ -27,7 +28,10 @@ mod scan;
 mod services;
 mod slot;
 pub mod state;
+pub mod stats;
 pub mod views;
 
-pub use manager::{Change, Manager, PluginInfo, PluginStatus, ReloadReport, Summary};
+pub use manager::{
+    Change, Manager, PluginInfo, PluginSample, PluginStatus, ReloadReport, Sample, Summary,
+};
 pub use slot::{CallStats, LATENCY_BOUNDS_US};

@@ -15,32 +15,8 @@ use dynplug_isolation::WorkerPool;
 use dynplug_loader::library::{Instance, PluginLibrary};
 use dynplug_loader::locks::lock;
 
-/// Call statistics of one plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallStats {
-    /// Calls made (successful or not).
-    pub calls: u64,
-    /// Calls that failed (errors, panics, timeouts).
-    pub errors: u64,
-    /// Calls that hit the timeout.
-    pub timeouts: u64,
-    /// Extra attempts made for transient failures (`retries`).
-    pub retries: u64,
-    /// Time spent in calls, in microseconds.
-    pub total_us: u64,
-    /// Duration of the last call, in microseconds.
-    pub last_us: u64,
-    /// Message of the last failure.
-    pub last_error: Option<String>,
-    /// Call durations counted per bucket: `latency_buckets[i]` counts calls that took at
-    /// most [`LATENCY_BOUNDS_US`]`[i]`; the last entry counts the rest.
-    pub latency_buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
-}
-
-/// Upper bounds of the latency histogram buckets, in microseconds.
-pub const LATENCY_BOUNDS_US: [u64; 12] = [
-    50, 100, 250, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 10_000_000,
-];
+use crate::stats::Counters;
+pub use crate::stats::{CallStats, LATENCY_BOUNDS_US};
 
 /// Limits applied to calls of one plugin.
 #[derive(Debug, Clone)]
@@ -126,7 +102,7 @@ pub(crate) struct Slot {
     enabled: AtomicBool,
     pub(crate) settings_json: Mutex<String>,
     pub(crate) limits: RwLock<Limits>,
-    pub(crate) stats: Mutex<CallStats>,
+    pub(crate) stats: Counters,
 }
 
 impl Slot {
@@ -150,7 +126,7 @@ impl Slot {
             enabled: AtomicBool::new(enabled),
             settings_json: Mutex::new(settings_json),
             limits: RwLock::new(limits),
-            stats: Mutex::new(CallStats::default()),
+            stats: Counters::default(),
         }
     }
 
@@ -227,30 +203,14 @@ impl Slot {
     }
 
     pub(crate) fn stats(&self) -> CallStats {
-        lock(&self.stats).clone()
+        self.stats.snapshot(true)
     }
 
     pub(crate) fn record_retry(&self) {
-        lock(&self.stats).retries += 1;
+        self.stats.record_retry();
     }
 
     pub(crate) fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {
-        let mut s = lock(&self.stats);
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        s.calls += 1;
-        s.total_us = s.total_us.saturating_add(us);
-        s.last_us = us;
-        let bucket = LATENCY_BOUNDS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
-        s.latency_buckets[bucket] += 1;
-        if let Err((message, timed_out)) = outcome {
-            s.errors += 1;
-            if timed_out {
-                s.timeouts += 1;
-            }
-            s.last_error = Some(message.to_owned());
-        }
+        self.stats.record(elapsed, outcome);
     }
 }

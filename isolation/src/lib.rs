@@ -24,6 +24,7 @@ pub mod resources;
 pub mod sandbox;
 pub mod serve;
 pub mod shared;
+mod usage;
 
 pub use pool::{PoolConfig, PoolError, PoolFailure, PoolStatus, ResourceLimits, WorkerPool};
 pub use probe::probe;

@@ -154,6 +154,8 @@ struct Worker {
     region: Option<shared::Region>,
     /// Whether the worker mapped it (said in its hello).
     shared: bool,
+    /// Its latest report of its own CPU time and memory (see `super::usage`).
+    reported: Option<crate::resources::Usage>,
 }
 
 impl Worker {
@@ -195,6 +197,10 @@ impl Worker {
         self.stream.read_exact(&mut head).await?;
         let (kind, len) = header(head)?;
         match kind {
+            Kind::Usage if len != super::usage::BODY => {
+                return Err(Failure::Protocol(format!("a usage frame of {len} bytes")))
+            }
+            Kind::Usage => {}
             Kind::Log | Kind::Progress | Kind::Emit if len > HOST_FRAME_LIMIT => {
                 return Err(Failure::Protocol(format!(
                     "a {kind:?} frame of {len} bytes"
@@ -361,6 +367,15 @@ impl Worker {
                     }
                 }
             };
+            if kind == Kind::Usage {
+                match super::usage::decode(&body) {
+                    Some((id, usage)) if id == call => {
+                        self.reported = Some(usage);
+                        continue;
+                    }
+                    _ => return Err(Failure::Protocol("a usage frame for another call".into())),
+                }
+            }
             if !matches!(kind, Kind::Log | Kind::Progress | Kind::Emit) {
                 return Ok((kind, body));
             }
@@ -475,6 +490,8 @@ pub struct WorkerPool {
     health: Mutex<Health>,
     busy_pids: Mutex<Vec<u32>>,
     sandbox: Mutex<Option<SandboxReport>>,
+    /// What each worker last said of its own CPU time and memory.
+    reports: super::usage::Reports,
 }
 
 /// A worker's pid listed among a pool's busy ones while this value lives.
@@ -518,6 +535,7 @@ impl WorkerPool {
             health: Mutex::new(Health::default()),
             busy_pids: Mutex::new(Vec::new()),
             sandbox: Mutex::new(None),
+            reports: super::usage::Reports::default(),
         }
     }
 
@@ -542,10 +560,7 @@ impl WorkerPool {
             crashes: h.total_crashes,
             last_crash: h.last_crash.clone(),
             quarantined: h.quarantined.clone(),
-            usage: pids
-                .iter()
-                .filter_map(|p| crate::resources::of(&p.to_string()))
-                .fold(crate::resources::Usage::default(), |a, b| a + b),
+            usage: self.reports.usage_of(&pids),
             pids,
             sandbox: lock(&self.sandbox).clone(),
         }
@@ -639,6 +654,7 @@ impl WorkerPool {
             generation: self.generation.load(Ordering::Acquire),
             region,
             shared: false,
+            reported: None,
         };
         lock(&self.health).started += 1;
         match tokio::time::timeout(START_TIMEOUT, self.handshake(&mut worker)).await {
@@ -796,7 +812,8 @@ impl WorkerPool {
         };
         // Listed as busy for as long as this call holds the worker, however it ends
         // (a dropped call included: its worker dies with it and the pid may be reused).
-        let _busy = worker.pid().map(|pid| BusyPid::new(&self.busy_pids, pid));
+        let pid = worker.pid();
+        let busy = pid.map(|pid| BusyPid::new(&self.busy_pids, pid));
         let outcome = tokio::time::timeout_at(
             deadline,
             worker.request(
@@ -808,9 +825,12 @@ impl WorkerPool {
             ),
         )
         .await;
-        drop(_busy);
+        drop(busy);
         match outcome {
             Ok(Ok(result)) => {
+                if let (Some(p), Some(usage)) = (pid, worker.reported.take()) {
+                    self.reports.set(p, usage);
+                }
                 {
                     let mut h = lock(&self.health);
                     h.backoff = Duration::ZERO;
@@ -924,6 +944,10 @@ while True:
         if k == 11 and read_exact(n - 1) == call:
             send(4, call + b"\1" + b"stopped")
             continue
+    if kind == 3 and payload == b"usage":
+        send(13, call + struct.pack("<QQ", 1234, 5678))
+    if kind == 3 and payload == b"forgeusage":
+        send(13, b"\1" * 8 + struct.pack("<QQ", 0, 0))
     if kind == 3 and payload == b"badutf8":
         payload = b"\xff\xfe"
     if kind == 3 and payload == b"big":
@@ -1170,6 +1194,39 @@ while True:
             PoolError::OutputTooLarge(1000).to_string(),
             "the answer exceeded max_output_bytes (1000 bytes)"
         );
+    }
+
+    #[tokio::test]
+    async fn workers_report_their_usage_and_a_forged_report_kills_only_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path(), 100);
+        assert_eq!(pool.call("usage", T, &host()).await.unwrap(), "usage");
+        let pid = pool.status().pids[0];
+        let reported = crate::resources::Usage {
+            cpu_usec: 1234,
+            rss_bytes: 5678,
+        };
+        assert_eq!(pool.reports.get(pid), Some(reported));
+        // What the pool shows is the report, also where /proc could be read.
+        assert_eq!(pool.status().usage, reported);
+        // A report for another call is a forged frame: the worker is killed, only its
+        // call fails, and the next caller is served by a new worker.
+        match pool.call("forgeusage", T, &host()).await {
+            Err(PoolFailure {
+                error: PoolError::Protocol(why),
+                quarantined: None,
+            }) => assert!(why.contains("usage"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.call("next", T, &host()).await.unwrap(), "next");
+        let status = pool.status();
+        assert_ne!(status.pids, vec![pid]);
+        assert_eq!(
+            pool.reports.get(pid),
+            None,
+            "the dead worker's report is gone"
+        );
+        assert_eq!(status.crashes, 0);
     }
 
     #[tokio::test]

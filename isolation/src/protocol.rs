@@ -69,6 +69,9 @@ pub enum Kind {
     /// daemon → worker, answering an [`Kind::Emit`]: call id + `0` (published) or `1`
     /// (dropped).
     EmitAck = 12,
+    /// worker → daemon, just before a result: call id + CPU µs `u64 LE` + RSS bytes
+    /// `u64 LE` of the worker (informational, see `worker::usage`).
+    Usage = 13,
 }
 
 impl Kind {
@@ -86,6 +89,7 @@ impl Kind {
             10 => Kind::Emit,
             11 => Kind::Cancel,
             12 => Kind::EmitAck,
+            13 => Kind::Usage,
             _ => return None,
         })
     }

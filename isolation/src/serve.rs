@@ -319,6 +319,7 @@ pub fn serve(path: &Path) -> i32 {
         Err(code) => return code,
     };
     keep_freed_memory();
+    let mut reports = super::usage::Throttle::default();
     loop {
         let (kind, body) = match read_frame(&mut channel, super::protocol::MAX_FRAME) {
             Ok(frame) => frame,
@@ -391,6 +392,13 @@ pub fn serve(path: &Path) -> i32 {
             _ => return 3,
         };
         let (kind, frame) = outcome.unwrap_or_else(|e| error_frame(call, e, region.as_mut()));
+        // The worker's own figures, for a daemon that cannot read its /proc entry.
+        if reports.due() {
+            let usage = super::usage::encode(call, super::usage::own());
+            if write_frame(&mut channel, Kind::Usage, &usage).is_err() {
+                return 3;
+            }
+        }
         if write_frame(&mut channel, kind, &frame).is_err() {
             return 3;
         }

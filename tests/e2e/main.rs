@@ -18,4 +18,5 @@ mod registry;
 mod rest;
 mod signatures;
 mod structure;
+mod top;
 mod visibility;

@@ -293,6 +293,15 @@ contains "cannot kill the daemon" "denied" hostile kill "$main"
 hostile kill 0 >/dev/null  # its parent is the namespace's init, which ignores it
 check "killing its parent leaves the daemon alone" test "$(prop MainPID)" = "$main"
 contains "the worker survives as well" 's "again"' hostile echo again
+# Its worker runs as another user, so ProtectProc=invisible hides its /proc entry from
+# the daemon: the figures are the worker's own reports.
+worker_figures() {
+    local out
+    out=$(busctl --system call $DEST $OBJ $DEST GetPlugin s hostile)
+    [[ "$out" =~ \"WorkerCpuUsec\"\ t\ [1-9] ]] && [[ "$out" =~ \"WorkerRssBytes\"\ t\ [1-9] ]]
+}
+check "the worker's CPU and memory are not 0 under ProtectProc=invisible" worker_figures
+contains "dynplugctl top --once --json works under the unit" '"rss_bytes"' ctl --json top --once --interval 0.2
 contains "cannot ptrace the daemon" "denied" hostile ptrace "$main"
 contains "cannot read the daemon's environment" "denied" hostile read "/proc/$main/environ"
 contains "cannot read config.yaml" "denied" hostile read /etc/dynplug/config.yaml

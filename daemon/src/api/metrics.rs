@@ -135,28 +135,38 @@ impl Collector for Snapshot {
                     .encode(family.encode_family(&label(plugin))?)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "dynplug_plugin_call_duration_seconds",
-            "Duration of plugin calls",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (plugin, stats, _) in &self.plugins {
-            // Per-bucket (not cumulative) counts: the encoder accumulates them.
-            let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
-                .iter()
-                .map(|bound| *bound as f64 / 1e6)
-                .chain([f64::INFINITY])
-                .zip(stats.latency_buckets.iter().copied())
-                .collect();
-            family
-                .encode_family(&label(plugin))?
-                .encode_histogram::<Vec<(String, String)>>(
-                    stats.total_us as f64 / 1e6,
-                    stats.calls,
-                    &buckets,
-                    None,
-                )?;
+        // `dynplug_call_duration_seconds` is the name to use; the older
+        // `dynplug_plugin_call_duration_seconds` carries the same figures for scrapers
+        // written against it.
+        for (name, help) in [
+            (
+                "dynplug_call_duration_seconds",
+                "Duration of plugin calls, by plugin",
+            ),
+            (
+                "dynplug_plugin_call_duration_seconds",
+                "Duration of plugin calls (same as dynplug_call_duration_seconds)",
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (plugin, stats, _) in &self.plugins {
+                // Per-bucket (not cumulative) counts: the encoder accumulates them. The
+                // count is their sum, so the +Inf bucket always equals it.
+                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_US
+                    .iter()
+                    .map(|bound| *bound as f64 / 1e6)
+                    .chain([f64::INFINITY])
+                    .zip(stats.latency_buckets.iter().copied())
+                    .collect();
+                family
+                    .encode_family(&label(plugin))?
+                    .encode_histogram::<Vec<(String, String)>>(
+                        stats.total_us as f64 / 1e6,
+                        stats.latency_buckets.iter().sum(),
+                        &buckets,
+                        None,
+                    )?;
+            }
         }
         Ok(())
     }

@@ -237,6 +237,21 @@ impl ManagerIface {
             .collect()
     }
 
+    /// Every plugin's counters, latency histogram, workers' CPU and memory and running
+    /// jobs, and the daemon's own figures, in one call (open to every caller, as the
+    /// properties are).
+    #[zbus(out_args("daemon", "bounds_usec", "plugins"))]
+    async fn get_stats(
+        &self,
+    ) -> (
+        dynplug_dbus::DaemonStats,
+        Vec<u64>,
+        Vec<dynplug_dbus::PluginStats>,
+    ) {
+        let state = self.shared.lifecycle().as_str();
+        super::stats::reply(self.shared.manager.sample(), state)
+    }
+
     /// The daemon's version.
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {

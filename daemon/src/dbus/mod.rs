@@ -9,6 +9,7 @@ pub mod job_iface;
 pub mod manager_iface;
 pub mod objects;
 pub mod plugin_iface;
+mod stats;
 
 pub use dynplug_dbus::{plugin_path, DynplugError, BUS_NAME, MANAGER_PATH, PLUGINS_PATH};
 pub use manager_iface::ManagerIface;

@@ -37,6 +37,9 @@ use dynplug_loader::trust::TrustPolicy;
 
 mod apply;
 mod call;
+mod sample;
+
+pub use sample::{monotonic_usec, PluginSample, Sample};
 
 /// How long a service gets to stop on disable or shutdown.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
