@@ -1,0 +1,463 @@
+//! A small HTTP/1.1 client for registry calls, with every bound a registry client needs
+//! and general clients leave open: a deadline on connecting, on each wait for bytes and
+//! on the whole request; a size limit checked before and while reading a body;
+//! redirects followed only to the same host (or a host explicitly allowed, and then
+//! without credentials); plain HTTP only to a loopback address.
+//!
+//! One connection per request: registry calls are few and large, and a fresh
+//! connection cannot carry a stalled earlier answer into the next call.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, LOCATION};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::error::OciError;
+
+/// How many redirects one request follows.
+const MAX_REDIRECTS: usize = 4;
+
+/// A user name and password for HTTP basic authentication. Its `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Credentials {
+    /// Parses the text of a credentials file: its first line, `USER:PASSWORD`.
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }),
+            // The message names the format, never the content.
+            _ => Err("a credentials file's first line must be USER:PASSWORD".into()),
+        }
+    }
+
+    fn header(&self) -> HeaderValue {
+        let token = base64(format!("{}:{}", self.user, self.password).as_bytes());
+        let mut value =
+            HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a header value");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// The bounds and permissions of registry requests.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The deadline for a TCP connection.
+    pub connect_timeout: Duration,
+    /// The deadline for the answer's head and for each piece of its body.
+    pub read_timeout: Duration,
+    /// The deadline for one whole request, body included.
+    pub total_timeout: Duration,
+    /// Hosts (`host` or `host:port`) a redirect may lead to, besides the registry's own.
+    pub allow_redirect_hosts: Vec<String>,
+    /// Sent to the registry's own host only.
+    pub credentials: Option<Credentials>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(600),
+            allow_redirect_hosts: Vec::new(),
+            credentials: None,
+        }
+    }
+}
+
+/// An answer whose head has arrived; its body is read with a bound.
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    body: Incoming,
+    host: String,
+    deadline: Instant,
+    read_timeout: Duration,
+}
+
+/// A client for one registry host.
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    /// `host:port` of the registry.
+    pub(crate) authority: String,
+    opts: HttpOptions,
+}
+
+impl Http {
+    /// A client of `authority` (`host` or `host:port`; port 80 if none). Plain HTTP is
+    /// refused unless the host is a loopback name or address (checked again on the
+    /// connected socket).
+    pub(crate) fn new(authority: &str, opts: HttpOptions) -> Result<Http, OciError> {
+        let host = host_of(authority);
+        let loopback_name = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback_name {
+            return Err(OciError::Usage(format!(
+                "{authority}: only registries on a loopback address are reached over plain \
+                 HTTP, and this build has no TLS; use an OCI image-layout archive instead"
+            )));
+        }
+        let authority = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Http { authority, opts })
+    }
+
+    /// Sends a request for `target` (a path with query) with a body; follows redirects
+    /// as the options allow (only for GET and HEAD).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, OciError> {
+        let deadline = Instant::now() + self.opts.total_timeout;
+        let mut authority = self.authority.clone();
+        let mut target = target.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let own = authority == self.authority;
+            let resp = self
+                .once(
+                    &authority,
+                    own,
+                    &method,
+                    &target,
+                    headers,
+                    body.clone(),
+                    deadline,
+                )
+                .await?;
+            if !resp.status.is_redirection() || !(method == Method::GET || method == Method::HEAD) {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| OciError::protocol(&authority, "a redirect without Location"))?;
+            let (to, path) = split_location(location, &authority).ok_or_else(|| {
+                OciError::protocol(&authority, "a redirect to a URL it cannot follow")
+            })?;
+            if to != self.authority && !self.allowed(&to) {
+                return Err(OciError::RedirectRefused {
+                    host: self.authority.clone(),
+                    to,
+                });
+            }
+            authority = to;
+            target = path;
+        }
+        Err(OciError::protocol(&self.authority, "too many redirects"))
+    }
+
+    fn allowed(&self, authority: &str) -> bool {
+        self.opts
+            .allow_redirect_hosts
+            .iter()
+            .any(|h| h == authority || h == host_of(authority))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn once(
+        &self,
+        authority: &str,
+        with_credentials: bool,
+        method: &Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Response, OciError> {
+        let unreachable = |why: String| OciError::Unreachable {
+            host: authority.to_owned(),
+            why,
+        };
+        let stream = within(
+            authority,
+            "the connection",
+            self.opts.connect_timeout,
+            deadline,
+            TcpStream::connect(authority),
+        )
+        .await?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let peer: SocketAddr = stream.peer_addr().map_err(|e| unreachable(e.to_string()))?;
+        if !peer.ip().is_loopback() {
+            return Err(OciError::Usage(format!(
+                "{authority} resolved to {peer}, not a loopback address: refused over plain HTTP"
+            )));
+        }
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            // The connection ends with the answer's body, or when the answer is dropped.
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(target)
+            .header(HOST, authority)
+            .header(CONTENT_LENGTH, body.len());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let (true, Some(c)) = (with_credentials, &self.opts.credentials) {
+            req = req.header(AUTHORIZATION, c.header());
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| OciError::Usage(format!("cannot build a request for {target:?}: {e}")))?;
+        let resp = within(
+            authority,
+            "the answer's head",
+            self.opts.read_timeout,
+            deadline,
+            sender.send_request(req),
+        )
+        .await?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            host: authority.to_owned(),
+            deadline,
+            read_timeout: self.opts.read_timeout,
+        })
+    }
+}
+
+impl Response {
+    /// Fails unless the status is a success: 404 is [`OciError::NotFound`] (of `what`),
+    /// 401 and 403 [`OciError::AuthRefused`], anything else a protocol error.
+    pub(crate) fn check(self, what: &str) -> Result<Response, OciError> {
+        match self.status.as_u16() {
+            200..=299 => Ok(self),
+            404 => Err(OciError::NotFound {
+                what: what.to_owned(),
+            }),
+            s @ (401 | 403) => Err(OciError::AuthRefused {
+                host: self.host,
+                status: s,
+            }),
+            s => Err(OciError::protocol(
+                &self.host,
+                format!("{what}: HTTP status {s}"),
+            )),
+        }
+    }
+
+    /// The `Content-Length` the answer announced, if any.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// A header's value as text, if present and text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes (by its announced length
+    /// before reading anything, and while reading).
+    pub(crate) async fn bytes(self, limit: u64, what: &str) -> Result<Vec<u8>, OciError> {
+        let mut out = Vec::new();
+        self.stream(limit, what, |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Hands the body to `sink` piece by piece, refusing more than `limit` bytes.
+    pub(crate) async fn stream(
+        mut self,
+        limit: u64,
+        what: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), OciError>,
+    ) -> Result<u64, OciError> {
+        let too_large = || OciError::TooLarge {
+            what: what.to_owned(),
+            limit,
+        };
+        if self.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut read = 0u64;
+        loop {
+            let frame = within(
+                &self.host,
+                what,
+                self.read_timeout,
+                self.deadline,
+                self.body.frame(),
+            )
+            .await?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| OciError::Unreachable {
+                host: self.host.clone(),
+                why: format!("{what}: {e}"),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                read += data.len() as u64;
+                if read > limit {
+                    return Err(too_large());
+                }
+                sink(&data)?;
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// Waits for `fut` until the shorter of `wait` and what is left before `deadline`.
+async fn within<T>(
+    host: &str,
+    what: &str,
+    wait: Duration,
+    deadline: Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, OciError> {
+    let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::timeout(wait, fut)
+        .await
+        .map_err(|_| OciError::Timeout {
+            host: host.to_owned(),
+            what: what.to_owned(),
+            secs: wait.as_secs().max(1),
+        })
+}
+
+/// The host of `host:port` (IPv6 brackets kept).
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split(']')
+            .next()
+            .map_or(authority, |h| &authority[..h.len() + 1]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// Splits a Location into (authority, path): an absolute `http://` URL, or a path on
+/// the current host. Anything else (another scheme) is None.
+fn split_location(location: &str, current: &str) -> Option<(String, String)> {
+    if location.starts_with('/') {
+        return Some((current.to_owned(), location.to_owned()));
+    }
+    let rest = location.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((authority, path.to_owned()))
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+        }
+    }
+
+    #[test]
+    fn credentials_parse_and_never_print() {
+        let c = Credentials::parse("alice:s3cret\n").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(Credentials::parse("nocolon").is_err());
+        assert!(!Credentials::parse("x:").unwrap_err().contains("x:"));
+    }
+
+    #[test]
+    fn locations_and_hosts() {
+        assert_eq!(
+            split_location("/v2/x", "127.0.0.1:5000"),
+            Some(("127.0.0.1:5000".into(), "/v2/x".into()))
+        );
+        assert_eq!(
+            split_location("http://127.0.0.2:81/b?x=1", "127.0.0.1:5000"),
+            Some(("127.0.0.2:81".into(), "/b?x=1".into()))
+        );
+        assert_eq!(split_location("https://e/x", "a:1"), None);
+        assert_eq!(split_location("http://u:p@e/x", "a:1"), None);
+        assert_eq!(host_of("127.0.0.1:5000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:5000"), "[::1]");
+        assert!(Http::new("registry.example:443", HttpOptions::default()).is_err());
+        assert!(Http::new("localhost:5000", HttpOptions::default()).is_ok());
+    }
+}
