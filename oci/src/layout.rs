@@ -46,7 +46,7 @@ pub fn unpack(path: &Path, staging: &Path, max_entry: u64) -> Result<Unpacked, O
     let origin = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| OciError::io(path, e))?;
     let dir = staging.join(format!(
-        "{}layout-{}",
+        "{}{}-layout",
         crate::pull::STAGING_PREFIX,
         std::process::id()
     ));

@@ -92,21 +92,44 @@ impl Drop for PartGuard {
     }
 }
 
-/// The name staged files begin with, so a later start can find and remove what a
-/// killed pull left.
+/// The name staged files begin with (followed by the pulling process's id), so a later
+/// pull can find and remove what a killed one left.
 pub const STAGING_PREFIX: &str = ".dynplug-pull-";
 
-/// Removes what interrupted pulls left in `staging` (files named [`STAGING_PREFIX`]...);
-/// returns how many.
+/// Removes what interrupted pulls left in `staging`: files named [`STAGING_PREFIX`]
+/// `PID-...` whose process is gone. Returns how many.
 pub fn clean_staging(staging: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(staging) else {
         return 0;
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(STAGING_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                return false;
+            };
+            !Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .filter(|e| {
+            let path = e.path();
+            let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.is_ok()
+        })
         .count()
+}
+
+/// A staging file name of this process.
+fn staged_name(what: &str) -> String {
+    format!("{STAGING_PREFIX}{}-{what}", std::process::id())
 }
 
 /// Pulls the plugin `selector` names from `store` into `staging`, verified.
@@ -179,11 +202,11 @@ pub async fn pull<S: Store>(
         )));
     }
 
-    let file_path = staging.join(format!(
-        "{STAGING_PREFIX}{}-{}",
+    let file_path = staging.join(staged_name(&format!(
+        "{}-{}",
         config.name,
         &layer.digest.hex()[..16]
-    ));
+    )));
     let mut guard = PartGuard(None);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -362,7 +385,7 @@ impl Pulled {
                 _ => {}
             },
         }
-        let tmp = dir.join(format!("{STAGING_PREFIX}{}", self.config.name));
+        let tmp = dir.join(staged_name(&self.config.name));
         if std::fs::rename(&self.file, &dest).is_err() {
             // Another file system: copy beside the destination, then rename.
             let _ = std::fs::remove_file(&tmp);
@@ -381,7 +404,7 @@ impl Pulled {
 
 fn write_atomically(dir: &Path, dest: &Path, data: &[u8]) -> Result<(), OciError> {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!("{STAGING_PREFIX}{}", name.unwrap_or_default()));
+    let tmp = dir.join(staged_name(&name.unwrap_or_default()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -244,6 +244,7 @@ async fn run(command: Command) -> Result<(), OciError> {
                 ..PullOptions::default()
             };
             let staging = staging.unwrap_or_else(|| into.clone());
+            pull::clean_staging(&staging);
             let progress = progress_printer();
             let pulled: Pulled = if layout::is_archive(&reference) {
                 let (path, tag) = layout::split_archive(&reference);

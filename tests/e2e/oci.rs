@@ -1,0 +1,763 @@
+//! Plugins from OCI registries, through `dynplug-pack`: a real registry (Debian's
+//! `docker-registry`, the CNCF distribution registry) on a free loopback port, with and
+//! without basic authentication, and small hostile servers written here. Where
+//! `docker-registry` is not installed the registry tests print SKIP (`.ci/run`
+//! installs it, so in CI they run).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dynplug_core::signature::keygen;
+use dynplug_tests::{compile_c, set_mode, tool, wait_with_deadline, Daemon, PluginDir, PrivateBus};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+/// The test registry's user and password; `HTPASSWD` is its bcrypt line.
+const USER: &str = "tester";
+const PASSWORD: &str = "test-registry-password-7Qx";
+const HTPASSWD: &str = "tester:$2b$05$3hWV3y.LmXx2qiuFeYXO8uWuxUOD2vuNr9OxZN/skZzWkoW.gsnqa";
+const PLUGIN: &str = "ocidemo";
+
+/// Exit codes of dynplug-pack.
+const NOT_FOUND: i32 = 3;
+const SIGNATURE_REFUSED: i32 = 4;
+const UNREACHABLE: i32 = 5;
+const REFUSED: i32 = 6;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `docker-registry serve` on a free loopback port, its storage in a temporary directory.
+struct Registry {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    /// Starts one (with htpasswd basic authentication if `auth`), or None after printing
+    /// SKIP where the registry is not installed.
+    fn start(auth: bool) -> Option<Registry> {
+        if !Path::new(REGISTRY_BIN).exists() {
+            eprintln!("SKIP: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if auth {
+            std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).unwrap();
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            );
+        }
+        std::fs::write(dir.path().join("config.yml"), yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry { child, dir, addr };
+        registry.wait_ready();
+        Some(registry)
+    }
+
+    /// The registry has no readiness signal: poll `GET /v2/` until it answers.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut head = [0u8; 8];
+                if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry at {} did not answer GET /v2/ within 20 s:\n{}",
+                self.addr,
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.addr)
+    }
+
+    /// Where the filesystem storage driver keeps a blob's bytes.
+    fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two versions of one plugin, keys to sign them, and a directory of trusted keys.
+struct Plugins {
+    dir: tempfile::TempDir,
+    v1: PathBuf,
+    v2: PathBuf,
+    key: PathBuf,
+    untrusted_key: PathBuf,
+    keys: PathBuf,
+}
+
+impl Plugins {
+    fn build() -> Plugins {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |version: &str, tag: &str| {
+            let out = dir.path().join(format!("{PLUGIN}-{version}.so"));
+            compile_c(
+                "tests/fixtures/c/marked.c",
+                &out,
+                &[
+                    &format!("PLUGIN_NAME=\"{PLUGIN}\""),
+                    &format!("PLUGIN_VERSION=\"{version}\""),
+                    &format!("REPLY_TAG=\"{tag}:\""),
+                ],
+            );
+            out
+        };
+        let v1 = build("1.0.0", "v1");
+        let v2 = build("1.2.0", "v2");
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        set_mode(&keys, 0o755);
+        let (secret, public) = keygen().unwrap();
+        std::fs::write(keys.join("build.pub"), public).unwrap();
+        set_mode(&keys.join("build.pub"), 0o644);
+        let key = dir.path().join("build.key");
+        std::fs::write(&key, secret).unwrap();
+        let untrusted_key = dir.path().join("other.key");
+        std::fs::write(&untrusted_key, keygen().unwrap().0).unwrap();
+        Plugins {
+            dir,
+            v1,
+            v2,
+            key,
+            untrusted_key,
+            keys,
+        }
+    }
+
+    fn credentials(&self, password: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("cred-{}", password.len()));
+        std::fs::write(&path, format!("{USER}:{password}\n")).unwrap();
+        path
+    }
+}
+
+/// Runs dynplug-pack with `args` (within 30 s); (exit code, stdout, stderr).
+fn pack(args: &[&str]) -> (i32, String, String) {
+    let child = tool("dynplug-pack")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run dynplug-pack");
+    let out = wait_with_deadline(child, &format!("dynplug-pack {args:?}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn push(file: &Path, key: Option<&Path>, reference: &str, extra: &[&str]) -> String {
+    let mut args = vec!["push".to_owned()];
+    if let Some(k) = key {
+        args.extend(["--key".to_owned(), k.display().to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([file.display().to_string(), reference.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = pack(&args);
+    assert_eq!(code, 0, "push {reference}: {out}{err}");
+    out.rsplit("published: ")
+        .next()
+        .map(|d| d.trim().to_owned())
+        .expect("the digest published")
+}
+
+/// Pulls `reference` into `into` with the trusted keys; (exit code, stdout+stderr).
+fn pull(p: &Plugins, into: &Path, reference: &str, extra: &[&str]) -> (i32, String) {
+    let into = into.display().to_string();
+    let keys = p.keys.display().to_string();
+    let mut args = vec!["pull", "--json", "--into", &into, "--keys", &keys];
+    args.extend(extra);
+    args.push(reference);
+    let (code, out, err) = pack(&args);
+    (code, out + &err)
+}
+
+/// The names in `dir` (sorted).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Where `needle` (the fixture's description, in its metadata section) is in `bytes`.
+fn position(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the description is in the bytes")
+}
+
+fn execute(bus: &PrivateBus, input: &str) -> String {
+    bus.manager_call("Execute", "ss", &[PLUGIN, input])
+}
+
+#[test]
+fn registry_install_by_tag_range_and_digest_then_the_daemon_serves_each() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let p = Plugins::build();
+    let arm = format!("linux/arm64={}", p.v1.display());
+    let d1 = push(
+        &p.v1,
+        Some(&p.key),
+        &reg.reference("dynplug/ocidemo:1.0.0"),
+        &["--file", &arm],
+    );
+    push(
+        &p.v2,
+        Some(&p.key),
+        &reg.reference("dynplug/ocidemo:1.2.0"),
+        &["--tag", "latest"],
+    );
+
+    let plugins = PluginDir::new();
+    let (code, out) = pull(
+        &p,
+        plugins.path(),
+        &reg.reference("dynplug/ocidemo:1.0.0"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#""version":"1.0.0""#) && out.contains("verified (key build)"),
+        "{out}"
+    );
+    let installed = plugins.path().join("ocidemo.so");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&p.v1).unwrap()
+    );
+    assert_eq!(listing(plugins.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+
+    // The installed file and signature load in a daemon that enforces signatures.
+    let bus = PrivateBus::start();
+    let mut daemon = Daemon::start(
+        &bus,
+        plugins.path(),
+        &format!(
+            "trust:\n  signatures: enforcing\n  keys_dir: {}\n",
+            p.keys.display()
+        ),
+    );
+    assert!(
+        execute(&bus, "hello").contains("v1:hello"),
+        "{}",
+        daemon.log()
+    );
+
+    // A range picks the highest matching tag; a reload serves it.
+    let (code, out) = pull(
+        &p,
+        plugins.path(),
+        &reg.reference("dynplug/ocidemo@^1"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#""version":"1.2.0""#) && out.contains(r#""tag":"1.2.0""#),
+        "{out}"
+    );
+    daemon.reload();
+    assert!(
+        execute(&bus, "hello").contains("v2:hello"),
+        "{}",
+        daemon.log()
+    );
+
+    // A digest pins version 1.0.0 again (rollback by digest).
+    let (code, out) = pull(
+        &p,
+        plugins.path(),
+        &reg.reference(&format!("dynplug/ocidemo@{d1}")),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""version":"1.0.0""#), "{out}");
+    daemon.reload();
+    assert!(
+        execute(&bus, "hello").contains("v1:hello"),
+        "{}",
+        daemon.log()
+    );
+
+    // A version requirement the artifact does not meet, a range nothing matches, a tag
+    // and a repository that do not exist: refused, the installed file untouched.
+    let (code, out) = pull(
+        &p,
+        plugins.path(),
+        &reg.reference("dynplug/ocidemo:1.2.0"),
+        &["--version", ">=2"],
+    );
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("does not meet the required version"), "{out}");
+    for missing in [
+        "dynplug/ocidemo@^3",
+        "dynplug/ocidemo:9.9.9",
+        "dynplug/nothing:1",
+    ] {
+        let (code, out) = pull(&p, plugins.path(), &reg.reference(missing), &[]);
+        assert_eq!(code, NOT_FOUND, "{missing}: {out}");
+    }
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&p.v1).unwrap()
+    );
+    assert_eq!(listing(plugins.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    assert!(execute(&bus, "still").contains("v1:still"));
+}
+
+#[test]
+fn registry_tampered_layer_untrusted_key_and_unsigned_artifact_are_refused() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let p = Plugins::build();
+    let into = PluginDir::new();
+
+    // The registry's storage is changed under it (same length, another reply tag).
+    push(&p.v1, Some(&p.key), &reg.reference("t/tampered:1.0.0"), &[]);
+    let bytes = std::fs::read(&p.v1).unwrap();
+    let hex = dynplug_oci::digest::Digest::of(&bytes).hex().to_owned();
+    let stored = reg.blob_file(&hex);
+    let at = position(&bytes, b"leaves a mark");
+    let mut evil = bytes.clone();
+    evil[at] = b'x';
+    std::fs::write(&stored, &evil).unwrap();
+    let (code, out) = pull(&p, into.path(), &reg.reference("t/tampered:1.0.0"), &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("digest mismatch"), "{out}");
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+    // Blobs are shared between repositories: put the real bytes back.
+    std::fs::write(&stored, &bytes).unwrap();
+
+    // Signed by a key the host does not trust.
+    push(
+        &p.v1,
+        Some(&p.untrusted_key),
+        &reg.reference("t/foreign:1.0.0"),
+        &[],
+    );
+    let (code, out) = pull(&p, into.path(), &reg.reference("t/foreign:1.0.0"), &[]);
+    assert_eq!(code, SIGNATURE_REFUSED, "{out}");
+    assert!(
+        out.contains("does not verify with any trusted key"),
+        "{out}"
+    );
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+
+    // Unsigned: refused under enforcing; pulled and said to be unsigned under permissive.
+    push(&p.v1, None, &reg.reference("t/unsigned:1.0.0"), &[]);
+    let (code, out) = pull(&p, into.path(), &reg.reference("t/unsigned:1.0.0"), &[]);
+    assert_eq!(code, SIGNATURE_REFUSED, "{out}");
+    assert!(out.contains("is unsigned"), "{out}");
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+    let (code, out) = pull(
+        &p,
+        into.path(),
+        &reg.reference("t/unsigned:1.0.0"),
+        &["--signatures", "permissive"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("unsigned"), "{out}");
+    assert_eq!(listing(into.path()), ["ocidemo.so"]);
+}
+
+#[test]
+fn registry_with_basic_auth_takes_credentials_and_never_shows_them() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let p = Plugins::build();
+    let good = p.credentials(PASSWORD);
+    let bad = p.credentials("wrong-password-that-is-long-enough");
+    let reference = reg.reference("auth/ocidemo:1.0.0");
+    let into = PluginDir::new();
+    let mut everything = String::new();
+
+    let (code, out, err) = pack(&["push", &p.v1.display().to_string(), &reference]);
+    assert_eq!(code, REFUSED, "{out}{err}");
+    assert!(err.contains("refused access (401)"), "{err}");
+    everything += &(out + &err);
+    let cred = good.display().to_string();
+    push(
+        &p.v1,
+        Some(&p.key),
+        &reference,
+        &["--credentials-file", &cred],
+    );
+
+    let (code, out) = pull(&p, into.path(), &reference, &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    everything += &out;
+    let bad_cred = bad.display().to_string();
+    let (code, out) = pull(
+        &p,
+        into.path(),
+        &reference,
+        &["--credentials-file", &bad_cred],
+    );
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("check the credentials"), "{out}");
+    everything += &out;
+    let (code, out) = pull(&p, into.path(), &reference, &["--credentials-file", &cred]);
+    assert_eq!(code, 0, "{out}");
+    everything += &out;
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+
+    // A malformed credentials file: its content is not echoed.
+    let odd = p.dir.path().join("odd");
+    std::fs::write(&odd, format!("{PASSWORD}\n")).unwrap();
+    let (code, out) = pull(
+        &p,
+        into.path(),
+        &reference,
+        &["--credentials-file", &odd.display().to_string()],
+    );
+    assert_ne!(code, 0, "{out}");
+    everything += &out;
+    assert!(
+        !everything.contains(PASSWORD),
+        "the password was printed:\n{everything}"
+    );
+    assert!(
+        !everything.contains("wrong-password"),
+        "a password was printed:\n{everything}"
+    );
+}
+
+/// A server on loopback that answers every connection with `answer` (given the
+/// request's head), counting the bytes it managed to send and the connections it took.
+struct Hostile {
+    addr: String,
+    sent: Arc<AtomicU64>,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hostile {
+    fn start(
+        ip: &str,
+        answer: impl Fn(&str, &mut TcpStream, &AtomicU64) + Send + Sync + 'static,
+    ) -> Hostile {
+        let listener = TcpListener::bind(format!("{ip}:0")).expect("bind");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let sent = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, r, st) = (sent.clone(), requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: it ends when told to, and after 60 s regardless.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !st.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                r.lock().unwrap().push(head.clone());
+                answer(&head, &mut conn, &s);
+            }
+        });
+        Hostile {
+            addr,
+            sent,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `total` bytes of `{` to `conn` in 64 KiB pieces, counting them, until the
+/// peer goes away.
+fn flood(conn: &mut TcpStream, sent: &AtomicU64, total: u64, chunked: bool) {
+    let piece = vec![b'{'; 64 * 1024];
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut done = 0;
+    while done < total {
+        let ok = if chunked {
+            conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .and_then(|()| conn.write_all(&piece))
+                .and_then(|()| conn.write_all(b"\r\n"))
+        } else {
+            conn.write_all(&piece)
+        };
+        if ok.is_err() {
+            return;
+        }
+        done += piece.len() as u64;
+        sent.fetch_add(piece.len() as u64, Ordering::SeqCst);
+    }
+}
+
+const HUNDRED_MB: u64 = 100 * 1024 * 1024;
+
+fn pull_from(addr: &str, extra: &[&str]) -> (i32, String, Duration) {
+    let into = tempfile::tempdir().unwrap();
+    let into_s = into.path().display().to_string();
+    let reference = format!("{addr}/h/ocidemo:1.0.0");
+    let mut args = vec![
+        "pull",
+        "--into",
+        &into_s,
+        "--signatures",
+        "off",
+        "--timeout-secs",
+        "2",
+    ];
+    args.extend(extra);
+    args.push(&reference);
+    let started = Instant::now();
+    let (code, out, err) = pack(&args);
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+    (code, out + &err, started.elapsed())
+}
+
+#[test]
+fn a_100_mb_manifest_is_refused_before_or_while_reading_it() {
+    let announced = Hostile::start("127.0.0.1", |_, conn, sent| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {HUNDRED_MB}\r\n\r\n"
+        );
+        let _ = conn.write_all(head.as_bytes());
+        flood(conn, sent, HUNDRED_MB, false);
+    });
+    let (code, out, took) = pull_from(&announced.addr, &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(
+        out.contains("larger than the 4194304 bytes allowed"),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let chunked = Hostile::start("127.0.0.1", |_, conn, sent| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let _ = conn.write_all(head.as_bytes());
+        flood(conn, sent, HUNDRED_MB, true);
+    });
+    let (code, out, _) = pull_from(&chunked.addr, &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(
+        out.contains("larger than the 4194304 bytes allowed"),
+        "{out}"
+    );
+    // The reader stopped: far less than 100 MB left the server (socket buffers aside).
+    let sent = chunked.sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "{sent} bytes were sent");
+}
+
+#[test]
+fn a_stalling_registry_times_out_and_garbage_is_refused() {
+    let stall = Hostile::start("127.0.0.1", |_, conn, _| {
+        // Holds the connection without a word until the client gives up.
+        let mut buf = [0u8; 1];
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = conn.read(&mut buf);
+    });
+    let (code, out, took) = pull_from(&stall.addr, &[]);
+    assert_eq!(code, UNREACHABLE, "{out}");
+    assert!(
+        out.contains("did not answer the answer's head within 2 s"),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let trickle = Hostile::start("127.0.0.1", |_, conn, _| {
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{");
+        let mut buf = [0u8; 1];
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = conn.read(&mut buf);
+    });
+    let (code, out, _) = pull_from(&trickle.addr, &[]);
+    assert_eq!(code, UNREACHABLE, "{out}");
+
+    let not_http = Hostile::start("127.0.0.1", |_, conn, _| {
+        let _ = conn.write_all(b"\x00\xffSSH-2.0-garbage\r\n\r\n\x07\x08");
+    });
+    let (code, out, _) = pull_from(&not_http.addr, &[]);
+    assert!(code == UNREACHABLE || code == REFUSED, "{code}: {out}");
+
+    let not_json = Hostile::start("127.0.0.1", |_, conn, _| {
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!");
+    });
+    let (code, out, _) = pull_from(&not_json.addr, &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("not manifest JSON"), "{out}");
+}
+
+#[test]
+fn a_redirect_to_another_host_is_refused_unless_allowed_and_then_gets_no_credentials() {
+    let elsewhere = Hostile::start("127.0.0.2", |_, conn, _| {
+        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    });
+    let target = elsewhere.addr.clone();
+    let registry = Hostile::start("127.0.0.1", move |head, conn, _| {
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}{path}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = conn.write_all(answer.as_bytes());
+    });
+    let creds = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(creds.path(), format!("{USER}:{PASSWORD}\n")).unwrap();
+    let cred = creds.path().display().to_string();
+
+    let (code, out, _) = pull_from(&registry.addr, &["--credentials-file", &cred]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("redirected to another host"), "{out}");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    let sent_auth = registry.requests();
+    assert!(
+        sent_auth
+            .iter()
+            .all(|h| h.to_ascii_lowercase().contains("authorization: basic")),
+        "{sent_auth:?}"
+    );
+
+    let (code, out, _) = pull_from(
+        &registry.addr,
+        &[
+            "--credentials-file",
+            &cred,
+            "--allow-redirect-host",
+            &elsewhere.addr,
+        ],
+    );
+    assert_eq!(code, NOT_FOUND, "{out}");
+    let there = elsewhere.requests();
+    assert_eq!(there.len(), 1, "{there:?}");
+    assert!(
+        !there[0].to_ascii_lowercase().contains("authorization"),
+        "{there:?}"
+    );
+}
+
+#[test]
+fn an_image_layout_archive_installs_offline_and_a_tampered_one_is_refused() {
+    let p = Plugins::build();
+    let archive = p.dir.path().join("ocidemo.oci.tar");
+    push(
+        &p.v2,
+        Some(&p.key),
+        &format!("{}:1.2.0", archive.display()),
+        &[],
+    );
+    let into = PluginDir::new();
+    let (code, out) = pull(&p, into.path(), &archive.display().to_string(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#""version":"1.2.0""#) && out.contains("verified"),
+        "{out}"
+    );
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+
+    // The layer's bytes changed inside the archive (same length).
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = position(&bytes, b"leaves a mark");
+    bytes[at] = b'x';
+    let tampered = p.dir.path().join("tampered.oci.tar");
+    std::fs::write(&tampered, bytes).unwrap();
+    let other = PluginDir::new();
+    let (code, out) = pull(&p, other.path(), &tampered.display().to_string(), &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("digest mismatch"), "{out}");
+    assert!(
+        listing(other.path()).is_empty(),
+        "{:?}",
+        listing(other.path())
+    );
+}
