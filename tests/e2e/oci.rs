@@ -761,3 +761,111 @@ fn an_image_layout_archive_installs_offline_and_a_tampered_one_is_refused() {
         listing(other.path())
     );
 }
+
+/// Serves an unpacked image layout (`dir`) as a registry would, except that the blob
+/// `stall_on` is sent only half, then the connection is held.
+fn layout_server(dir: PathBuf, stall_on: String) -> Hostile {
+    Hostile::start("127.0.0.1", move |head, conn, sent| {
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let last = path.rsplit('/').next().unwrap_or("").to_owned();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let digest = if last.starts_with("sha256:") {
+            Some(last.clone())
+        } else {
+            index["manifests"].as_array().unwrap().iter().find_map(|m| {
+                (m["annotations"]["org.opencontainers.image.ref.name"] == last.as_str())
+                    .then(|| m["digest"].as_str().unwrap().to_owned())
+            })
+        };
+        // No referrers API here: signatures are found under their fallback tag.
+        let digest = digest.filter(|_| !path.contains("/referrers/"));
+        let file = digest.map(|d| dir.join("blobs/sha256").join(&d["sha256:".len()..]));
+        let Some(data) = file.and_then(|f| std::fs::read(f).ok()) else {
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            return;
+        };
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len());
+        let _ = conn.write_all(head.as_bytes());
+        if last == stall_on {
+            let _ = conn.write_all(&data[..data.len() / 2]);
+            sent.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = conn.read(&mut buf);
+        } else {
+            let _ = conn.write_all(&data);
+        }
+    })
+}
+
+#[test]
+fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up() {
+    let p = Plugins::build();
+    let archive = p.dir.path().join("ocidemo.oci.tar");
+    push(
+        &p.v1,
+        Some(&p.key),
+        &format!("{}:1.0.0", archive.display()),
+        &[],
+    );
+    let layout = p.dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let layer = format!(
+        "{}",
+        dynplug_oci::digest::Digest::of(&std::fs::read(&p.v1).unwrap())
+    );
+    let server = layout_server(layout, layer);
+
+    let into = PluginDir::new();
+    let (into_s, keys) = (
+        into.path().display().to_string(),
+        p.keys.display().to_string(),
+    );
+    let reference = format!("{}/k/ocidemo:1.0.0", server.addr);
+    let mut child = tool("dynplug-pack")
+        .args(["pull", "--into", &into_s, "--keys", &keys, &reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready to kill: the server sent half the file and a staged file holds bytes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let staged = loop {
+        let partial = listing(into.path()).into_iter().find(|n| {
+            n.starts_with(".dynplug-pull-")
+                && std::fs::metadata(into.path().join(n)).is_ok_and(|m| m.len() > 0)
+        });
+        if let (Some(name), 1) = (partial, server.sent.load(Ordering::SeqCst)) {
+            break name;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no staged bytes within 20 s: {:?}",
+            listing(into.path())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What the kill left is the staged file only: no plugin (*.so) and no signature.
+    assert_eq!(listing(into.path()), [staged.clone()]);
+    assert!(!staged.ends_with(".so"));
+
+    // The next pull (here from the archive) removes it and installs whole.
+    let (code, out) = pull(&p, into.path(), &archive.display().to_string(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    assert_eq!(
+        std::fs::read(into.path().join("ocidemo.so")).unwrap(),
+        std::fs::read(&p.v1).unwrap()
+    );
+}
