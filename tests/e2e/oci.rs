@@ -857,7 +857,7 @@ fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up(
     child.kill().unwrap();
     child.wait().unwrap();
     // What the kill left is the staged file only: no plugin (*.so) and no signature.
-    assert_eq!(listing(into.path()), [staged.clone()]);
+    assert_eq!(listing(into.path()), std::slice::from_ref(&staged));
     assert!(!staged.ends_with(".so"));
 
     // The next pull (here from the archive) removes it and installs whole.
