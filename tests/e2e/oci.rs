@@ -297,24 +297,45 @@ fn registry_install_by_tag_range_and_digest_then_the_daemon_serves_each() {
         daemon.log()
     );
 
-    // A range picks the highest matching tag; a reload serves it.
-    let (code, out) = pull(
-        &p,
-        plugins.path(),
-        &reg.reference("dynplug/ocidemo@^1"),
-        &[],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(r#""version":"1.2.0""#) && out.contains(r#""tag":"1.2.0""#),
-        "{out}"
-    );
-    daemon.reload();
-    assert!(
-        execute(&bus, "hello").contains("v2:hello"),
-        "{}",
-        daemon.log()
-    );
+    // A range picks the highest matching tag; a reload serves it. Calls go on all the
+    // while, and every one is answered, by one version or the other.
+    let stop = AtomicBool::new(false);
+    let answers = std::thread::scope(|s| {
+        let caller = s.spawn(|| {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::SeqCst) && answers.len() < 2000 {
+                answers.push(execute(&bus, "inflight"));
+            }
+            answers
+        });
+        let (code, out) = pull(
+            &p,
+            plugins.path(),
+            &reg.reference("dynplug/ocidemo@^1"),
+            &[],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains(r#""version":"1.2.0""#) && out.contains(r#""tag":"1.2.0""#),
+            "{out}"
+        );
+        daemon.reload();
+        assert!(
+            execute(&bus, "hello").contains("v2:hello"),
+            "{}",
+            daemon.log()
+        );
+        stop.store(true, Ordering::SeqCst);
+        caller.join().unwrap()
+    });
+    assert!(answers.len() > 1, "{answers:?}");
+    eprintln!("{} calls during the pull and the reload", answers.len());
+    for a in &answers {
+        assert!(
+            a.contains("v1:inflight") || a.contains("v2:inflight"),
+            "unanswered: {a}"
+        );
+    }
 
     // A digest pins version 1.0.0 again (rollback by digest).
     let (code, out) = pull(
