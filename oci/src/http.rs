@@ -2,17 +2,21 @@
 //! and general clients leave open: a deadline on connecting, on each wait for bytes and
 //! on the whole request; a size limit checked before and while reading a body;
 //! redirects followed only to the same host (or a host explicitly allowed, and then
-//! without credentials); plain HTTP only to a loopback address.
+//! without credentials); TLS (rustls, with the system's roots or a `ca_file`) unless
+//! plain HTTP is asked for, which is allowed only to a loopback address.
 //!
 //! One connection per request: registry calls are few and large, and a fresh
 //! connection cannot carry a stalled earlier answer into the next call.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, LOCATION};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -72,7 +76,14 @@ pub struct HttpOptions {
     pub allow_redirect_hosts: Vec<String>,
     /// Sent to the registry's own host only.
     pub credentials: Option<Credentials>,
+    /// Plain HTTP instead of TLS: allowed only to a loopback address.
+    pub insecure_http: bool,
+    /// PEM certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The system's trusted roots (Debian's `ca-certificates`).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Default for HttpOptions {
     fn default() -> Self {
@@ -82,6 +93,8 @@ impl Default for HttpOptions {
             total_timeout: Duration::from_secs(600),
             allow_redirect_hosts: Vec::new(),
             credentials: None,
+            insecure_http: false,
+            ca_file: None,
         }
     }
 }
@@ -97,17 +110,58 @@ pub(crate) struct Response {
 }
 
 /// A client for one registry host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Http {
     /// `host:port` of the registry.
     pub(crate) authority: String,
     opts: HttpOptions,
+    /// None for plain HTTP.
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS client configuration: roots from `ca_file`, else the system's.
+struct Tls;
+
+impl Tls {
+    fn connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, OciError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let path = ca_file.unwrap_or(Path::new(SYSTEM_ROOTS));
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| OciError::io(path, e))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| OciError::io(path, e))?;
+            roots
+                .add(cert)
+                .map_err(|e| OciError::io(path, format!("a certificate it holds: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(OciError::io(path, "no certificate in it"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| OciError::Usage(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
 }
 
 impl Http {
-    /// A client of `authority` (`host` or `host:port`; port 80 if none). Plain HTTP is
-    /// refused unless the host is a loopback name or address (checked again on the
-    /// connected socket).
+    /// A client of `authority` (`host` or `host:port`; port 443, or 80 for plain HTTP,
+    /// if none). Plain HTTP (`insecure_http`) is refused unless the host is a loopback
+    /// name or address (checked again on the connected socket).
     pub(crate) fn new(authority: &str, opts: HttpOptions) -> Result<Http, OciError> {
         let host = host_of(authority);
         let loopback_name = host == "localhost"
@@ -116,18 +170,30 @@ impl Http {
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if !loopback_name {
+        if opts.insecure_http && !loopback_name {
             return Err(OciError::Usage(format!(
-                "{authority}: only registries on a loopback address are reached over plain \
-                 HTTP, and this build has no TLS; use an OCI image-layout archive instead"
+                "{authority}: plain HTTP (insecure_http) is allowed only to a loopback address"
             )));
         }
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
+        let tls = match opts.insecure_http {
+            true => None,
+            false => Some(Tls::connector(opts.ca_file.as_deref())?),
         };
-        Ok(Http { authority, opts })
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let authority = with_port(authority, default_port);
+        Ok(Http {
+            authority,
+            opts,
+            tls,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Sends a request for `target` (a path with query) with a body; follows redirects
@@ -163,9 +229,10 @@ impl Http {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| OciError::protocol(&authority, "a redirect without Location"))?;
-            let (to, path) = split_location(location, &authority).ok_or_else(|| {
-                OciError::protocol(&authority, "a redirect to a URL it cannot follow")
-            })?;
+            let (to, path) =
+                split_location(location, &authority, self.scheme()).ok_or_else(|| {
+                    OciError::protocol(&authority, "a redirect to a URL it cannot follow")
+                })?;
             if to != self.authority && !self.allowed(&to) {
                 return Err(OciError::RedirectRefused {
                     host: self.authority.clone(),
@@ -210,18 +277,34 @@ impl Http {
         .await?
         .map_err(|e| unreachable(e.to_string()))?;
         let peer: SocketAddr = stream.peer_addr().map_err(|e| unreachable(e.to_string()))?;
-        if !peer.ip().is_loopback() {
-            return Err(OciError::Usage(format!(
+        let mut sender = match &self.tls {
+            None if !peer.ip().is_loopback() => {
+                return Err(OciError::Usage(format!(
                 "{authority} resolved to {peer}, not a loopback address: refused over plain HTTP"
-            )));
+            )))
+            }
+            None => open(stream).await,
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(
+                    host_of(authority)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                )
+                .map_err(|e| OciError::Usage(format!("{authority}: {e}")))?;
+                let stream = within(
+                    authority,
+                    "the TLS handshake",
+                    self.opts.connect_timeout,
+                    deadline,
+                    tls.connect(name, stream),
+                )
+                .await?
+                .map_err(|e| OciError::protocol(authority, format!("TLS: {e}")))?;
+                open(stream).await
+            }
         }
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            // The connection ends with the answer's body, or when the answer is dropped.
-            let _ = conn.await;
-        });
+        .map_err(|e| unreachable(e.to_string()))?;
         let mut req = Request::builder()
             .method(method.clone())
             .uri(target)
@@ -343,6 +426,32 @@ impl Response {
     }
 }
 
+/// Starts an HTTP/1.1 connection over `io`; the connection runs in a task of its own
+/// until the answer's body is read or dropped.
+async fn open<T>(io: T) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// `authority` with `port` added if it has none.
+fn with_port(authority: &str, port: u16) -> String {
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
 /// Waits for `fut` until the shorter of `wait` and what is left before `deadline`.
 async fn within<T>(
     host: &str,
@@ -372,13 +481,14 @@ fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or(authority)
 }
 
-/// Splits a Location into (authority, path): an absolute `http://` URL, or a path on
-/// the current host. Anything else (another scheme) is None.
-fn split_location(location: &str, current: &str) -> Option<(String, String)> {
+/// Splits a Location into (authority, path): an absolute URL of `scheme` (the scheme
+/// of the connection: a redirect never goes from TLS to plain HTTP), or a path on the
+/// current host. Anything else is None.
+fn split_location(location: &str, current: &str, scheme: &str) -> Option<(String, String)> {
     if location.starts_with('/') {
         return Some((current.to_owned(), location.to_owned()));
     }
-    let rest = location.strip_prefix("http://")?;
+    let rest = location.strip_prefix(scheme)?.strip_prefix("://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -386,12 +496,8 @@ fn split_location(location: &str, current: &str) -> Option<(String, String)> {
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
-    let authority = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Some((authority, path.to_owned()))
+    let port = if scheme == "https" { 443 } else { 80 };
+    Some((with_port(authority, port), path.to_owned()))
 }
 
 /// Standard base64 with padding.
@@ -446,18 +552,30 @@ mod tests {
     #[test]
     fn locations_and_hosts() {
         assert_eq!(
-            split_location("/v2/x", "127.0.0.1:5000"),
+            split_location("/v2/x", "127.0.0.1:5000", "http"),
             Some(("127.0.0.1:5000".into(), "/v2/x".into()))
         );
         assert_eq!(
-            split_location("http://127.0.0.2:81/b?x=1", "127.0.0.1:5000"),
+            split_location("http://127.0.0.2:81/b?x=1", "127.0.0.1:5000", "http"),
             Some(("127.0.0.2:81".into(), "/b?x=1".into()))
         );
-        assert_eq!(split_location("https://e/x", "a:1"), None);
-        assert_eq!(split_location("http://u:p@e/x", "a:1"), None);
+        assert_eq!(
+            split_location("https://e/x", "a:1", "https"),
+            Some(("e:443".into(), "/x".into()))
+        );
+        // Never from TLS down to plain HTTP, nor to another scheme.
+        assert_eq!(split_location("http://e/x", "a:1", "https"), None);
+        assert_eq!(split_location("ftp://e/x", "a:1", "http"), None);
+        assert_eq!(split_location("http://u:p@e/x", "a:1", "http"), None);
         assert_eq!(host_of("127.0.0.1:5000"), "127.0.0.1");
         assert_eq!(host_of("[::1]:5000"), "[::1]");
-        assert!(Http::new("registry.example:443", HttpOptions::default()).is_err());
-        assert!(Http::new("localhost:5000", HttpOptions::default()).is_ok());
+        assert_eq!(with_port("[::1]", 443), "[::1]:443");
+        assert_eq!(with_port("[::1]:5", 443), "[::1]:5");
+        let plain = HttpOptions {
+            insecure_http: true,
+            ..HttpOptions::default()
+        };
+        assert!(Http::new("registry.example:80", plain.clone()).is_err());
+        assert!(Http::new("localhost:5000", plain).is_ok());
     }
 }

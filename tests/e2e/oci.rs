@@ -46,6 +46,11 @@ impl Registry {
     /// Starts one (with htpasswd basic authentication if `auth`), or None after printing
     /// SKIP where the registry is not installed.
     fn start(auth: bool) -> Option<Registry> {
+        Registry::start_with(auth, None)
+    }
+
+    /// Like [`Registry::start`], serving TLS with `tls` (certificate, key) if given.
+    fn start_with(auth: bool, tls: Option<(&Path, &Path)>) -> Option<Registry> {
         if !Path::new(REGISTRY_BIN).exists() {
             eprintln!("SKIP: {REGISTRY_BIN} is not installed (apt-get install docker-registry)");
             return None;
@@ -56,6 +61,13 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
+        if let Some((cert, key)) = tls {
+            yaml += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
         if auth {
             std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).unwrap();
             yaml += &format!(
@@ -194,7 +206,7 @@ fn pack(args: &[&str]) -> (i32, String, String) {
 }
 
 fn push(file: &Path, key: Option<&Path>, reference: &str, extra: &[&str]) -> String {
-    let mut args = vec!["push".to_owned()];
+    let mut args = vec!["push".to_owned(), "--insecure-http".to_owned()];
     if let Some(k) = key {
         args.extend(["--key".to_owned(), k.display().to_string()]);
     }
@@ -213,7 +225,15 @@ fn push(file: &Path, key: Option<&Path>, reference: &str, extra: &[&str]) -> Str
 fn pull(p: &Plugins, into: &Path, reference: &str, extra: &[&str]) -> (i32, String) {
     let into = into.display().to_string();
     let keys = p.keys.display().to_string();
-    let mut args = vec!["pull", "--json", "--into", &into, "--keys", &keys];
+    let mut args = vec![
+        "pull",
+        "--insecure-http",
+        "--json",
+        "--into",
+        &into,
+        "--keys",
+        &keys,
+    ];
     args.extend(extra);
     args.push(reference);
     let (code, out, err) = pack(&args);
@@ -459,7 +479,12 @@ fn registry_with_basic_auth_takes_credentials_and_never_shows_them() {
     let into = PluginDir::new();
     let mut everything = String::new();
 
-    let (code, out, err) = pack(&["push", &p.v1.display().to_string(), &reference]);
+    let (code, out, err) = pack(&[
+        "push",
+        "--insecure-http",
+        &p.v1.display().to_string(),
+        &reference,
+    ]);
     assert_eq!(code, REFUSED, "{out}{err}");
     assert!(err.contains("refused access (401)"), "{err}");
     everything += &(out + &err);
@@ -525,6 +550,8 @@ impl Hostile {
         ip: &str,
         answer: impl Fn(&str, &mut TcpStream, &AtomicU64) + Send + Sync + 'static,
     ) -> Hostile {
+        // Build the binaries first: the server's lifetime below is counted from here.
+        dynplug_tests::binary("dynplug-pack");
         let listener = TcpListener::bind(format!("{ip}:0")).expect("bind");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -605,6 +632,7 @@ fn pull_from(addr: &str, extra: &[&str]) -> (i32, String, Duration) {
     let reference = format!("{addr}/h/ocidemo:1.0.0");
     let mut args = vec![
         "pull",
+        "--insecure-http",
         "--into",
         &into_s,
         "--signatures",
@@ -853,7 +881,15 @@ fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up(
     );
     let reference = format!("{}/k/ocidemo:1.0.0", server.addr);
     let mut child = tool("dynplug-pack")
-        .args(["pull", "--into", &into_s, "--keys", &keys, &reference])
+        .args([
+            "pull",
+            "--insecure-http",
+            "--into",
+            &into_s,
+            "--keys",
+            &keys,
+        ])
+        .arg(&reference)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -889,4 +925,142 @@ fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up(
         std::fs::read(into.path().join("ocidemo.so")).unwrap(),
         std::fs::read(&p.v1).unwrap()
     );
+}
+
+/// Makes a test CA and a certificate for 127.0.0.1 it signed, with openssl, in `dir`:
+/// (CA certificate, server certificate, server key), or None after printing SKIP.
+fn test_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIP: no openssl to make a test CA (apt-get install openssl)");
+        return None;
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dynplug test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    Some((
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    ))
+}
+
+#[test]
+fn a_tls_registry_is_trusted_through_its_ca_file_and_refused_without_it() {
+    let p = Plugins::build();
+    let Some((ca, cert, key)) = test_ca(p.dir.path()) else {
+        return;
+    };
+    let Some(reg) = Registry::start_with(true, Some((&cert, &key))) else {
+        return;
+    };
+    let reference = reg.reference("tls/ocidemo:1.0.0");
+    let (ca_s, cred) = (
+        ca.display().to_string(),
+        p.credentials(PASSWORD).display().to_string(),
+    );
+    let (v1, key_s) = (p.v1.display().to_string(), p.key.display().to_string());
+    let (code, out, err) = pack(&[
+        "push",
+        "--ca-file",
+        &ca_s,
+        "--credentials-file",
+        &cred,
+        "--key",
+        &key_s,
+        &v1,
+        &reference,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let into = PluginDir::new();
+    let (into_s, keys) = (
+        into.path().display().to_string(),
+        p.keys.display().to_string(),
+    );
+    let pull_tls = |extra: &[&str]| {
+        let mut args = vec![
+            "pull",
+            "--into",
+            &into_s,
+            "--keys",
+            &keys,
+            "--credentials-file",
+            &cred,
+        ];
+        args.extend(extra);
+        args.push(&reference);
+        pack(&args)
+    };
+    // Without the CA (the system's roots): the certificate is not trusted; nothing is
+    // sent, the credentials included.
+    let (code, out, err) = pull_tls(&[]);
+    assert_eq!(code, REFUSED, "{out}{err}");
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+    // Plain HTTP to a TLS port is no way around it: the answer is not a registry's.
+    let (code, out, err) = pull_tls(&["--insecure-http"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+
+    let (code, out, err) = pull_tls(&["--ca-file", &ca_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    assert!(!(out + &err).contains(PASSWORD));
 }

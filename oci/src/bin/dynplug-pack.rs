@@ -40,6 +40,12 @@ struct Net {
     /// Seconds to wait for a connection, an answer's head, or each piece of a body.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+    /// Plain HTTP instead of TLS (allowed only to a loopback address).
+    #[arg(long)]
+    insecure_http: bool,
+    /// PEM certificates to trust instead of the system's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +156,8 @@ fn http_options(net: &Net) -> Result<HttpOptions, OciError> {
         read_timeout: wait,
         allow_redirect_hosts: net.allow_redirect_hosts.clone(),
         credentials,
+        insecure_http: net.insecure_http,
+        ca_file: net.ca_file.clone(),
         ..HttpOptions::default()
     })
 }
