@@ -812,23 +812,44 @@ fn an_image_layout_archive_installs_offline_and_a_tampered_one_is_refused() {
 }
 
 /// Serves an unpacked image layout (`dir`) as a registry would, except that the blob
-/// `stall_on` is sent only half, then the connection is held.
-fn layout_server(dir: PathBuf, stall_on: String) -> Hostile {
+/// `stall_on` is sent only half, then the connection is held. With `referrers`, it has
+/// the OCI 1.1 referrers API and no signature tags; without, the reverse.
+fn layout_server(dir: PathBuf, stall_on: String, referrers: bool) -> Hostile {
     Hostile::start("127.0.0.1", move |head, conn, sent| {
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let last = path.rsplit('/').next().unwrap_or("").to_owned();
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        if path.contains("/referrers/") {
+            let found: Vec<&serde_json::Value> = entries
+                .iter()
+                .filter(|m| referrers && m["artifactType"].is_string())
+                .filter(|m| {
+                    let hex = &m["digest"].as_str().unwrap()["sha256:".len()..];
+                    let blob = std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap();
+                    let sig: serde_json::Value = serde_json::from_slice(&blob).unwrap();
+                    sig["subject"]["digest"] == last.as_str()
+                })
+                .collect();
+            let body = serde_json::json!({"schemaVersion": 2, "manifests": found}).to_string();
+            let status = if referrers { "200 OK" } else { "404 Not Found" };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes());
+            return;
+        }
         let digest = if last.starts_with("sha256:") {
             Some(last.clone())
         } else {
-            index["manifests"].as_array().unwrap().iter().find_map(|m| {
+            entries.iter().find_map(|m| {
                 (m["annotations"]["org.opencontainers.image.ref.name"] == last.as_str())
                     .then(|| m["digest"].as_str().unwrap().to_owned())
             })
         };
-        // No referrers API here: signatures are found under their fallback tag.
-        let digest = digest.filter(|_| !path.contains("/referrers/"));
+        let digest = digest.filter(|_| !(referrers && last.ends_with(".sig")));
         let file = digest.map(|d| dir.join("blobs/sha256").join(&d["sha256:".len()..]));
         let Some(data) = file.and_then(|f| std::fs::read(f).ok()) else {
             let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
@@ -848,12 +869,11 @@ fn layout_server(dir: PathBuf, stall_on: String) -> Hostile {
     })
 }
 
-#[test]
-fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up() {
-    let p = Plugins::build();
+/// Publishes `file` signed as an image-layout archive and unpacks it: (archive, layout).
+fn unpacked_layout(p: &Plugins, file: &Path) -> (PathBuf, PathBuf) {
     let archive = p.dir.path().join("ocidemo.oci.tar");
     push(
-        &p.v1,
+        file,
         Some(&p.key),
         &format!("{}:1.0.0", archive.display()),
         &[],
@@ -868,11 +888,41 @@ fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up(
         .status()
         .unwrap();
     assert!(status.success());
+    (archive, layout)
+}
+
+#[test]
+fn a_signature_is_found_through_the_referrers_api() {
+    let p = Plugins::build();
+    let (_, layout) = unpacked_layout(&p, &p.v1);
+    let server = layout_server(layout, String::new(), true);
+    let into = PluginDir::new();
+    let (code, out) = pull(
+        &p,
+        into.path(),
+        &format!("{}/r/ocidemo:1.0.0", server.addr),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified (key build)"), "{out}");
+    let asked = server.requests();
+    assert!(
+        asked.iter().any(|h| h.contains("/referrers/sha256:")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|h| h.contains(".sig ")), "{asked:?}");
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+}
+
+#[test]
+fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up() {
+    let p = Plugins::build();
+    let (archive, layout) = unpacked_layout(&p, &p.v1);
     let layer = format!(
         "{}",
         dynplug_oci::digest::Digest::of(&std::fs::read(&p.v1).unwrap())
     );
-    let server = layout_server(layout, layer);
+    let server = layout_server(layout, layer, false);
 
     let into = PluginDir::new();
     let (into_s, keys) = (
