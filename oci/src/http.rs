@@ -117,6 +117,8 @@ pub(crate) struct Http {
     opts: HttpOptions,
     /// None for plain HTTP.
     tls: Option<tokio_rustls::TlsConnector>,
+    /// The bearer token the registry's token service gave, once asked for one.
+    token: Arc<std::sync::Mutex<Option<HeaderValue>>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -185,6 +187,7 @@ impl Http {
             authority,
             opts,
             tls,
+            token: Arc::default(),
         })
     }
 
@@ -197,7 +200,9 @@ impl Http {
     }
 
     /// Sends a request for `target` (a path with query) with a body; follows redirects
-    /// as the options allow (only for GET and HEAD).
+    /// as the options allow (only for GET and HEAD). A registry that answers 401 with a
+    /// `Bearer` challenge gets one token request to its token service (with the
+    /// credentials, if any), and the request is sent again with the token.
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -206,15 +211,108 @@ impl Http {
         body: Bytes,
     ) -> Result<Response, OciError> {
         let deadline = Instant::now() + self.opts.total_timeout;
+        let resp = self
+            .send_following(&method, target, headers, body.clone(), deadline)
+            .await?;
+        if resp.status != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(challenge) = resp.header("www-authenticate").and_then(parse_bearer) else {
+            return Ok(resp);
+        };
+        self.fetch_token(&challenge, deadline).await?;
+        self.send_following(&method, target, headers, body, deadline)
+            .await
+    }
+
+    /// Asks the token service named by a `Bearer` challenge for a token, with the
+    /// credentials if there are any; keeps it for the next requests.
+    async fn fetch_token(
+        &self,
+        challenge: &[(String, String)],
+        deadline: Instant,
+    ) -> Result<(), OciError> {
+        let get = |key: &str| {
+            challenge
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let realm = get("realm").ok_or_else(|| {
+            OciError::protocol(&self.authority, "a Bearer challenge without realm")
+        })?;
+        let (authority, path) =
+            split_location(realm, &self.authority, self.scheme()).ok_or_else(|| {
+                OciError::protocol(&self.authority, "a token realm of another scheme, refused")
+            })?;
+        let mut query = Vec::new();
+        for key in ["service", "scope"] {
+            if let Some(v) = get(key) {
+                query.push(format!("{key}={}", query_escape(v)));
+            }
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let target = format!("{path}{sep}{}", query.join("&"));
+        let auth = self.opts.credentials.as_ref().map(Credentials::header);
+        let what = "a token from the registry's token service";
+        let data = self
+            .once(
+                &authority,
+                auth,
+                &Method::GET,
+                &target,
+                &[],
+                Bytes::new(),
+                deadline,
+            )
+            .await?
+            .check(what)?
+            .bytes(64 * 1024, what)
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let token: Token = serde_json::from_slice(&data)
+            .map_err(|e| OciError::protocol(&authority, format!("{what}: {e}")))?;
+        let token = token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| OciError::protocol(&authority, format!("{what}: no token in it")))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| OciError::protocol(&authority, format!("{what}: not a header value")))?;
+        value.set_sensitive(true);
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        Ok(())
+    }
+
+    /// What to send in `Authorization` to the registry's own host: the bearer token if
+    /// there is one, else the basic credentials if any.
+    fn registry_auth(&self) -> Option<HeaderValue> {
+        let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        token.or_else(|| self.opts.credentials.as_ref().map(Credentials::header))
+    }
+
+    async fn send_following(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Response, OciError> {
         let mut authority = self.authority.clone();
         let mut target = target.to_owned();
         for _ in 0..=MAX_REDIRECTS {
-            let own = authority == self.authority;
+            let auth = (authority == self.authority)
+                .then(|| self.registry_auth())
+                .flatten();
             let resp = self
                 .once(
                     &authority,
-                    own,
-                    &method,
+                    auth,
+                    method,
                     &target,
                     headers,
                     body.clone(),
@@ -256,7 +354,7 @@ impl Http {
     async fn once(
         &self,
         authority: &str,
-        with_credentials: bool,
+        auth: Option<HeaderValue>,
         method: &Method,
         target: &str,
         headers: &[(&str, &str)],
@@ -313,8 +411,8 @@ impl Http {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        if let (true, Some(c)) = (with_credentials, &self.opts.credentials) {
-            req = req.header(AUTHORIZATION, c.header());
+        if let Some(value) = auth {
+            req = req.header(AUTHORIZATION, value);
         }
         let req = req
             .body(Full::new(body))
@@ -500,6 +598,38 @@ fn split_location(location: &str, current: &str, scheme: &str) -> Option<(String
     Some((with_port(authority, port), path.to_owned()))
 }
 
+/// The parameters of a `Bearer` challenge (`Bearer realm="...",service="...",...`).
+fn parse_bearer(header: &str) -> Option<Vec<(String, String)>> {
+    let rest = header.trim();
+    let rest = rest
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("bearer "))
+        .map(|_| &rest[7..])?;
+    let mut out = Vec::new();
+    let mut rest = rest.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let after = after.strip_prefix('"')?;
+        let end = after.find('"')?;
+        out.push((key.trim().to_ascii_lowercase(), after[..end].to_owned()));
+        rest = after[end + 1..].trim_start_matches([',', ' ']);
+    }
+    Some(out)
+}
+
+/// Percent-encodes a query value (unreserved characters and `:/` kept).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Standard base64 with padding.
 fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -539,6 +669,27 @@ mod tests {
         ] {
             assert_eq!(base64(plain.as_bytes()), coded);
         }
+    }
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let c = parse_bearer(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            [
+                ("realm".into(), "https://auth.example/token".into()),
+                ("service".into(), "registry.example".into()),
+                ("scope".into(), "repository:a/b:pull,push".into()),
+            ]
+        );
+        assert_eq!(parse_bearer(r#"Basic realm="x""#), None);
+        assert_eq!(
+            query_escape("repository:a/b:pull,push x"),
+            "repository:a/b:pull%2Cpush%20x"
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@ const USER: &str = "tester";
 const PASSWORD: &str = "test-registry-password-7Qx";
 const HTPASSWD: &str = "tester:$2b$05$3hWV3y.LmXx2qiuFeYXO8uWuxUOD2vuNr9OxZN/skZzWkoW.gsnqa";
 const PLUGIN: &str = "ocidemo";
+/// The test token service's token, and the basic credentials it takes (base64 of
+/// `USER:PASSWORD`).
+const TOKEN: &str = "tok-7c1e55";
+const BASIC: &str = "dGVzdGVyOnRlc3QtcmVnaXN0cnktcGFzc3dvcmQtN1F4";
 
 /// Exit codes of dynplug-pack.
 const NOT_FOUND: i32 = 3;
@@ -813,9 +817,28 @@ fn an_image_layout_archive_installs_offline_and_a_tampered_one_is_refused() {
 
 /// Serves an unpacked image layout (`dir`) as a registry would, except that the blob
 /// `stall_on` is sent only half, then the connection is held. With `referrers`, it has
-/// the OCI 1.1 referrers API and no signature tags; without, the reverse.
-fn layout_server(dir: PathBuf, stall_on: String, referrers: bool) -> Hostile {
+/// the OCI 1.1 referrers API and no signature tags; without, the reverse. With
+/// `bearer_realm`, a request without the token `TOKEN` is answered 401 with a Bearer
+/// challenge naming that realm.
+fn layout_server(
+    dir: PathBuf,
+    stall_on: String,
+    referrers: bool,
+    bearer_realm: Option<String>,
+) -> Hostile {
     Hostile::start("127.0.0.1", move |head, conn, sent| {
+        if let Some(realm) = &bearer_realm {
+            if !head
+                .to_ascii_lowercase()
+                .contains(&format!("bearer {TOKEN}"))
+            {
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\",scope=\"repository:b/ocidemo:pull\"\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = conn.write_all(answer.as_bytes());
+                return;
+            }
+        }
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let last = path.rsplit('/').next().unwrap_or("").to_owned();
         let index: serde_json::Value =
@@ -895,7 +918,7 @@ fn unpacked_layout(p: &Plugins, file: &Path) -> (PathBuf, PathBuf) {
 fn a_signature_is_found_through_the_referrers_api() {
     let p = Plugins::build();
     let (_, layout) = unpacked_layout(&p, &p.v1);
-    let server = layout_server(layout, String::new(), true);
+    let server = layout_server(layout, String::new(), true, None);
     let into = PluginDir::new();
     let (code, out) = pull(
         &p,
@@ -922,7 +945,7 @@ fn a_pull_killed_mid_download_leaves_no_plugin_file_and_the_next_pull_cleans_up(
         "{}",
         dynplug_oci::digest::Digest::of(&std::fs::read(&p.v1).unwrap())
     );
-    let server = layout_server(layout, layer, false);
+    let server = layout_server(layout, layer, false, None);
 
     let into = PluginDir::new();
     let (into_s, keys) = (
@@ -1113,4 +1136,55 @@ fn a_tls_registry_is_trusted_through_its_ca_file_and_refused_without_it() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
     assert!(!(out + &err).contains(PASSWORD));
+}
+
+#[test]
+fn a_bearer_token_registry_is_logged_into_through_its_token_service() {
+    let p = Plugins::build();
+    let (_, layout) = unpacked_layout(&p, &p.v1);
+    let tokens = Hostile::start("127.0.0.1", |head, conn, _| {
+        let answer = if head.contains(&format!("Basic {BASIC}"))
+            || head.contains(&format!("basic {BASIC}"))
+        {
+            let body = format!(r#"{{"token":"{TOKEN}"}}"#);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
+        };
+        let _ = conn.write_all(answer.as_bytes());
+    });
+    let realm = format!("http://{}/token", tokens.addr);
+    let server = layout_server(layout, String::new(), false, Some(realm));
+    let reference = format!("{}/b/ocidemo:1.0.0", server.addr);
+    let into = PluginDir::new();
+
+    // No credentials: the token service refuses, and so does the pull.
+    let (code, out) = pull(&p, into.path(), &reference, &[]);
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(out.contains("refused access (401)"), "{out}");
+    assert!(listing(into.path()).is_empty());
+
+    let cred = p.credentials(PASSWORD).display().to_string();
+    let (code, out) = pull(&p, into.path(), &reference, &["--credentials-file", &cred]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified (key build)"), "{out}");
+    assert_eq!(listing(into.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    let asked = tokens.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|h| h.contains("service=test") && h.contains("scope=repository:b/ocidemo:pull")),
+        "{asked:?}"
+    );
+    // Once it has the token, the registry sees the token on every request.
+    let seen = server.requests();
+    let with_token = seen
+        .iter()
+        .skip_while(|h| !h.to_ascii_lowercase().contains(&format!("bearer {TOKEN}")))
+        .count();
+    assert!(with_token >= 4, "{seen:?}");
+    assert!(!out.contains(TOKEN) && !out.contains(PASSWORD), "{out}");
 }
