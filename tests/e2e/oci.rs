@@ -1188,3 +1188,85 @@ fn a_bearer_token_registry_is_logged_into_through_its_token_service() {
     assert!(with_token >= 4, "{seen:?}");
     assert!(!out.contains(TOKEN) && !out.contains(PASSWORD), "{out}");
 }
+
+/// Rewrites the blob of `digest` in `layout` with `edit` applied to its JSON; returns
+/// the new (digest, size).
+fn rewrite_json(
+    layout: &Path,
+    digest: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (String, u64) {
+    let blobs = layout.join("blobs/sha256");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&digest["sha256:".len()..])).unwrap())
+            .unwrap();
+    edit(&mut value);
+    let data = serde_json::to_vec(&value).unwrap();
+    let new = dynplug_oci::digest::Digest::of(&data);
+    std::fs::write(blobs.join(new.hex()), &data).unwrap();
+    (new.to_string(), data.len() as u64)
+}
+
+#[test]
+fn a_config_that_lies_about_the_signed_file_is_refused() {
+    let p = Plugins::build();
+    let (_, layout) = unpacked_layout(&p, &p.v1);
+    // The registry rewrites the config (version 9.9.9) and everything above it, and
+    // re-attaches the file's real signature: the file and its signature are untouched.
+    let index_path = layout.join("index.json");
+    let mut top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entries = top["manifests"].as_array_mut().unwrap();
+    let at = |tag_sig: bool| {
+        entries
+            .iter()
+            .position(|m| m["artifactType"].is_string() == tag_sig)
+            .unwrap()
+    };
+    let (plugin_at, sig_at) = (at(false), at(true));
+    let index_digest = entries[plugin_at]["digest"].as_str().unwrap().to_owned();
+    let sig_digest = entries[sig_at]["digest"].as_str().unwrap().to_owned();
+    let mut new_manifest = (String::new(), 0);
+    let new_index = rewrite_json(&layout, &index_digest, |index| {
+        let entry = &mut index["manifests"][0];
+        let manifest = entry["digest"].as_str().unwrap().to_owned();
+        new_manifest = rewrite_json(&layout, &manifest, |m| {
+            let config = m["config"]["digest"].as_str().unwrap().to_owned();
+            let (d, n) = rewrite_json(&layout, &config, |c| c["version"] = "9.9.9".into());
+            m["config"]["digest"] = d.into();
+            m["config"]["size"] = n.into();
+        });
+        entry["digest"] = new_manifest.0.clone().into();
+        entry["size"] = new_manifest.1.into();
+    });
+    let new_sig = rewrite_json(&layout, &sig_digest, |s| {
+        s["subject"]["digest"] = new_manifest.0.clone().into();
+        s["subject"]["size"] = new_manifest.1.into();
+    });
+    let sig_tag = format!("sha256-{}.sig", &new_manifest.0["sha256:".len()..]);
+    entries[plugin_at]["digest"] = new_index.0.into();
+    entries[plugin_at]["size"] = new_index.1.into();
+    entries[sig_at]["digest"] = new_sig.0.into();
+    entries[sig_at]["size"] = new_sig.1.into();
+    entries[sig_at]["annotations"]["org.opencontainers.image.ref.name"] = sig_tag.into();
+    std::fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+
+    let server = layout_server(layout, String::new(), false, None);
+    let into = PluginDir::new();
+    let (code, out) = pull(
+        &p,
+        into.path(),
+        &format!("{}/l/ocidemo:1.0.0", server.addr),
+        &["--version", ">=9"],
+    );
+    assert_eq!(code, REFUSED, "{out}");
+    assert!(
+        out.contains("the file says ocidemo 1.0.0") && out.contains("config says ocidemo 9.9.9"),
+        "{out}"
+    );
+    assert!(
+        listing(into.path()).is_empty(),
+        "{:?}",
+        listing(into.path())
+    );
+}
