@@ -150,11 +150,15 @@ impl Keyring {
             Err(e) if e.is_missing() => return Verdict::Unsigned,
             Err(e) => return Verdict::Bad(e.to_string()),
         };
+        self.verify(&text, data, &sig_path.display().to_string())
+    }
+
+    /// Checks `text`, a signature in the `.sig` file format (named `origin` in the
+    /// verdict), over `data`: for signatures that come from elsewhere than a file beside
+    /// the plugin (a registry).
+    pub fn verify(&self, text: &str, data: &[u8], origin: &str) -> Verdict {
         let Some(bytes) = from_hex(text.trim()).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
-            return Verdict::Bad(format!(
-                "{} is not the hex of a 64-byte signature",
-                sig_path.display()
-            ));
+            return Verdict::Bad(format!("{origin} is not the hex of a 64-byte signature"));
         };
         let signature = Signature::from_bytes(&bytes);
         for (name, key) in &self.keys {

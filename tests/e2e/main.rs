@@ -14,6 +14,7 @@ mod judged_bytes;
 mod limits;
 mod manager;
 mod metadata;
+mod oci;
 mod registry;
 mod rest;
 mod signatures;
