@@ -351,6 +351,8 @@ check "active again after the restart" waitfor 20 sh -c '[ "$(systemctl show -P 
 rm -r /run/systemd/system/dynplugd.service.d
 systemctl daemon-reload
 
+. /e2e/cockpit.sh
+
 echo "# hardening"
 systemd-analyze security dynplugd.service --no-pager >/e2e/results/security.txt 2>&1
 score=$(grep -o 'Overall exposure level for dynplugd.service: [0-9.]* [A-Z]*' /e2e/results/security.txt)

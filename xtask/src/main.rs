@@ -10,6 +10,8 @@
 //!   completions, man pages); then `cargo deb -p dynplugd --no-build` (dist built the
 //!   binaries). Plugins are signed with the key in $DYNPLUG_SIGNING_KEY, else with a
 //!   build key made once in target/release/build-key.key;
+//! - `cockpit-deb`: the `cockpit-dynplug` package (the Cockpit page in packaging/cockpit,
+//!   installed to /usr/share/cockpit/dynplug/), made with dpkg-deb in target/debian/;
 //! - `keygen PATH`: a new ed25519 key pair, PATH.key (secret, mode 0600) and PATH.pub
 //!   (for a daemon's `trust.keys_dir`);
 //! - `sign --key KEY FILE...`: writes FILE.sig, the detached signature of each file;
@@ -19,6 +21,8 @@
 //! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
 //!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
 //!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
+
+mod cockpit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -371,6 +375,8 @@ fn main() -> ExitCode {
         }
         Some("demo") => demo(),
         Some("dist") => dist(),
+        Some("cockpit-deb") => cockpit::build_deb(&root(), &target_dir(), env!("CARGO_PKG_VERSION"))
+            .map(|deb| println!("built {}", deb.display())),
         Some("keygen") => match args.get(1) {
             Some(path) => keygen(Path::new(path)),
             None => Err("usage: cargo xtask keygen PATH (writes PATH.key and PATH.pub)".into()),
@@ -384,7 +390,7 @@ fn main() -> ExitCode {
         },
         Some("test") => check(cargo().args(["test", "--workspace"]).args(&args[1..]).status(), "cargo test")
             .and_then(|()| check(Command::new(root().join("tests/systemd/run.sh")).status(), "systemd end-to-end tests")),
-        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | dist | test | demo | keygen PATH | sign --key KEY FILE...".into()),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | dist | cockpit-deb | test | demo | keygen PATH | sign --key KEY FILE...".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
