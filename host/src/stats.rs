@@ -69,9 +69,9 @@ pub fn bucket_of(us: u64) -> usize {
     LATENCY_BOUNDS_US.partition_point(|bound| *bound < us)
 }
 
-/// The live counters of one plugin.
+/// The live counters of one plugin: what every call records, without a lock.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     calls: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
@@ -85,7 +85,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// Counts one call that took `elapsed`; `Err((message, timed_out))` for a failure.
-    pub(crate) fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {
+    pub fn record(&self, elapsed: Duration, outcome: Result<(), (&str, bool)>) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         // Relaxed: each counter is exact on its own; a sample taken during a call may
         // see one field counted and another not yet (a call's worth, never more).
@@ -103,12 +103,12 @@ impl Counters {
     }
 
     /// Counts one extra attempt.
-    pub(crate) fn record_retry(&self) {
+    pub fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters now; `with_error` also copies the last failure's message.
-    pub(crate) fn snapshot(&self, with_error: bool) -> CallStats {
+    pub fn snapshot(&self, with_error: bool) -> CallStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CallStats {
             calls: get(&self.calls),

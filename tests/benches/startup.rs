@@ -5,7 +5,7 @@
 //! reports: READY cold (no registry cache) and warm
 //! (second start, cache present), resident memory and open descriptors after READY, a
 //! reload with nothing changed and with one file changed (SIGHUP to READY=1), and
-//! `ListPlugins` and `GetManagedObjects` (median of 5 calls).
+//! `ListPlugins`, `GetManagedObjects` and `GetStats` (median of 5 calls).
 //!
 //! Run: `cargo bench -p dynplug-tests --bench startup` (`DYNPLUG_BENCH_PLUGINS=N` for
 //! another count). There is no bare peer for a start-up; the figures stand alone.
@@ -103,7 +103,7 @@ fn main() {
     let _ = dynplug_tests::binary("dynplugd");
     println!("{count} plugins; times from spawn (or SIGHUP) to READY=1\n");
     println!(
-        "{:<34} {:>10} {:>10} {:>8} {:>6} {:>12} {:>12} {:>11} {:>12}",
+        "{:<34} {:>10} {:>10} {:>8} {:>6} {:>12} {:>12} {:>11} {:>12} {:>9}",
         "directory",
         "cold",
         "warm",
@@ -112,7 +112,8 @@ fn main() {
         "reload none",
         "reload one",
         "ListPlugins",
-        "GetManaged"
+        "GetManaged",
+        "GetStats"
     );
     for (label, defines) in [
         ("with .dynplug.meta", vec!["PLUGIN_NAME=\"p0000\""]),
@@ -169,8 +170,14 @@ fn main() {
                 "org.freedesktop.DBus.ObjectManager",
                 "GetManagedObjects",
             );
+            let stats = call_median(
+                &bus,
+                "/org/dynplug/Manager",
+                "org.dynplug.Manager",
+                "GetStats",
+            );
             println!(
-                "{:<34} {:>10} {:>10} {:>8.1} {:>6} {:>12} {:>12} {:>11} {:>12}",
+                "{:<34} {:>10} {:>10} {:>8.1} {:>6} {:>12} {:>12} {:>11} {:>12} {:>9}",
                 format!("{label}, {isolation}"),
                 ms(cold),
                 ms(warm),
@@ -179,7 +186,8 @@ fn main() {
                 ms(none),
                 ms(one),
                 ms(list),
-                ms(managed)
+                ms(managed),
+                ms(stats)
             );
             drop(daemon);
         }
