@@ -93,6 +93,8 @@ pub mod trust;
 #[cfg(feature = "host")]
 pub mod views;
 #[cfg(feature = "host")]
+pub mod wasm_tier;
+#[cfg(feature = "host")]
 pub mod worker;
 
 #[cfg(feature = "host")]

@@ -19,3 +19,4 @@ mod rest;
 mod signatures;
 mod structure;
 mod visibility;
+mod wasm;
