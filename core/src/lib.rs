@@ -13,12 +13,12 @@
 //! For the host (feature `host`), three crates whose dependencies run one way
 //! (loader ← isolation ← host):
 //! - `dynplug-loader`: `trust`, `sealed`, `signature`, `metadata`, `settings_schema`,
-//!   `library`, `inspect`, `name`, `fatal`, `testkit`, `call_rules` — a file judged once
+//!   `library`, `name`, `fatal`, `testkit`, `call_rules` — a file judged once
 //!   and what was judged is what runs; no async runtime;
 //! - `dynplug-isolation`, here as `worker`: worker processes, their sandbox, protocol,
 //!   pool, probes and shared regions; `cancel`, `resources`;
 //! - `dynplug-host`: `manager`, `config`, `jobs`, `host`, `fastpath`, `events`, `state`,
-//!   `registry_cache`, `stats`, `views`;
+//!   `registry_cache`, `stats`, `views`, `inspect`, `wasm_tier` (with `dynplug-wasm`);
 //! - `error`: the errors of all three, one enum per layer.
 //!
 //! No D-Bus and no HTTP here: the daemon wires this crate to the world.
@@ -32,16 +32,16 @@ pub use dynplug_sdk::{
 
 #[cfg(feature = "host")]
 pub use dynplug_host::{
-    config, error, events, fastpath, host, jobs, manager, registry_cache, state, stats, views,
-    CallStats, Change, Manager, PluginInfo, PluginSample, PluginStatus, ReloadReport, Sample,
-    Summary, LATENCY_BOUNDS_US,
+    config, error, events, fastpath, host, inspect, jobs, manager, registry_cache, state, stats,
+    views, wasm_tier, CallStats, Change, Manager, PluginInfo, PluginSample, PluginStatus,
+    ReloadReport, Sample, Summary, LATENCY_BOUNDS_US,
 };
 #[cfg(feature = "host")]
 pub use dynplug_isolation::{cancel, resources};
 #[cfg(feature = "host")]
 pub use dynplug_loader::{
-    call_rules, fatal, inspect, library, locks, metadata, name, sealed, settings_schema, signature,
-    testkit, trust, trust_config,
+    call_rules, fatal, library, locks, metadata, name, sealed, settings_schema, signature, testkit,
+    trust, trust_config,
 };
 
 /// Process isolation: the `dynplug-isolation` crate.

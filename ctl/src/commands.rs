@@ -130,6 +130,11 @@ fn detail_fields(d: &PluginDetails) -> Vec<(&'static str, Value)> {
         ("Sandbox", json!(d.sandbox)),
         ("Signature", json!(d.signature)),
         ("SettingsSchema", json!(d.settings_schema)),
+        ("WasmTraps", json!(d.wasm_traps)),
+        ("WasmPeakMemoryBytes", json!(d.wasm_peak_memory_bytes)),
+        ("WasmMemoryLimitBytes", json!(d.wasm_memory_limit_bytes)),
+        ("WasmCompileUs", json!(d.wasm_compile_us)),
+        ("WasmArtifact", json!(d.wasm_artifact)),
     ];
     fields.into_iter().filter(|(_, v)| !v.is_null()).collect()
 }

@@ -80,9 +80,9 @@ pub struct PluginDetails {
     pub last_us: Option<u64>,
     /// Message of the last failed call.
     pub last_error: Option<String>,
-    /// `in-process` or `process`.
+    /// `in-process`, `process` or `wasm`.
     pub isolation: Option<String>,
-    /// How calls are made: `inline`, `threads` or `workers`.
+    /// How calls are made: `inline`, `threads`, `workers` or `wasm`.
     pub call_path: Option<String>,
     /// Live worker processes.
     pub workers: Option<u32>,
@@ -106,6 +106,18 @@ pub struct PluginDetails {
     /// What checking its signature found (`verified (key NAME)`, `unsigned (...)`,
     /// `bad signature: ...`, `not checked (...)`).
     pub signature: Option<String>,
+    /// WebAssembly plugins: calls that trapped or were stopped at a limit.
+    pub wasm_traps: Option<u64>,
+    /// WebAssembly plugins: the most memory one instance had, bytes.
+    pub wasm_peak_memory_bytes: Option<u64>,
+    /// WebAssembly plugins: the memory limit of each instance, bytes.
+    pub wasm_memory_limit_bytes: Option<u64>,
+    /// WebAssembly plugins: how long compiling (or loading the precompiled artifact)
+    /// took, µs.
+    pub wasm_compile_us: Option<u64>,
+    /// WebAssembly plugins: where the code came from (`compiled and stored`,
+    /// `precompiled artifact`, `recompiled (WHY)`, `compiled`).
+    pub wasm_artifact: Option<String>,
 }
 
 /// The manager interface, as clients call it.

@@ -406,6 +406,9 @@ pub enum Isolation {
     InProcess,
     /// In a separate worker process.
     Process,
+    /// In a WebAssembly sandbox in the daemon's process (`*.wasm` component plugins;
+    /// a `.wasm` file runs so whatever its `isolation` says).
+    Wasm,
 }
 
 /// Whether calls of an in-process plugin may run on the calling thread.

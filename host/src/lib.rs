@@ -9,6 +9,9 @@
 //!   cancellation, events under a budget;
 //! - [`fastpath`]: when an in-process plugin's calls run inline (learned, watched);
 //! - [`events`]: the lifecycle events the daemon publishes;
+//! - [`inspect`]: the report of `dynplugd --inspect FILE` for a library or a
+//!   WebAssembly component (runs no plugin code);
+//! - [`wasm_tier`]: `*.wasm` component plugins on the `dynplug-wasm` runtime;
 //! - [`state`]: runtime enable/disable persisted atomically apart from the config;
 //! - [`registry_cache`]: what earlier probes learned of plugin files;
 //! - [`stats`]: per-plugin call counters and latency histogram (atomics, no lock);
@@ -21,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod fastpath;
 pub mod host;
+pub mod inspect;
 pub mod jobs;
 pub mod manager;
 pub mod registry_cache;
@@ -30,6 +34,7 @@ mod slot;
 pub mod state;
 pub mod stats;
 pub mod views;
+pub mod wasm_tier;
 
 pub use manager::{
     Change, Manager, PluginInfo, PluginSample, PluginStatus, ReloadReport, Sample, Summary,

@@ -346,6 +346,9 @@ pub(crate) fn scan(
             let (image, verdict) = taken?;
             let sig_identity = signing.signature_identity(p);
             let mut lib = match probe {
+                // A component: described from its metadata section, never probed or
+                // loaded as a library.
+                _ if crate::wasm_tier::is_wasm(p) => crate::wasm_tier::open(p, image),
                 Some(probe) => probe.open(p, image),
                 None => PluginLibrary::load(p, &image),
             }?;

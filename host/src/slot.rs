@@ -99,6 +99,9 @@ pub(crate) struct Slot {
     instance: OnceLock<Result<Arc<Instance>, LoadError>>,
     /// Worker processes, for `isolation: process`; the instance is then never created here.
     pub(crate) pool: Option<Arc<WorkerPool>>,
+    /// The WebAssembly side of a `.wasm` plugin (set once, when the slot is made); no
+    /// native instance is then ever created.
+    pub(crate) wasm: OnceLock<Arc<crate::wasm_tier::WasmSlot>>,
     enabled: AtomicBool,
     pub(crate) settings_json: Mutex<String>,
     pub(crate) limits: RwLock<Limits>,
@@ -123,6 +126,7 @@ impl Slot {
             library,
             instance: OnceLock::new(),
             pool,
+            wasm: OnceLock::new(),
             enabled: AtomicBool::new(enabled),
             settings_json: Mutex::new(settings_json),
             limits: RwLock::new(limits),

@@ -58,8 +58,8 @@ pub struct PluginInfo {
     /// Where it runs.
     pub isolation: Isolation,
     /// How its calls are made: `inline` (proven fast, on the caller's thread),
-    /// `threads` (handed to a thread each: learning, demoted or `fast_path: off`), or
-    /// `workers` (isolated).
+    /// `threads` (handed to a thread each: learning, demoted or `fast_path: off`),
+    /// `workers` (isolated) or `wasm` (a fresh WebAssembly instance per call).
     pub call_path: &'static str,
     /// The configured version requirement, if any.
     pub version_requirement: Option<String>,
@@ -70,6 +70,8 @@ pub struct PluginInfo {
     /// What checking its signature found ("verified (key build)", "unsigned (...)",
     /// "not checked (...)"; empty for a file that failed to load).
     pub signature: String,
+    /// For a WebAssembly plugin: its traps, memory, compile time and artifact.
+    pub wasm: Option<crate::wasm_tier::WasmStatus>,
 }
 
 impl PluginInfo {
@@ -98,6 +100,10 @@ impl PluginInfo {
                 .collect()
         };
         match report {
+            None if self.wasm.is_some() => crate::wasm_tier::SANDBOX_LAYERS
+                .iter()
+                .map(|(layer, state)| ((*layer).to_owned(), (*state).to_owned()))
+                .collect(),
             None => fixed("none: runs inside the daemon (isolation: in-process)"),
             Some(None) => fixed("pending: no worker started yet"),
             Some(Some(report)) => report

@@ -18,6 +18,15 @@ pub enum LoadError {
         /// The OS error.
         reason: String,
     },
+    /// A WebAssembly component was refused: not a component, an import the host does
+    /// not provide, no metadata section, or it does not compile.
+    #[error("refusing {path}: {reason}")]
+    Wasm {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The file failed a trust check (permissions, owner, setuid).
     #[error("refusing {path}: {reason}")]
     Untrusted {
@@ -186,6 +195,15 @@ pub enum CallError {
         plugin: String,
         /// What was wrong.
         reason: String,
+    },
+    /// A WebAssembly plugin trapped (the trap named) or was stopped; its instance is
+    /// gone, the daemon and other calls are untouched.
+    #[error("plugin `{plugin}` {message}")]
+    Trapped {
+        /// The plugin.
+        plugin: String,
+        /// The trap, named (`trapped: unreachable`, `trapped: stack overflow`, ...).
+        message: String,
     },
     /// The plugin returned bytes that are not UTF-8.
     #[error("plugin `{plugin}` returned output that is not valid UTF-8")]

@@ -15,7 +15,6 @@
 //!   panics;
 //! - [`call_rules`]: the limits every host of a call applies (log line, status text,
 //!   event sizes and budgets, the cancellation grace);
-//! - [`inspect`]: the report of `dynplugd --inspect FILE` (runs no plugin code);
 //! - [`name`]: plugin name rules; [`fatal`]: fatal signals raised by plugin code end the
 //!   process instead of vanishing; [`locks`]: the one poisoned-lock policy;
 //! - [`testkit`]: load a built plugin through the real ABI in a plugin's own tests;
@@ -24,7 +23,6 @@
 pub mod call_rules;
 pub mod error;
 pub mod fatal;
-pub mod inspect;
 pub mod library;
 pub mod locks;
 pub mod metadata;

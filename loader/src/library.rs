@@ -676,7 +676,7 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "so"))
+        .filter(|p| p.extension().is_some_and(|x| x == "so" || x == "wasm"))
         .collect();
     files.sort();
     Ok(files)

@@ -21,3 +21,4 @@ mod signatures;
 mod structure;
 mod top;
 mod visibility;
+mod wasm;

@@ -165,6 +165,7 @@ fn no_crate_has_a_module_circle() {
         "ctl",
         "worker",
         "oci",
+        "wasm",
     ] {
         for circle in circles(&edges(&root.join(krate).join("src"))) {
             found.push(format!("{krate}: {}", circle.join(" <-> ")));
@@ -219,8 +220,10 @@ fn the_host_crates_depend_one_way() {
     assert_eq!(ours("isolation"), set(&["dynplug-sdk", "dynplug-loader"]));
     assert_eq!(
         ours("host"),
-        set(&["dynplug-sdk", "dynplug-loader", "dynplug-isolation"])
+        set(&["dynplug-sdk", "dynplug-loader", "dynplug-isolation", "dynplug-wasm"])
     );
+    // The WebAssembly runtime knows the SDK's interface and nothing of the host.
+    assert_eq!(ours("wasm"), set(&["dynplug-sdk"]));
     assert_eq!(ours("worker"), set(&["dynplug-isolation"]));
     // Registry pulls judge files with the loader's rules, never the host.
     assert_eq!(ours("oci"), set(&["dynplug-sdk", "dynplug-loader"]));

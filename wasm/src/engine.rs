@@ -58,6 +58,33 @@ pub(crate) fn shared() -> &'static Shared {
     })
 }
 
+/// Whether this process may make memory executable: wasmtime writes compiled code
+/// (fresh or from an artifact) and then maps it executable, which systemd's
+/// `MemoryDenyWriteExecute=yes` (seccomp, or the kernel's PR_SET_MDWE) forbids.
+pub fn executable_memory_allowed() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        // SAFETY: a fresh anonymous private page, changed only in its protection and
+        // unmapped before returning; no pointer to it escapes.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page == libc::MAP_FAILED {
+                return false;
+            }
+            let allowed = libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC) == 0;
+            libc::munmap(page, 4096);
+            allowed
+        }
+    })
+}
+
 /// Feeds `Hash` into SHA-256, so the engine's compatibility hash is stable across
 /// runs (std's default hasher is not).
 struct ShaHasher(Sha256);

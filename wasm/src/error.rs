@@ -36,6 +36,9 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// This process may not make memory executable, so no compiled code can run.
+    #[error("this process may not make memory executable (systemd's MemoryDenyWriteExecute=yes?): WebAssembly plugins need it allowed, see docs/wasm.md")]
+    NoExecutableMemory,
     /// The compiler refused it (invalid WebAssembly, an unsupported feature).
     #[error("cannot compile: {0}")]
     Compile(String),

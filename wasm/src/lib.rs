@@ -23,7 +23,7 @@ mod state;
 
 pub use cache::{artifacts, Artifact};
 pub use describe::{describe, Description, MAX_META, META_SECTION, PACKAGE, WIT_VERSION};
-pub use engine::{wasmtime_version, MAX_WASM_STACK, TICK};
+pub use engine::{executable_memory_allowed, wasmtime_version, MAX_WASM_STACK, TICK};
 pub use error::{CallError, LoadError};
 pub use plugin::{check_imports, Answer, CallLimits, Options, WasmPlugin, MAX_STDIO};
 

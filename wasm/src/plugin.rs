@@ -139,6 +139,9 @@ impl WasmPlugin {
                 reason: "missing (the component must target world dynplug:plugin/plugin)".into(),
             });
         }
+        if !crate::engine::executable_memory_allowed() {
+            return Err(LoadError::NoExecutableMemory);
+        }
         let shared = shared();
         let began = Instant::now();
         let (component, artifact) = cache::compile(shared, bytes, options.cache_dir.as_deref())

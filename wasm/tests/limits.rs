@@ -390,3 +390,44 @@ fn many_calls_at_once_each_get_their_own_answer() {
         t.join().unwrap();
     }
 }
+
+/// Set in the child process of the test below.
+const MDWE_CHILD: &str = "DYNPLUG_TEST_UNDER_MDWE";
+
+#[test]
+fn under_memory_deny_write_execute_loading_fails_naming_it() {
+    if std::env::var_os(MDWE_CHILD).is_some() {
+        // PR_SET_MDWE (65) with PR_MDWE_REFUSE_EXEC_GAIN (1): what systemd's
+        // MemoryDenyWriteExecute=yes sets where the kernel has it (Linux 6.3).
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(65, 1, 0, 0, 0) } != 0 {
+            println!("SKIP: this kernel has no PR_SET_MDWE");
+            return;
+        }
+        assert!(!dynplug_wasm::executable_memory_allowed());
+        let err = WasmPlugin::load(&guests::component("t", &guests::ECHO), options()).unwrap_err();
+        assert!(matches!(err, LoadError::NoExecutableMemory), "{err}");
+        assert!(err.to_string().contains("MemoryDenyWriteExecute"), "{err}");
+        return;
+    }
+    assert!(dynplug_wasm::executable_memory_allowed());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "under_memory_deny_write_execute_loading_fails_naming_it",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(MDWE_CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
+    if text.contains("SKIP") {
+        println!("SKIP: this kernel has no PR_SET_MDWE");
+    }
+}

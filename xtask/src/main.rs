@@ -18,6 +18,11 @@
 //! - `test`: every test: `cargo test --workspace`, then the systemd end-to-end suite
 //!   (tests/systemd/run.sh; it skips with a message where it cannot run: not root, no
 //!   systemd-nspawn, debootstrap or cargo-deb);
+//! - `wasm [--out DIR]`: builds the WebAssembly example plugins (plugins/wasm-*: C,
+//!   Python, JavaScript) into DIR (default target/wasm-plugins), skipping, with the
+//!   command that installs it, a language whose toolchain is missing;
+//! - `wasm-component MODULE META OUT`: a plugin component from a core module (or a
+//!   component) and a `plugin.meta` file (see docs/wasm.md);
 //! - `demo`: builds everything, deploys the example plugins into target/demo/plugins,
 //!   starts a private D-Bus bus and runs dynplugd on it in the foreground, printing the
 //!   commands that talk to it. Ctrl-C stops both. Needs no root and no system bus.
@@ -26,6 +31,8 @@ mod cockpit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod wasm;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,7 +96,9 @@ fn c_plugins() -> Vec<PathBuf> {
         .flatten()
         .flatten()
     {
-        if entry.path().join("Cargo.toml").exists() {
+        // WebAssembly examples (plugins/wasm-*) are built by `cargo xtask wasm`.
+        let wasm = entry.file_name().to_string_lossy().starts_with("wasm-");
+        if wasm || entry.path().join("Cargo.toml").exists() {
             continue;
         }
         for file in std::fs::read_dir(entry.path())
@@ -374,6 +383,18 @@ fn main() -> ExitCode {
             deploy(&dir, release)
         }
         Some("demo") => demo(),
+        Some("wasm") => wasm::build_examples(
+            args.iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from),
+        ),
+        Some("wasm-component") => match &args[1..] {
+            [module, meta, out] => {
+                wasm::component(Path::new(module), Path::new(meta), Path::new(out))
+            }
+            _ => Err("usage: cargo xtask wasm-component MODULE plugin.meta OUT.wasm".into()),
+        },
         Some("dist") => dist(),
         Some("cockpit-deb") => cockpit::build_deb(&root(), &target_dir(), env!("CARGO_PKG_VERSION"))
             .map(|deb| println!("built {}", deb.display())),
@@ -390,7 +411,7 @@ fn main() -> ExitCode {
         },
         Some("test") => check(cargo().args(["test", "--workspace"]).args(&args[1..]).status(), "cargo test")
             .and_then(|()| check(Command::new(root().join("tests/systemd/run.sh")).status(), "systemd end-to-end tests")),
-        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | dist | cockpit-deb | test | demo | keygen PATH | sign --key KEY FILE...".into()),
+        _ => Err("usage: cargo xtask deploy [--release] [--dir DIR] | dist | cockpit-deb | test | demo | wasm [--out DIR] | wasm-component MODULE META OUT | keygen PATH | sign --key KEY FILE...".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

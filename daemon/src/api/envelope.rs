@@ -116,9 +116,11 @@ pub fn status_of(e: &ManagerError) -> Option<(StatusCode, &'static str)> {
             (StatusCode::UNPROCESSABLE_ENTITY, "execution_failed")
         }
         // A fault in the plugin itself.
-        ManagerError::Call(CallError::Panicked { .. } | CallError::InvalidOutput { .. }) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed")
-        }
+        ManagerError::Call(
+            CallError::Panicked { .. }
+            | CallError::InvalidOutput { .. }
+            | CallError::Trapped { .. },
+        ) => (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
         ManagerError::InvalidArgument(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument"),
         ManagerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         ManagerError::Cancelled(_) => (StatusCode::CONFLICT, "cancelled"),

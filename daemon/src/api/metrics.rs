@@ -20,6 +20,7 @@ struct Snapshot {
     own: dynplug_core::resources::Usage,
     workers: Vec<(String, dynplug_core::resources::Usage)>,
     plugins: Vec<(String, dynplug_core::CallStats, bool)>,
+    wasm: Vec<(String, dynplug_core::wasm_tier::WasmStatus)>,
 }
 
 type Labels = [(&'static str, String); 1];
@@ -78,6 +79,7 @@ impl Collector for Snapshot {
                     .encode(family.encode_family(&label(plugin))?)?;
             }
         }
+        self.encode_wasm(&mut encoder)?;
         let g = ConstGauge::new(self.in_flight);
         g.encode(encoder.encode_descriptor(
             "dynplug_calls_in_flight",
@@ -172,6 +174,46 @@ impl Collector for Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The WebAssembly plugins' traps, memory and compile time.
+    fn encode_wasm(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_wasm_traps",
+                "Calls of a WebAssembly plugin that trapped or were stopped at a limit",
+                None,
+                MetricType::Counter,
+            )?;
+            for (plugin, status) in &self.wasm {
+                ConstCounter::new(status.traps).encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "dynplug_wasm_peak_memory_bytes",
+                "The most memory one instance of a WebAssembly plugin had",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (plugin, status) in &self.wasm {
+                ConstGauge::new(i64::try_from(status.peak_memory).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&label(plugin))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "dynplug_wasm_compile_seconds",
+            "How long compiling a WebAssembly plugin (or loading its precompiled artifact) took",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (plugin, status) in &self.wasm {
+            ConstGauge::new(status.compile_us as f64 / 1e6)
+                .encode(family.encode_family(&label(plugin))?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Renders the metrics in the Prometheus text format.
 pub(super) fn render(control: &Shared) -> Result<String, std::fmt::Error> {
     let (reloads_ok, reloads_failed) = control.reload_counts();
@@ -190,6 +232,10 @@ pub(super) fn render(control: &Shared) -> Result<String, std::fmt::Error> {
         workers: plugins
             .iter()
             .filter_map(|p| p.workers.as_ref().map(|w| (p.name.clone(), w.usage)))
+            .collect(),
+        wasm: plugins
+            .iter()
+            .filter_map(|p| p.wasm.clone().map(|w| (p.name.clone(), w)))
             .collect(),
         plugins: plugins
             .into_iter()

@@ -22,7 +22,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "dynplugd REST API", description = "Plugins loaded by dynplugd, over HTTP. Every response is an envelope {success, data, error}; failures add a machine-readable code."),
     paths(routes::list, routes::info, routes::execute, routes::enable, routes::disable, routes::health, routes::metrics, routes::openapi, jobs::start, jobs::list, jobs::get, jobs::cancel, jobs::events),
-    components(schemas(ErrorEnvelope, routes::PluginView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health, jobs::JobInfo)),
+    components(schemas(ErrorEnvelope, routes::PluginView, routes::WasmView, routes::ExecuteRequest, routes::ExecuteResponse, routes::ToggleResponse, routes::Health, jobs::JobInfo)),
     modifiers(&BearerAuth),
     tags((name = "plugins", description = "List, inspect, run, enable and disable plugins"),
          (name = "jobs", description = "Background calls with progress and cancellation, and the event stream"),

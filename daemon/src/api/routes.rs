@@ -67,6 +67,24 @@ pub struct PluginView {
     /// What checking its signature found (`verified (key NAME)`, `unsigned (...)`,
     /// `bad signature: ...`, `not checked (...)`); empty for a file that failed.
     pub signature: String,
+    /// For a WebAssembly plugin: traps, memory, compile time, artifact.
+    pub wasm: Option<WasmView>,
+}
+
+/// What the WebAssembly tier reports about a plugin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WasmView {
+    /// Calls that trapped or were stopped at a limit.
+    pub traps: u64,
+    /// The most memory one of its instances had, in bytes.
+    pub peak_memory_bytes: u64,
+    /// The memory limit of each instance, in bytes.
+    pub memory_limit_bytes: u64,
+    /// How long compiling (or loading the precompiled artifact) took, in µs.
+    pub compile_us: u64,
+    /// Where its code came from (`compiled and stored`, `precompiled artifact`,
+    /// `recompiled (WHY)`, `compiled`; empty before it is loaded).
+    pub artifact: String,
 }
 
 impl From<PluginInfo> for PluginView {
@@ -96,17 +114,26 @@ impl From<PluginInfo> for PluginView {
             isolation: match p.isolation {
                 dynplug_core::config::Isolation::InProcess => "in-process".into(),
                 dynplug_core::config::Isolation::Process => "process".into(),
+                dynplug_core::config::Isolation::Wasm => "wasm".into(),
             },
             call_path: p.call_path.to_owned(),
             workers: p.workers.as_ref().map(|w| w.running),
             worker_crashes: p.workers.as_ref().map(|w| w.crashes),
-            quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some()),
+            quarantined: p.workers.as_ref().is_some_and(|w| w.quarantined.is_some())
+                || p.wasm.as_ref().is_some_and(|w| w.quarantined),
             sandbox,
             settings_schema: p
                 .settings_schema
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
             signature: p.signature,
+            wasm: p.wasm.map(|w| WasmView {
+                traps: w.traps,
+                peak_memory_bytes: w.peak_memory,
+                memory_limit_bytes: w.memory_limit,
+                compile_us: w.compile_us,
+                artifact: w.artifact,
+            }),
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) fn dbus_error(e: ManagerError) -> DynplugError {
             | CallError::Panicked { .. }
             | CallError::InvalidOutput { .. }
             | CallError::Crashed { .. }
+            | CallError::Trapped { .. }
             | CallError::Protocol { .. }
             | CallError::OutputTooLarge { .. },
         ) => DynplugError::ExecutionFailed(message),

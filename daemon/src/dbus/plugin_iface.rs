@@ -36,6 +36,7 @@ pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
     let isolation = match p.isolation {
         dynplug_core::config::Isolation::InProcess => "in-process",
         dynplug_core::config::Isolation::Process => "process",
+        dynplug_core::config::Isolation::Wasm => "wasm",
     };
     PluginDetails {
         name: Some(p.name.clone()),
@@ -66,13 +67,20 @@ pub(crate) fn details(p: &PluginInfo) -> PluginDetails {
         workers: Some(u32::try_from(workers.running).unwrap_or(u32::MAX)),
         worker_restarts: Some(workers.restarts),
         worker_crashes: Some(workers.crashes),
-        quarantined: Some(workers.quarantined.is_some()),
+        quarantined: Some(
+            workers.quarantined.is_some() || p.wasm.as_ref().is_some_and(|w| w.quarantined),
+        ),
         worker_cpu_usec: Some(workers.usage.cpu_usec),
         worker_rss_bytes: Some(workers.usage.rss_bytes),
         version_requirement: Some(p.version_requirement.clone().unwrap_or_default()),
         sandbox: Some(p.sandbox().into_iter().collect()),
         settings_schema: Some(p.settings_schema.clone().unwrap_or_default()),
         signature: Some(p.signature.clone()),
+        wasm_traps: p.wasm.as_ref().map(|w| w.traps),
+        wasm_peak_memory_bytes: p.wasm.as_ref().map(|w| w.peak_memory),
+        wasm_memory_limit_bytes: p.wasm.as_ref().map(|w| w.memory_limit),
+        wasm_compile_us: p.wasm.as_ref().map(|w| w.compile_us),
+        wasm_artifact: p.wasm.as_ref().map(|w| w.artifact.clone()),
     }
 }
 

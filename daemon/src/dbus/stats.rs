@@ -28,6 +28,7 @@ pub(crate) fn reply(sample: Sample, state: &str) -> Reply {
             isolation: match p.isolation {
                 Isolation::InProcess => "in-process",
                 Isolation::Process => "process",
+                Isolation::Wasm => "wasm",
             }
             .to_owned(),
             enabled: p.enabled,

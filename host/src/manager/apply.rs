@@ -72,6 +72,7 @@ impl Manager {
         self.stop_gone(&mut plan).await;
         self.commit(&config, &plan.plugins, &plan.failures, &mut plan.report);
         self.bring_in_line(&mut plan).await;
+        crate::wasm_tier::prepare(&plan.plugins);
         tracing::info!(summary = %plan.report, "configuration applied");
         Ok(plan.report)
     }
@@ -391,7 +392,8 @@ impl Manager {
         name: &str,
         library: &PluginLibrary,
     ) -> Option<PoolConfig> {
-        if config.isolation(name) != Isolation::Process {
+        if config.isolation(name) != Isolation::Process || crate::wasm_tier::is_wasm(library.path())
+        {
             return None;
         }
         let p = config.plugin(name);
@@ -479,7 +481,24 @@ impl Manager {
         });
         let outlet = PluginOutlet::new(self.inner.events.clone());
         let loader = (!library.is_loaded() && pool.is_none()).then(|| kit.loader.clone());
+        let wasm = crate::wasm_tier::WasmSlot::of(config, &name, &library, self.state_dir());
         let slot = Slot::new(library, enabled, settings, limits, pool, outlet, loader);
+        if let Some(wasm) = wasm {
+            // Quarantined again if the state file says so for this very file.
+            let identity = slot.library.identity();
+            let record = self
+                .inner
+                .runtime
+                .read(|r| r.quarantined.get(&name).cloned());
+            if let Some(q) = record.filter(|q| {
+                q.path == slot.library.path()
+                    && q.size == identity.size
+                    && i128::from(q.mtime_ns) == identity.mtime_ns
+            }) {
+                wasm.quarantine(q.reason);
+            }
+            let _ = slot.wasm.set(Arc::new(wasm));
+        }
         if let Some(e) = mismatch {
             slot.fail(e);
         }

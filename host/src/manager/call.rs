@@ -225,7 +225,14 @@ impl Manager {
         let timeout = limits.timeout;
         let mut attempt = 0;
         loop {
-            let outcome = if let Some(pool) = &slot.pool {
+            let outcome = if let Some(wasm) = slot.wasm.get() {
+                let owned = if attempt < limits.retries {
+                    input.clone()
+                } else {
+                    std::mem::take(&mut input)
+                };
+                Ok(self.execute_wasm(slot, wasm, limits, owned, host).await)
+            } else if let Some(pool) = &slot.pool {
                 Ok(self
                     .execute_isolated(pool, slot, &input, timeout, host)
                     .await)
@@ -302,8 +309,11 @@ impl Manager {
                 tracing::warn!(plugin = name, duration_us = elapsed.as_micros() as u64, error = %message, "execute failed");
                 if matches!(
                     e,
-                    ManagerError::Call(CallError::Panicked { .. } | CallError::Crashed { .. })
-                        | ManagerError::Timeout { .. }
+                    ManagerError::Call(
+                        CallError::Panicked { .. }
+                            | CallError::Crashed { .. }
+                            | CallError::Trapped { .. }
+                    ) | ManagerError::Timeout { .. }
                 ) {
                     let _ = self.inner.events.send(Event::PluginFailed {
                         name: name.to_owned(),

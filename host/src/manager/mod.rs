@@ -40,6 +40,7 @@ mod call;
 mod sample;
 
 pub use sample::{monotonic_usec, PluginSample, Sample};
+mod wasm;
 
 /// How long a service gets to stop on disable or shutdown.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -194,7 +195,9 @@ impl Manager {
     fn info_of(&self, slot: &Slot) -> PluginInfo {
         let limits = slot.limits();
         let workers = slot.pool.as_ref().map(|p| p.status());
+        let wasm = slot.wasm.get();
         let status = match (slot.loaded(), slot.failure(), &workers) {
+            (_, None, _) if wasm.is_some() => crate::wasm_tier::plugin_status(wasm),
             (_, Some(reason), _) => PluginStatus::Failed(reason),
             (_, None, Some(w)) => match &w.quarantined {
                 Some(reason) => PluginStatus::Failed(reason.clone()),
@@ -216,13 +219,17 @@ impl Manager {
             timeout: limits.timeout,
             max_concurrency: limits.max_concurrency,
             stats: slot.stats(),
-            isolation: if slot.pool.is_some() {
+            isolation: if wasm.is_some() {
+                Isolation::Wasm
+            } else if slot.pool.is_some() {
                 Isolation::Process
             } else {
                 Isolation::InProcess
             },
             version_requirement: read(&self.inner.config).version_requirement(slot.name()),
-            call_path: if slot.pool.is_some() {
+            call_path: if wasm.is_some() {
+                "wasm"
+            } else if slot.pool.is_some() {
                 "workers"
             } else {
                 slot.speed.path()
@@ -230,6 +237,7 @@ impl Manager {
             workers,
             settings_schema: slot.library.settings_schema().map(|s| s.text().to_owned()),
             signature: slot.library.signature().to_string(),
+            wasm: wasm.map(|w| w.status()),
         }
     }
 
@@ -259,6 +267,7 @@ impl Manager {
             workers: None,
             settings_schema: None,
             signature: String::new(),
+            wasm: None,
         }
     }
 
@@ -431,7 +440,9 @@ impl Manager {
     /// Creates the instance now unless loading is lazy (services are never lazy).
     async fn ensure_instance(&self, slot: &Arc<Slot>) {
         let lazy = read(&self.inner.config).lazy_load && !slot.library.is_service();
-        if lazy || slot.loaded().is_some() {
+        // A WebAssembly plugin has no native instance: it is compiled by
+        // `wasm_tier::prepare` and instantiated afresh on each call.
+        if lazy || slot.loaded().is_some() || slot.wasm.get().is_some() {
             return;
         }
         let s = Arc::clone(slot);

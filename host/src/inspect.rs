@@ -8,12 +8,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::metadata::{self, Metadata};
-use crate::sealed::SealedImage;
-use crate::settings_schema::SettingsSchema;
-use crate::signature::{self, Keyring};
-use crate::trust::{self, TrustPolicy};
-use crate::trust_config::TrustConfig;
+use dynplug_loader::metadata::{self, Metadata};
+use dynplug_loader::sealed::SealedImage;
+use dynplug_loader::settings_schema::SettingsSchema;
+use dynplug_loader::signature::{self, Keyring};
+use dynplug_loader::trust::{self, TrustPolicy};
+use dynplug_loader::trust_config::TrustConfig;
 use dynplug_sdk::printable::{escape, quoted};
 
 /// What inspecting a file found.
@@ -44,6 +44,8 @@ pub struct Report {
     pub signature: String,
     /// Whether that verdict lets the file load under that mode.
     pub signature_ok: bool,
+    /// For a WebAssembly component: its WIT version, imports and exports.
+    pub wasm: Option<crate::wasm_tier::Inspected>,
 }
 
 /// Pass or fail, with the reason.
@@ -97,8 +99,14 @@ pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> 
             SealedImage::open(path, reading, trust_config.max_plugin_bytes)
                 .map_err(|e| e.to_string())
         });
+    let mut wasm = None;
     let (metadata_source, metadata, metadata_error) = match &image {
         Err(e) => ("error", None, Some(e.clone())),
+        Ok(image) if crate::wasm_tier::is_wasm(path) => {
+            let (inspected, found) = crate::wasm_tier::inspect(image);
+            wasm = inspected;
+            found
+        }
         Ok(image) => match image
             .reader()
             .map_err(|e| e.to_string())
@@ -135,6 +143,7 @@ pub fn inspect(path: &Path, policy: TrustPolicy, trust_config: &TrustConfig) -> 
         judged_by: None,
         signature_ok: verdict.allows(trust_config.signatures),
         signature: verdict.to_string(),
+        wasm,
     }
 }
 
@@ -159,7 +168,11 @@ pub fn render(report: &Report) -> String {
             for (key, value) in &m.other {
                 out.push_str(&format!("other:       {}={}\n", quoted(key), quoted(value)));
             }
-            out.push_str("metadata:    from the .dynplug.meta section (no code was run)\n");
+            out.push_str(if report.wasm.is_some() {
+                "metadata:    from the dynplug.meta custom section (nothing compiled or run)\n"
+            } else {
+                "metadata:    from the .dynplug.meta section (no code was run)\n"
+            });
             if let Some(e) = &report.metadata_error {
                 out.push_str(&format!("refused:     {}\n", escape(e)));
             }
@@ -199,6 +212,9 @@ pub fn render(report: &Report) -> String {
         report.signatures,
         escape(&report.keys_dir)
     ));
+    if let Some(wasm) = &report.wasm {
+        out.push_str(&crate::wasm_tier::render(wasm));
+    }
     let schema = report
         .metadata
         .as_ref()
