@@ -33,5 +33,9 @@ while IFS= read -r line; do
 done </e2e/results/cockpit-browser.log
 check "the browser run ends successfully (exit $code)" test "$code" = 0
 journalctl -u cockpit --no-pager >/e2e/results/cockpit-journal.txt 2>&1
+# End the users' Cockpit sessions and Cockpit itself, so nothing of theirs is left to
+# hold up the container's halt.
+loginctl terminate-user carol dave 2>/dev/null
+systemctl stop cockpit.socket cockpit.service
 rm /usr/lib/dynplug/plugins/markup.so
 ctl reload >/dev/null
