@@ -114,8 +114,13 @@ def row_text(driver, plugin, field):
                 "return c ? c.textContent : null", plugin, field)
 
 
+def click(driver, css):
+    """Finds and clicks, again if a refresh replaced the element in between."""
+    wait_for("to click " + css, lambda: driver.find_element(By.CSS_SELECTOR, css).click() or True, 10)
+
+
 def click_toggle(driver, plugin):
-    driver.find_element(By.CSS_SELECTOR, 'tr[data-plugin="%s"] button.toggle' % plugin).click()
+    click(driver, 'tr[data-plugin="%s"] button.toggle' % plugin)
 
 
 def nothing_injected(driver):
@@ -142,7 +147,7 @@ def privileged_user(driver):
     driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, FRAME))
 
     # A plugin whose description, events, output and errors are markup.
-    driver.find_element(By.CSS_SELECTOR, 'tr[data-plugin="markup"] button.link').click()
+    click(driver, 'tr[data-plugin="markup"] button.link')
     check("the details show the markup plugin's description as text",
           lambda: "<img src=x onerror=" in driver.find_element(By.ID, "details-meta").text)
     check("the details show the sandbox layers",
@@ -151,7 +156,7 @@ def privileged_user(driver):
     check("a plugin event appears live, as text",
           lambda: MARKUP_EVENT in driver.find_element(By.ID, "events").text)
     busctl("call", DEST, "/org/dynplug/Manager", DEST, "Execute", "ss", "markup", "fail <script>window.dynplugInjected='error'</script>")
-    driver.find_element(By.CSS_SELECTOR, 'tr[data-plugin="markup"] button.link').click()
+    click(driver, 'tr[data-plugin="markup"] button.link')
     check("its last error is shown as text",
           lambda: "<script>" in driver.find_element(By.ID, "details-error").text)
     report(nothing_injected(driver), "no markup a plugin supplied ran or became an element")
@@ -168,7 +173,7 @@ def privileged_user(driver):
     check("Enable turns it back on", lambda: enabled_on_bus("echo") == "b true")
 
     # A job with a live progress bar, cancelled half-way.
-    driver.find_element(By.CSS_SELECTOR, '#job-plugin option[value="count"]').click()
+    click(driver, '#job-plugin option[value="count"]')
     driver.find_element(By.ID, "job-input").send_keys("20")
     driver.find_element(By.ID, "job-start").click()
     progress = "const p = document.getElementById('job-progress'); return p.hasAttribute('value') ? p.value : -1"
@@ -208,7 +213,7 @@ def unprivileged_user(driver):
     check("Disable shows polkit's refusal naming the action",
           lambda: "not authorized: org.dynplug.manage" in alert())
     report(enabled_on_bus("echo") == "b true", "and echo stays enabled on the bus", enabled_on_bus("echo"))
-    driver.find_element(By.CSS_SELECTOR, '#job-plugin option[value="count"]').click()
+    click(driver, '#job-plugin option[value="count"]')
     driver.find_element(By.ID, "job-start").click()
     check("starting a job is refused with the action named",
           lambda: "not authorized: org.dynplug.execute" in alert())
