@@ -4,37 +4,7 @@
 set -u
 exec > >(tee /e2e/results/log) 2>&1
 
-pass=0
-fail=0
-ok() { echo "ok - $*"; pass=$((pass + 1)); }
-not_ok() { echo "not ok - $*"; fail=$((fail + 1)); }
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
-# contains DESCRIPTION NEEDLE COMMAND...: passes when the command's output contains NEEDLE.
-contains() {
-    local desc=$1 needle=$2 out
-    shift 2
-    out=$("$@" 2>&1)
-    if [[ "$out" == *"$needle"* ]]; then ok "$desc"; else not_ok "$desc (wanted '$needle', got: $out)"; fi
-}
-# waitfor SECONDS COMMAND...: polls until the command succeeds (no readiness signal exists).
-waitfor() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.2
-    done
-}
-prop() { systemctl show -P "$1" dynplugd.service; }
-as_user() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --init-groups "$@"; }
-ctl() { dynplugctl "$@"; }
-DEST=org.dynplug.Manager
-OBJ=/org/dynplug/Manager
+. /e2e/lib.sh
 
 echo "# installing the package"
 check "dpkg -i installs the package" dpkg -i /e2e/dynplugd.deb
@@ -351,8 +321,6 @@ check "active again after the restart" waitfor 20 sh -c '[ "$(systemctl show -P 
 rm -r /run/systemd/system/dynplugd.service.d
 systemctl daemon-reload
 
-. /e2e/cockpit.sh
-
 echo "# hardening"
 systemd-analyze security dynplugd.service --no-pager >/e2e/results/security.txt 2>&1
 score=$(grep -o 'Overall exposure level for dynplugd.service: [0-9.]* [A-Z]*' /e2e/results/security.txt)
@@ -360,6 +328,4 @@ echo "# $score"
 check "systemd-analyze security gives a score" test -n "$score"
 
 journalctl --no-pager -u dynplugd >/e2e/results/journal.txt 2>&1
-echo "$pass passed, $fail failed"
-echo "$pass passed, $fail failed" >/e2e/results/summary
-[ "$fail" = 0 ]
+summary

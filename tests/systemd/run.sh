@@ -98,8 +98,6 @@ for f in manifest.json index.html dynplug.js dynplug.css; do
         { echo "$(basename "$cockpit_deb") lacks /usr/share/cockpit/dynplug/$f"; exit 1; }
 done
 
-results=$(mktemp -d /tmp/dynplug-e2e.XXXXXX)
-chmod 755 "$results"
 cleanup() {
     # nspawn makes payload/ and supervisor/ below ours: remove the tree bottom-up, giving
     # late-reaped processes a moment to leave.
@@ -117,41 +115,63 @@ cleanup() {
 # The trap must not change the script's exit status.
 trap 'rc=$?; cleanup; exit $rc' EXIT
 
-echo "== booting systemd in a container"
-set +e
-(
-    # Own cgroups first, or nspawn leaves payload/ and supervisor/ at the hierarchy roots.
-    for dir in "${cgroups[@]}"; do
-        mkdir -p "$dir"
-        echo "$BASHPID" >"$dir/cgroup.procs"
-    done
-    exec "${scope[@]}" timeout 900 unshare -m --propagation private sh -c '
-        mount -t tmpfs tmpfs /run/systemd &&
-        exec systemd-nspawn --quiet --register=no --keep-unit --private-network --console=passive \
-            --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
-            -D "$1" --volatile=overlay \
-            --bind-ro="$2":/e2e/dynplugd.deb \
-            --bind-ro="$3/tests/systemd/checks.sh":/e2e/checks.sh \
-            --bind-ro="$3/tests/systemd/dynplug-e2e.service":/etc/systemd/system/dynplug-e2e.service \
-            --bind-ro="$3/target/release/libdynplug_fault.so":/e2e/fault.so \
-            --bind-ro="$3/target/systemd-e2e/hostile.so":/e2e/hostile.so \
-            --bind-ro="$3/target/systemd-e2e/markup.so":/e2e/markup.so \
-            --bind-ro="$5":/e2e/cockpit-dynplug.deb \
-            --bind-ro="$3/tests/systemd/cockpit.sh":/e2e/cockpit.sh \
-            --bind-ro="$3/tests/systemd/cockpit_browser.py":/e2e/cockpit_browser.py \
-            --bind="$4":/e2e/results \
-            -b systemd.wants=dynplug-e2e.service systemd.firstboot=no' \
-        sh "$rootfs" "$deb" "$root" "$results" "$cockpit_deb"
-)
-status=$?
-set -e
-cat "$results/log" 2>/dev/null || echo "no log from the checks"
-cp -r "$results"/* "$work/" 2>/dev/null || true
-if [ -d "$work/screenshots" ]; then echo "screenshots of the Cockpit page: $work/screenshots"; fi
-grep -h "Overall exposure" "$results/security.txt" 2>/dev/null || true
-summary=$(cat "$results/summary" 2>/dev/null || echo "0 passed, 1 failed")
-rm -rf "$results"
-case "$summary" in
-*" 0 failed") [ "$status" = 0 ] || { echo "container exited with $status"; exit 1; } ;;
-*) echo "systemd end-to-end checks failed (container exit $status)"; exit 1 ;;
-esac
+# boot NAME CHECKS SECONDS: boots the container once, running the script CHECKS (as
+# /e2e/checks.sh, by dynplug-e2e.service) within SECONDS; prints its log and adds its
+# tally to the totals. Returns non-zero when a check failed or the container did not
+# halt by itself.
+passed=0
+failed=0
+boot() {
+    local name=$1 checks=$2 seconds=$3 results status summary
+    cleanup
+    results=$(mktemp -d /tmp/dynplug-e2e.XXXXXX)
+    chmod 755 "$results"
+    echo "== booting systemd in a container: $name"
+    set +e
+    (
+        # Own cgroups first, or nspawn leaves payload/ and supervisor/ at the hierarchy roots.
+        for dir in "${cgroups[@]}"; do
+            mkdir -p "$dir"
+            echo "$BASHPID" >"$dir/cgroup.procs"
+        done
+        exec "${scope[@]}" timeout "$seconds" unshare -m --propagation private sh -c '
+            mount -t tmpfs tmpfs /run/systemd &&
+            exec systemd-nspawn --quiet --register=no --keep-unit --private-network --console=passive \
+                --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
+                -D "$1" --volatile=overlay \
+                --bind-ro="$2":/e2e/dynplugd.deb \
+                --bind-ro="$6":/e2e/checks.sh \
+                --bind-ro="$3/tests/systemd/lib.sh":/e2e/lib.sh \
+                --bind-ro="$3/tests/systemd/dynplug-e2e.service":/etc/systemd/system/dynplug-e2e.service \
+                --bind-ro="$3/target/release/libdynplug_fault.so":/e2e/fault.so \
+                --bind-ro="$3/target/systemd-e2e/hostile.so":/e2e/hostile.so \
+                --bind-ro="$3/target/systemd-e2e/markup.so":/e2e/markup.so \
+                --bind-ro="$5":/e2e/cockpit-dynplug.deb \
+                --bind-ro="$3/tests/systemd/cockpit.sh":/e2e/cockpit.sh \
+                --bind-ro="$3/tests/systemd/cockpit_browser.py":/e2e/cockpit_browser.py \
+                --bind="$4":/e2e/results \
+                -b systemd.wants=dynplug-e2e.service systemd.firstboot=no' \
+            sh "$rootfs" "$deb" "$root" "$results" "$cockpit_deb" "$checks"
+    )
+    status=$?
+    set -e
+    cat "$results/log" 2>/dev/null || echo "no log from the checks"
+    mkdir -p "$work/$name"
+    cp -r "$results"/* "$work/$name/" 2>/dev/null || true
+    summary=$(cat "$results/summary" 2>/dev/null || echo "0 passed, 1 failed")
+    rm -rf "$results"
+    passed=$((passed + ${summary%% passed*}))
+    failed=$((failed + $(echo "$summary" | sed 's/.* \([0-9]*\) failed/\1/')))
+    case "$summary" in
+    *" 0 failed") [ "$status" = 0 ] || { echo "$name: the container did not end by itself (exit $status)"; return 1; } ;;
+    *) echo "$name: checks failed (container exit $status)"; return 1 ;;
+    esac
+}
+
+rc=0
+boot package "$root/tests/systemd/checks.sh" 900 || rc=1
+grep -h "Overall exposure" "$work/package/security.txt" 2>/dev/null || true
+boot cockpit "$root/tests/systemd/cockpit-checks.sh" 420 || rc=1
+if [ -d "$work/cockpit/screenshots" ]; then echo "screenshots of the Cockpit page: $work/cockpit/screenshots"; fi
+echo "systemd end-to-end checks: $passed passed, $failed failed"
+exit $rc
