@@ -94,6 +94,16 @@ pub(crate) enum Command {
     },
     /// List the plugins installed from registries.
     Installed,
+    /// Put back the version of a plugin installed before the current one (they swap).
+    Rollback {
+        /// Plugin name.
+        name: String,
+    },
+    /// Remove a plugin installed from a registry (its file, signature and kept version).
+    Remove {
+        /// Plugin name.
+        name: String,
+    },
     /// List jobs (running, and ended ones still kept).
     Jobs,
     /// Show one job.

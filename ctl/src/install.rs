@@ -83,3 +83,19 @@ pub(crate) async fn installed(client: &Client, out: Output) -> Result<(), CtlErr
     }
     Ok(())
 }
+
+/// `rollback NAME` and `remove NAME`: `method` of the manager, which answers a summary.
+pub(crate) async fn undo(
+    client: &Client,
+    out: Output,
+    method: &'static str,
+    name: &str,
+) -> Result<(), CtlError> {
+    let summary: String = client.act(client.manager.inner(), method, &(name,)).await?;
+    if out.json {
+        out.json_value(&json!({"name": name, "done": method.to_lowercase(), "summary": summary}));
+    } else {
+        print_stdout(&format!("{}\n", esc(&summary)));
+    }
+    Ok(())
+}

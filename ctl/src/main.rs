@@ -45,6 +45,8 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
             install::install(&client, out, &reference, detach).await
         }
         Command::Installed => install::installed(&client, out).await,
+        Command::Rollback { name } => install::undo(&client, out, "Rollback", &name).await,
+        Command::Remove { name } => install::undo(&client, out, "Remove", &name).await,
         Command::Jobs => jobs::list(&client, out).await,
         Command::Job { id, wait } => jobs::show(&client, out, &id, wait).await,
         Command::Cancel { id } => jobs::cancel(&client, out, &id).await,

@@ -152,6 +152,10 @@ pub trait Manager {
     fn start_job(&self, name: &str, input: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
     /// Installs a plugin from a registry reference as a job; returns the job's object.
     fn install(&self, reference: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
+    /// Swaps a plugin installed from a registry with its previous version.
+    fn rollback(&self, name: &str) -> Result<String, DynplugError>;
+    /// Removes a plugin installed from a registry.
+    fn remove(&self, name: &str) -> Result<String, DynplugError>;
     /// Every plugin installed from a registry.
     fn list_installed(&self) -> Result<Vec<InstalledRow>, DynplugError>;
     /// Every job still known (running, or ended and kept), oldest first.

@@ -10,6 +10,7 @@ use dynplug_tests::{tool, wait_with_deadline, Daemon, PluginDir, PrivateBus};
 use crate::oci::{listing, push, Plugins, Registry, PLUGIN};
 
 /// Exit codes of dynplugctl (ctl/src/exit.rs).
+const NOT_FOUND: i32 = 3;
 const ACCESS_DENIED: i32 = 4;
 const SIGNATURE_REFUSED: i32 = 12;
 const REGISTRY_UNREACHABLE: i32 = 13;
@@ -168,7 +169,7 @@ fn an_unsigned_artifact_is_refused_under_enforcing_and_nothing_lands() {
 }
 
 #[test]
-fn a_user_other_than_root_may_not_install_without_polkit() {
+fn a_user_other_than_root_may_not_install_remove_or_roll_back_without_polkit() {
     let Some(reg) = Registry::start(false) else {
         return;
     };
@@ -183,24 +184,8 @@ fn a_user_other_than_root_may_not_install_without_polkit() {
     let bus = PrivateBus::start_open();
     let daemon = enforcing_daemon(&bus, plugins.path(), &p);
     let reference = http(reg.reference("dynplug/ocidemo:1.0.0"));
-    let child = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(dynplug_tests::binary("dynplugctl"))
-        .args(["--address", bus.address(), "--json", "--no-ask-password"])
-        .args(["install", &reference])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run dynplugctl as nobody");
-    let out = wait_with_deadline(child, "dynplugctl install as nobody");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(ACCESS_DENIED),
-        "{text}\n{}",
-        daemon.log()
-    );
+    let (code, text) = as_nobody(&bus, &["install", &reference]);
+    assert_eq!(code, ACCESS_DENIED, "{text}\n{}", daemon.log());
     assert!(text.contains("org.dynplug.install"), "{text}");
     assert!(
         listing(plugins.path()).is_empty(),
@@ -211,6 +196,32 @@ fn a_user_other_than_root_may_not_install_without_polkit() {
     let (code, out) = ctl(&bus, &["install", &reference]);
     assert_eq!(code, 0, "{out}\n{}", daemon.log());
     assert!(execute(&bus, "x").contains("v1:x"), "{}", daemon.log());
+    // Nobody may not remove or roll back what root installed either.
+    for verb in ["remove", "rollback"] {
+        let out = as_nobody(&bus, &[verb, PLUGIN]);
+        assert_eq!(out.0, ACCESS_DENIED, "{verb}: {}", out.1);
+    }
+    assert_eq!(listing(plugins.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    assert!(execute(&bus, "y").contains("v1:y"), "{}", daemon.log());
+}
+
+/// `dynplugctl --json ARGS` as `nobody` on `bus`; (exit code, stdout).
+fn as_nobody(bus: &PrivateBus, args: &[&str]) -> (i32, String) {
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(dynplug_tests::binary("dynplugctl"))
+        .args(["--address", bus.address(), "--json", "--no-ask-password"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run dynplugctl as nobody");
+    let out = wait_with_deadline(child, &format!("dynplugctl {args:?} as nobody"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -265,4 +276,71 @@ fn two_installs_of_one_plugin_at_once_both_end_and_one_wins_whole() {
         out.contains(&format!(r#""version":"{}""#, winner.0)),
         "{out}"
     );
+}
+
+#[test]
+fn rollback_swaps_back_the_kept_version_and_remove_takes_the_plugin_away() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let p = Plugins::build();
+    push(
+        &p.v1,
+        Some(&p.key),
+        &reg.reference("dynplug/ocidemo:1.0.0"),
+        &[],
+    );
+    push(
+        &p.v2,
+        Some(&p.key),
+        &reg.reference("dynplug/ocidemo:1.2.0"),
+        &[],
+    );
+    let plugins = PluginDir::new();
+    let bus = PrivateBus::start();
+    let daemon = enforcing_daemon(&bus, plugins.path(), &p);
+    // Nothing kept yet: nothing to roll back to, nothing installed to remove.
+    let (code, out) = ctl(&bus, &["rollback", PLUGIN]);
+    assert_eq!(code, NOT_FOUND, "{out}");
+    for tag in ["1.0.0", "1.2.0"] {
+        let reference = http(reg.reference(&format!("dynplug/ocidemo:{tag}")));
+        let (code, out) = ctl(&bus, &["install", &reference]);
+        assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    }
+    assert!(execute(&bus, "a").contains("v2:a"), "{}", daemon.log());
+
+    let (code, out) = ctl(&bus, &["rollback", PLUGIN]);
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(execute(&bus, "b").contains("v1:b"), "{}", daemon.log());
+    assert_eq!(
+        std::fs::read(plugins.path().join("ocidemo.so")).unwrap(),
+        std::fs::read(&p.v1).unwrap()
+    );
+    assert_eq!(listing(plugins.path()), ["ocidemo.so", "ocidemo.so.sig"]);
+    let (_, out) = ctl(&bus, &["installed"]);
+    assert!(
+        out.contains(r#""version":"1.0.0""#) && out.contains(r#""previous_version":"1.2.0""#),
+        "{out}"
+    );
+    // And forth again: they swap.
+    let (code, out) = ctl(&bus, &["rollback", PLUGIN]);
+    assert_eq!(code, 0, "{out}");
+    assert!(execute(&bus, "c").contains("v2:c"), "{}", daemon.log());
+
+    let (code, out) = ctl(&bus, &["remove", PLUGIN]);
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    assert!(
+        listing(plugins.path()).is_empty(),
+        "{:?}",
+        listing(plugins.path())
+    );
+    assert!(
+        execute(&bus, "d").contains("no plugin named"),
+        "{}",
+        daemon.log()
+    );
+    let (code, out) = ctl(&bus, &["installed"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+    let (code, out) = ctl(&bus, &["remove", PLUGIN]);
+    assert_eq!(code, NOT_FOUND, "{out}");
 }

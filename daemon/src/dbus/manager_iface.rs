@@ -249,6 +249,42 @@ impl ManagerIface {
             .map_err(|e| DynplugError::Failed(e.to_string()))
     }
 
+    /// Swaps plugin `name` (installed from a registry) with the version kept before it,
+    /// and reloads; returns a summary.
+    async fn rollback(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Install,
+            "rollback",
+            Some(name),
+        )
+        .await?;
+        self.installer.rollback(&self.shared, name).await.or_dbus()
+    }
+
+    /// Takes plugin `name` (installed from a registry) out of plugins_dir, forgets it
+    /// and reloads; returns a summary.
+    async fn remove(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Install,
+            "remove",
+            Some(name),
+        )
+        .await?;
+        self.installer.remove(&self.shared, name).await.or_dbus()
+    }
+
     /// Every plugin installed from a registry: (name, version, reference, digest,
     /// installed_usec, previous_version; empty when none is kept).
     async fn list_installed(&self) -> Result<Vec<dynplug_dbus::InstalledRow>, DynplugError> {

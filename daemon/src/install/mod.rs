@@ -5,6 +5,7 @@
 //! it as a reload does (calls in flight finish on the old file).
 
 pub mod record;
+mod undo;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +31,12 @@ const PLAIN_HTTP: &str = "http://";
 const STAGING: &str = "staging";
 
 /// The subdirectory of the state directory previous versions are kept in.
-const PREVIOUS: &str = "previous";
+pub(crate) const PREVIOUS: &str = "previous";
 
 /// Starts and runs installs; one commits (rename, record, reload) at a time.
 #[derive(Debug, Default)]
 pub struct Installer {
-    commit: tokio::sync::Mutex<()>,
+    pub(crate) commit: tokio::sync::Mutex<()>,
 }
 
 fn failure(kind: RegistryFailure, message: impl Into<String>) -> ManagerError {
@@ -45,7 +46,7 @@ fn failure(kind: RegistryFailure, message: impl Into<String>) -> ManagerError {
     }
 }
 
-fn local(message: impl Into<String>) -> ManagerError {
+pub(crate) fn local(message: impl Into<String>) -> ManagerError {
     failure(RegistryFailure::Local, message)
 }
 
