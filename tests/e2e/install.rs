@@ -2,18 +2,21 @@
 //! `docker-registry` on loopback (started as in `oci.rs`; SKIP where it is not
 //! installed, `.ci/run` installs it), the daemon enforcing signatures.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use dynplug_tests::{tool, wait_with_deadline, Daemon, PluginDir, PrivateBus};
 
-use crate::oci::{listing, push, Plugins, Registry, PLUGIN};
+use crate::oci::{listing, push, Hostile, Plugins, Registry, PLUGIN};
 
 /// Exit codes of dynplugctl (ctl/src/exit.rs).
 const NOT_FOUND: i32 = 3;
 const ACCESS_DENIED: i32 = 4;
 const SIGNATURE_REFUSED: i32 = 12;
 const REGISTRY_UNREACHABLE: i32 = 13;
+const CANCELLED: i32 = 10;
 
 /// A daemon on `bus` over `plugins`, enforcing signatures by the test keys.
 fn enforcing_daemon(bus: &PrivateBus, plugins: &Path, p: &Plugins) -> Daemon {
@@ -343,4 +346,51 @@ fn rollback_swaps_back_the_kept_version_and_remove_takes_the_plugin_away() {
     assert_eq!((code, out.trim()), (0, "[]"));
     let (code, out) = ctl(&bus, &["remove", PLUGIN]);
     assert_eq!(code, NOT_FOUND, "{out}");
+}
+
+#[test]
+fn an_install_from_a_stalling_registry_is_cancelled_and_nothing_lands() {
+    let stall = Hostile::start("127.0.0.1", |_, conn, _| {
+        // Holds the connection without a word until the client goes away.
+        let mut buf = [0u8; 1];
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = conn.read(&mut buf);
+    });
+    let p = Plugins::build();
+    let plugins = PluginDir::new();
+    let bus = PrivateBus::start();
+    let daemon = enforcing_daemon(&bus, plugins.path(), &p);
+    let reference = format!("http://{}/dynplug/ocidemo:1.0.0", stall.addr);
+    let (code, out) = ctl(&bus, &["install", "--detach", &reference]);
+    assert_eq!(code, 0, "{out}\n{}", daemon.log());
+    let job: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let id = job["id"].to_string();
+    // The install is under way once the registry has its request.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stall.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalling registry got no request from the install within 20 s\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let began = Instant::now();
+    let (code, out) = ctl(&bus, &["cancel", &id]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = ctl(&bus, &["job", &id, "--wait"]);
+    assert_eq!(code, CANCELLED, "{out}\n{}", daemon.log());
+    // Ended by the cancel, not by the client's 30 s read deadline.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        listing(plugins.path()).is_empty(),
+        "{:?}",
+        listing(plugins.path())
+    );
+    let (code, out) = ctl(&bus, &["installed"]);
+    assert_eq!((code, out.trim()), (0, "[]"), "{}", daemon.log());
 }

@@ -541,8 +541,8 @@ fn registry_with_basic_auth_takes_credentials_and_never_shows_them() {
 
 /// A server on loopback that answers every connection with `answer` (given the
 /// request's head), counting the bytes it managed to send and the connections it took.
-struct Hostile {
-    addr: String,
+pub(crate) struct Hostile {
+    pub(crate) addr: String,
     sent: Arc<AtomicU64>,
     requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -550,7 +550,7 @@ struct Hostile {
 }
 
 impl Hostile {
-    fn start(
+    pub(crate) fn start(
         ip: &str,
         answer: impl Fn(&str, &mut TcpStream, &AtomicU64) + Send + Sync + 'static,
     ) -> Hostile {
@@ -592,7 +592,7 @@ impl Hostile {
         }
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
 }
