@@ -7,6 +7,7 @@
 pub mod record;
 mod undo;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,8 +79,6 @@ fn state_subdir(shared: &Shared, name: &str) -> Result<PathBuf, ManagerError> {
         .map_err(|e| local(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// The pull options the configuration asks for: `trust.signatures: off` installs
 /// unsigned artifacts; any other mode requires a signature by a key of `trust.keys_dir`.
@@ -154,19 +153,6 @@ fn check_version(shared: &Shared, pulled: &Pulled) -> Result<(), ManagerError> {
     Ok(())
 }
 
-/// Copies `from` to `to` through a temporary file and a rename, if `from` exists.
-fn keep_copy(from: &Path, to: &Path) -> Result<bool, ManagerError> {
-    if !from.exists() {
-        let _ = std::fs::remove_file(to);
-        return Ok(false);
-    }
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, to))
-        .map_err(|e| local(format!("cannot keep {}: {e}", from.display())))?;
-    Ok(true)
-}
-
 impl Installer {
     /// Starts installing `reference` as a job of `owner`; the job runs on its own.
     pub fn start(
@@ -227,11 +213,13 @@ impl Installer {
         let mut records = Records::load(&state_dir).map_err(|e| local(e.to_string()))?;
         // The version in place (installed or copied there by hand) is kept for rollback.
         let in_place = plugins_dir.join(&file_name);
-        let kept = keep_copy(&in_place, &previous_dir.join(&file_name))?;
-        let sig = dynplug_core::signature::signature_path(&in_place);
-        keep_copy(
-            &sig,
-            &dynplug_core::signature::signature_path(&previous_dir.join(&file_name)),
+        let kept = in_place.exists();
+        let kept_file = previous_dir.join(&file_name);
+        undo::place(&previous_dir, &in_place, &kept_file)?;
+        undo::place(
+            &previous_dir,
+            &dynplug_core::signature::signature_path(&in_place),
+            &dynplug_core::signature::signature_path(&kept_file),
         )?;
         let version = Version {
             reference: reference.to_owned(),

@@ -23,7 +23,7 @@ fn not_found(message: String) -> ManagerError {
 
 /// Puts a copy of `from` at `dest` (in `dir`) by a rename from a synced dot-file, or
 /// removes `dest` when `from` does not exist.
-fn place(dir: &Path, from: &Path, dest: &Path) -> Result<(), ManagerError> {
+pub(super) fn place(dir: &Path, from: &Path, dest: &Path) -> Result<(), ManagerError> {
     if !from.exists() {
         return match std::fs::remove_file(dest) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
