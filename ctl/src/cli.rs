@@ -8,7 +8,8 @@ use clap::{ArgGroup, Parser, Subcommand};
 ///
 /// Exit codes: 0 ok, 1 failure, 2 usage, 3 plugin not found, 4 access denied,
 /// 5 daemon unavailable, 6 plugin disabled, 7 timeout, 8 invalid argument,
-/// 9 configuration rejected, 10 cancelled, 11 too many jobs.
+/// 9 configuration rejected, 10 cancelled, 11 too many jobs, 12 signature refused,
+/// 13 registry unreachable, 14 registry answer refused.
 #[derive(Debug, Parser)]
 #[command(name = "dynplugctl", version, about, long_about)]
 #[command(group(ArgGroup::new("bus").args(["system", "session", "address"])))]
@@ -80,6 +81,28 @@ pub(crate) enum Command {
         /// Start the job, print its object path and return at once.
         #[arg(long)]
         detach: bool,
+    },
+    /// Install a plugin from an OCI registry (HOST/REPO:TAG, HOST/REPO@sha256:...,
+    /// HOST/REPO@RANGE; `http://` before a loopback registry for plain HTTP) or an
+    /// image-layout archive on the daemon's host, as a job followed to its end.
+    Install {
+        /// The reference.
+        reference: String,
+        /// Start the job, print its object path and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List the plugins installed from registries.
+    Installed,
+    /// Put back the version of a plugin installed before the current one (they swap).
+    Rollback {
+        /// Plugin name.
+        name: String,
+    },
+    /// Remove a plugin installed from a registry (its file, signature and kept version).
+    Remove {
+        /// Plugin name.
+        name: String,
     },
     /// List jobs (running, and ended ones still kept).
     Jobs,

@@ -45,6 +45,12 @@ pub(crate) enum Kind {
     Cancelled,
     /// Too many jobs running.
     TooManyJobs,
+    /// An artifact's signature was refused.
+    SignatureRefused,
+    /// A registry could not be reached.
+    RegistryUnreachable,
+    /// A registry's answer was refused.
+    RegistryRefused,
 }
 
 impl Kind {
@@ -61,6 +67,9 @@ impl Kind {
             Kind::Config => exit::CONFIG,
             Kind::Cancelled => exit::CANCELLED,
             Kind::TooManyJobs => exit::TOO_MANY_JOBS,
+            Kind::SignatureRefused => exit::SIGNATURE_REFUSED,
+            Kind::RegistryUnreachable => exit::REGISTRY_UNREACHABLE,
+            Kind::RegistryRefused => exit::REGISTRY_REFUSED,
         }
     }
 
@@ -77,6 +86,9 @@ impl Kind {
             Kind::Config => "config",
             Kind::Cancelled => "cancelled",
             Kind::TooManyJobs => "too_many_jobs",
+            Kind::SignatureRefused => "signature_refused",
+            Kind::RegistryUnreachable => "registry_unreachable",
+            Kind::RegistryRefused => "registry_refused",
         }
     }
 }
@@ -196,6 +208,10 @@ impl IntoCtlError for DynplugError {
             DynplugError::Cancelled(m) => CtlError::new(Kind::Cancelled, m),
             DynplugError::TooManyJobs(m) => CtlError::new(Kind::TooManyJobs, m)
                 .hint("wait for running jobs to end, or raise jobs.max_running"),
+            DynplugError::SignatureRefused(m) => CtlError::new(Kind::SignatureRefused, m)
+                .hint("publish it signed with a key in trust.keys_dir (dynplug-pack push --key)"),
+            DynplugError::RegistryUnreachable(m) => CtlError::new(Kind::RegistryUnreachable, m),
+            DynplugError::RegistryRefused(m) => CtlError::new(Kind::RegistryRefused, m),
         }
     }
 }
@@ -207,6 +223,7 @@ fn denial_hint(message: &str) -> String {
         "org.dynplug.execute",
         "org.dynplug.manage",
         "org.dynplug.jobs.cancel-any",
+        "org.dynplug.install",
     ]
     .into_iter()
     .find(|a| message.contains(a));

@@ -25,3 +25,10 @@ pub(crate) const CONFIG: i32 = 9;
 pub(crate) const CANCELLED: i32 = 10;
 /// As many jobs as allowed are running (`jobs.max_running`).
 pub(crate) const TOO_MANY_JOBS: i32 = 11;
+/// An install was refused: the artifact is unsigned or badly signed.
+pub(crate) const SIGNATURE_REFUSED: i32 = 12;
+/// An install failed: the registry could not be reached or did not answer in time.
+pub(crate) const REGISTRY_UNREACHABLE: i32 = 13;
+/// An install failed: the registry answered what it should not (wrong digest, too
+/// large, a redirect elsewhere, refused credentials).
+pub(crate) const REGISTRY_REFUSED: i32 = 14;

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod commands;
 mod exit;
+mod install;
 mod jobs;
 mod output;
 mod top;
@@ -40,6 +41,12 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), CtlError> {
         Command::Execute { name, detach, .. } => {
             commands::execute(&client, out, &name, input.unwrap_or_default(), detach).await
         }
+        Command::Install { reference, detach } => {
+            install::install(&client, out, &reference, detach).await
+        }
+        Command::Installed => install::installed(&client, out).await,
+        Command::Rollback { name } => install::undo(&client, out, "Rollback", &name).await,
+        Command::Remove { name } => install::undo(&client, out, "Remove", &name).await,
         Command::Jobs => jobs::list(&client, out).await,
         Command::Job { id, wait } => jobs::show(&client, out, &id, wait).await,
         Command::Cancel { id } => jobs::cancel(&client, out, &id).await,

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cli;
 pub mod dbus;
+pub mod install;
 pub mod limits;
 pub mod logging;
 pub mod notify;

@@ -292,6 +292,7 @@ async fn serve_on_bus(
     let iface = ManagerIface {
         shared: Arc::clone(shared),
         authority: Arc::clone(&authority),
+        installer: Arc::default(),
     };
     let conn = connect(bus, iface).await?;
     authority.settle(&conn, bus).await;

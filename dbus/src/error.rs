@@ -30,6 +30,14 @@ pub enum DynplugError {
     Cancelled(String),
     /// As many jobs as allowed are running (`jobs.max_running`).
     TooManyJobs(String),
+    /// An artifact from a registry is unsigned (while signatures are required) or
+    /// badly signed.
+    SignatureRefused(String),
+    /// A registry could not be reached or stopped answering in time.
+    RegistryUnreachable(String),
+    /// A registry answered, but not what it should (wrong digest, too large, a
+    /// redirect elsewhere, refused credentials, not the format).
+    RegistryRefused(String),
     /// Anything else (e.g. runtime state could not be saved).
     Failed(String),
 }
@@ -51,6 +59,9 @@ impl DynplugError {
             "ShuttingDown" => DynplugError::ShuttingDown(message),
             "Cancelled" => DynplugError::Cancelled(message),
             "TooManyJobs" => DynplugError::TooManyJobs(message),
+            "SignatureRefused" => DynplugError::SignatureRefused(message),
+            "RegistryUnreachable" => DynplugError::RegistryUnreachable(message),
+            "RegistryRefused" => DynplugError::RegistryRefused(message),
             _ => DynplugError::Failed(message),
         }
     }

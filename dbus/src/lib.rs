@@ -21,7 +21,7 @@ pub mod stats;
 
 pub use error::DynplugError;
 pub use job::JobProxy;
-pub use manager::{BulkResult, ManagerProxy, PluginDetails, PluginRow};
+pub use manager::{BulkResult, InstalledRow, ManagerProxy, PluginDetails, PluginRow};
 pub use names::{job_id, job_path, plugin_path, BUS_NAME, JOBS_PATH, MANAGER_PATH, PLUGINS_PATH};
 pub use plugin::PluginProxy;
 pub use stats::{DaemonStats, PluginStats, Stats};

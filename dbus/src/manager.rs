@@ -37,6 +37,23 @@ pub struct BulkResult {
     pub message: String,
 }
 
+/// One row of `ListInstalled`: a plugin installed from a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct InstalledRow {
+    /// Plugin name.
+    pub name: String,
+    /// The version in place.
+    pub version: String,
+    /// The reference it was installed from.
+    pub reference: String,
+    /// The digest the reference resolved to.
+    pub digest: String,
+    /// When it was installed, µs since the epoch.
+    pub installed_usec: u64,
+    /// The version kept for rollback (empty if none).
+    pub previous_version: String,
+}
+
 /// `GetPlugin`'s `a{sv}`, key by key. Every key is optional, so a client keeps working
 /// against a daemon that adds keys or lacks newer ones.
 #[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
@@ -145,6 +162,14 @@ pub trait Manager {
     fn reload(&self) -> Result<String, DynplugError>;
     /// Starts plugin `name` on `input` as a job; returns the job's object at once.
     fn start_job(&self, name: &str, input: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
+    /// Installs a plugin from a registry reference as a job; returns the job's object.
+    fn install(&self, reference: &str) -> Result<zbus::OwnedObjectPath, DynplugError>;
+    /// Swaps a plugin installed from a registry with its previous version.
+    fn rollback(&self, name: &str) -> Result<String, DynplugError>;
+    /// Removes a plugin installed from a registry.
+    fn remove(&self, name: &str) -> Result<String, DynplugError>;
+    /// Every plugin installed from a registry.
+    fn list_installed(&self) -> Result<Vec<InstalledRow>, DynplugError>;
     /// Every job still known (running, or ended and kept), oldest first.
     fn list_jobs(&self) -> zbus::Result<Vec<zbus::OwnedObjectPath>>;
     /// Every plugin's counters, latency histogram, workers' CPU and memory and running

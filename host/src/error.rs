@@ -72,6 +72,29 @@ pub enum ManagerError {
     /// The caller may not do this (cancel another user's job).
     #[error("access denied: {0}")]
     AccessDenied(String),
+    /// Installing a plugin from a registry failed.
+    #[error("{message}")]
+    Registry {
+        /// What kind of failure, for callers that act on it.
+        kind: RegistryFailure,
+        /// What happened (never credentials).
+        message: String,
+    },
+}
+
+/// Why an install from a registry failed, coarsely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFailure {
+    /// The reference, tag, version, digest or platform build does not exist.
+    NotFound,
+    /// Unsigned while signatures are required, or badly signed.
+    SignatureRefused,
+    /// The registry could not be reached or stopped answering in time.
+    Unreachable,
+    /// The registry answered, but not what it should.
+    Refused,
+    /// A local problem (a bad reference, a file that cannot be written).
+    Local,
 }
 
 /// A configuration problem, naming the file, the field and what is wrong.

@@ -8,6 +8,7 @@ mod extras;
 mod fail_closed;
 mod fastpath;
 mod hostile;
+mod install;
 mod isolation;
 mod jobs;
 mod judged_bytes;

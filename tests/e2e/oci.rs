@@ -20,7 +20,7 @@ const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const USER: &str = "tester";
 const PASSWORD: &str = "test-registry-password-7Qx";
 const HTPASSWD: &str = "tester:$2b$05$3hWV3y.LmXx2qiuFeYXO8uWuxUOD2vuNr9OxZN/skZzWkoW.gsnqa";
-const PLUGIN: &str = "ocidemo";
+pub(crate) const PLUGIN: &str = "ocidemo";
 /// The test token service's token, and the basic credentials it takes (base64 of
 /// `USER:PASSWORD`).
 const TOKEN: &str = "tok-7c1e55";
@@ -32,7 +32,7 @@ const SIGNATURE_REFUSED: i32 = 4;
 const UNREACHABLE: i32 = 5;
 const REFUSED: i32 = 6;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -40,7 +40,7 @@ fn free_port() -> u16 {
 }
 
 /// `docker-registry serve` on a free loopback port, its storage in a temporary directory.
-struct Registry {
+pub(crate) struct Registry {
     child: std::process::Child,
     dir: tempfile::TempDir,
     addr: String,
@@ -49,7 +49,7 @@ struct Registry {
 impl Registry {
     /// Starts one (with htpasswd basic authentication if `auth`), or None after printing
     /// SKIP where the registry is not installed.
-    fn start(auth: bool) -> Option<Registry> {
+    pub(crate) fn start(auth: bool) -> Option<Registry> {
         Registry::start_with(auth, None)
     }
 
@@ -115,7 +115,7 @@ impl Registry {
         }
     }
 
-    fn reference(&self, repo: &str) -> String {
+    pub(crate) fn reference(&self, repo: &str) -> String {
         format!("{}/{repo}", self.addr)
     }
 
@@ -138,17 +138,17 @@ impl Drop for Registry {
 }
 
 /// Two versions of one plugin, keys to sign them, and a directory of trusted keys.
-struct Plugins {
+pub(crate) struct Plugins {
     dir: tempfile::TempDir,
-    v1: PathBuf,
-    v2: PathBuf,
-    key: PathBuf,
+    pub(crate) v1: PathBuf,
+    pub(crate) v2: PathBuf,
+    pub(crate) key: PathBuf,
     untrusted_key: PathBuf,
-    keys: PathBuf,
+    pub(crate) keys: PathBuf,
 }
 
 impl Plugins {
-    fn build() -> Plugins {
+    pub(crate) fn build() -> Plugins {
         let dir = tempfile::tempdir().unwrap();
         let build = |version: &str, tag: &str| {
             let out = dir.path().join(format!("{PLUGIN}-{version}.so"));
@@ -209,7 +209,7 @@ fn pack(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn push(file: &Path, key: Option<&Path>, reference: &str, extra: &[&str]) -> String {
+pub(crate) fn push(file: &Path, key: Option<&Path>, reference: &str, extra: &[&str]) -> String {
     let mut args = vec!["push".to_owned(), "--insecure-http".to_owned()];
     if let Some(k) = key {
         args.extend(["--key".to_owned(), k.display().to_string()]);
@@ -245,7 +245,7 @@ fn pull(p: &Plugins, into: &Path, reference: &str, extra: &[&str]) -> (i32, Stri
 }
 
 /// The names in `dir` (sorted).
-fn listing(dir: &Path) -> Vec<String> {
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -541,8 +541,8 @@ fn registry_with_basic_auth_takes_credentials_and_never_shows_them() {
 
 /// A server on loopback that answers every connection with `answer` (given the
 /// request's head), counting the bytes it managed to send and the connections it took.
-struct Hostile {
-    addr: String,
+pub(crate) struct Hostile {
+    pub(crate) addr: String,
     sent: Arc<AtomicU64>,
     requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -550,7 +550,7 @@ struct Hostile {
 }
 
 impl Hostile {
-    fn start(
+    pub(crate) fn start(
         ip: &str,
         answer: impl Fn(&str, &mut TcpStream, &AtomicU64) + Send + Sync + 'static,
     ) -> Hostile {
@@ -592,7 +592,7 @@ impl Hostile {
         }
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
 }

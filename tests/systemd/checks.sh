@@ -15,6 +15,7 @@ check "plugins installed root-owned, 0644" test "$(stat -c '%U %a' /usr/lib/dynp
 check "man page installed" test -f /usr/share/man/man1/dynplugctl.1
 busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
 check "polkit actions installed" pkaction --action-id org.dynplug.execute
+check "polkit install action installed" pkaction --action-id org.dynplug.install
 check "polkit rules installed" test -f /usr/share/polkit-1/rules.d/60-dynplug.rules
 # The checks' own polkit rules (not the package's): group ops may run hash and nothing
 # else, and may cancel anyone's job; reloading needs admin authentication, whoever asks.

@@ -35,6 +35,9 @@ pub enum Action {
     Manage,
     /// Cancelling a job another user started.
     CancelAny,
+    /// Installing, removing or rolling back plugins from registries (writes
+    /// plugins_dir, so code the daemon runs): root alone when polkit is not asked.
+    Install,
 }
 
 impl Action {
@@ -44,6 +47,7 @@ impl Action {
             Action::Execute => "org.dynplug.execute",
             Action::Manage => "org.dynplug.manage",
             Action::CancelAny => "org.dynplug.jobs.cancel-any",
+            Action::Install => "org.dynplug.install",
         }
     }
 }
@@ -181,7 +185,9 @@ impl Authority {
     ) -> Result<(), DynplugError> {
         let header = caller.header;
         let mode = match self.mode.get() {
-            Some(Mode::Open) if request.action != Action::CancelAny => return Ok(()),
+            Some(Mode::Open) if !matches!(request.action, Action::CancelAny | Action::Install) => {
+                return Ok(())
+            }
             Some(mode) => mode,
             None => {
                 return Err(DynplugError::AccessDenied(
@@ -197,6 +203,12 @@ impl Authority {
             Mode::Open | Mode::Group(_) if request.action == Action::CancelAny => {
                 Err(DynplugError::AccessDenied(format!(
                     "not authorized: {}; only the user who started the job, or root, may cancel it",
+                    request.describe()
+                )))
+            }
+            Mode::Open if request.action == Action::Install => {
+                Err(DynplugError::AccessDenied(format!(
+                    "not authorized: {}; without polkit only root may install plugins",
                     request.describe()
                 )))
             }

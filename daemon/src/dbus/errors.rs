@@ -1,7 +1,7 @@
 //! Core errors mapped once to the named D-Bus errors of `org.dynplug.Error.*` (defined in
 //! the contract crate, `dynplug_dbus::DynplugError`).
 
-use dynplug_core::error::{CallError, ManagerError};
+use dynplug_core::error::{CallError, ManagerError, RegistryFailure};
 use dynplug_dbus::DynplugError;
 
 /// `?` for core results inside interface methods.
@@ -42,6 +42,13 @@ pub(crate) fn dbus_error(e: ManagerError) -> DynplugError {
         }
         ManagerError::AccessDenied(_) => DynplugError::AccessDenied(message),
         ManagerError::Config(_) | ManagerError::PluginsDir(_) => DynplugError::Config(message),
+        ManagerError::Registry { kind, .. } => match kind {
+            RegistryFailure::NotFound => DynplugError::NotFound(message),
+            RegistryFailure::SignatureRefused => DynplugError::SignatureRefused(message),
+            RegistryFailure::Unreachable => DynplugError::RegistryUnreachable(message),
+            RegistryFailure::Refused => DynplugError::RegistryRefused(message),
+            RegistryFailure::Local => DynplugError::Failed(message),
+        },
         _ => DynplugError::Failed(message),
     }
 }

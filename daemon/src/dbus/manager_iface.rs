@@ -27,6 +27,7 @@ fn bulk(results: Vec<(String, bool, String)>) -> Bulk {
 pub struct ManagerIface {
     pub(crate) shared: Arc<Shared>,
     pub(crate) authority: Arc<Authority>,
+    pub(crate) installer: Arc<crate::install::Installer>,
 }
 
 impl ManagerIface {
@@ -224,6 +225,70 @@ impl ManagerIface {
             .await?;
         OwnedObjectPath::try_from(job_path(job.id()))
             .map_err(|e| DynplugError::Failed(e.to_string()))
+    }
+
+    /// Installs a plugin from an OCI registry (or an image-layout archive) as a job
+    /// owned by the caller; returns the job's object at once. See docs/registry.md.
+    async fn install(
+        &self,
+        reference: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<OwnedObjectPath, DynplugError> {
+        let caller = Caller::new(conn, &header);
+        self.authorize(&caller, Action::Install, "install", None)
+            .await?;
+        let uid = caller.uid().await?;
+        let job = self
+            .installer
+            .start(&self.shared, reference, JobOwner::Uid(uid))
+            .or_dbus()?;
+        super::job_iface::publish_job(conn, &self.shared.manager, &self.authority, job.id())
+            .await?;
+        OwnedObjectPath::try_from(job_path(job.id()))
+            .map_err(|e| DynplugError::Failed(e.to_string()))
+    }
+
+    /// Swaps plugin `name` (installed from a registry) with the version kept before it,
+    /// and reloads; returns a summary.
+    async fn rollback(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Install,
+            "rollback",
+            Some(name),
+        )
+        .await?;
+        self.installer.rollback(&self.shared, name).await.or_dbus()
+    }
+
+    /// Takes plugin `name` (installed from a registry) out of plugins_dir, forgets it
+    /// and reloads; returns a summary.
+    async fn remove(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, DynplugError> {
+        self.authorize(
+            &Caller::new(conn, &header),
+            Action::Install,
+            "remove",
+            Some(name),
+        )
+        .await?;
+        self.installer.remove(&self.shared, name).await.or_dbus()
+    }
+
+    /// Every plugin installed from a registry: (name, version, reference, digest,
+    /// installed_usec, previous_version; empty when none is kept).
+    async fn list_installed(&self) -> Result<Vec<dynplug_dbus::InstalledRow>, DynplugError> {
+        super::install::rows(&self.installer, &self.shared)
     }
 
     /// Every job still known (running, or ended and kept), oldest first.

@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod errors;
+mod install;
 pub mod job_iface;
 pub mod manager_iface;
 pub mod objects;
