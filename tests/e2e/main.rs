@@ -16,6 +16,7 @@ mod limits;
 mod manager;
 mod metadata;
 mod oci;
+mod redteam;
 mod registry;
 mod rest;
 mod signatures;

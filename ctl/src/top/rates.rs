@@ -84,7 +84,15 @@ pub(crate) fn quantile_usec(buckets: &[u64], bounds_usec: &[u64], q: f64) -> Opt
             continue;
         }
         if (below + count) as f64 >= rank {
-            let lower = if i == 0 { 0 } else { bounds_usec[i - 1] } as f64;
+            // A reply with more buckets than bounds allow (a daemon of another version,
+            // or a broken one) floors at the last bound instead of indexing past it.
+            let lower = match i {
+                0 => 0.0,
+                _ => bounds_usec
+                    .get(i - 1)
+                    .or(bounds_usec.last())
+                    .map_or(0.0, |b| *b as f64),
+            };
             let Some(&upper) = bounds_usec.get(i) else {
                 return Some(lower);
             };
@@ -202,6 +210,19 @@ mod tests {
             Some(10_000.0)
         );
         assert_eq!(quantile_usec(&[0; 5], &BOUNDS, 0.5), None);
+    }
+
+    #[test]
+    fn a_reply_with_more_buckets_than_bounds_does_not_panic() {
+        // Calls counted two buckets past the last one the bounds describe.
+        let b = [0, 0, 0, 0, 0, 0, 5];
+        assert_eq!(quantile_usec(&b, &BOUNDS, 0.5), Some(10_000.0));
+        assert_eq!(quantile_usec(&[0, 3], &[], 0.5), Some(0.0));
+        let before = stats(0, 0, vec![plugin("a", 0, 0, [0; 5], 0)]);
+        let mut now = stats(1_000_000, 0, vec![plugin("a", 5, 0, [0; 5], 0)]);
+        now.plugins[0].buckets = b.to_vec();
+        let r = &screen(&now, Some(&before)).plugins[0];
+        assert_eq!(r.p50_ms, Some(10.0));
     }
 
     fn stats(mono: u64, cpu: u64, plugins: Vec<PluginStats>) -> Stats {
