@@ -187,7 +187,7 @@ pub async fn get(
 
 /// Cancels a job started over this API and forgets it (jobs started over D-Bus belong to
 /// their user): from then on the job is 404; a running one keeps its place in the
-/// limits until its plugin returns. Answers with the job as it was.
+/// job limits until it has ended. Answers with the job as it was.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs",
     params(("id" = u64, Path, description = "job number")),
     responses((status = 202, description = "cancelled (if it was running) and forgotten; the job as it was", body = Envelope<JobInfo>),
