@@ -220,7 +220,12 @@ fn the_host_crates_depend_one_way() {
     assert_eq!(ours("isolation"), set(&["dynplug-sdk", "dynplug-loader"]));
     assert_eq!(
         ours("host"),
-        set(&["dynplug-sdk", "dynplug-loader", "dynplug-isolation", "dynplug-wasm"])
+        set(&[
+            "dynplug-sdk",
+            "dynplug-loader",
+            "dynplug-isolation",
+            "dynplug-wasm"
+        ])
     );
     // The WebAssembly runtime knows the SDK's interface and nothing of the host.
     assert_eq!(ours("wasm"), set(&["dynplug-sdk"]));
