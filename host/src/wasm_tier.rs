@@ -254,45 +254,6 @@ impl WasmSlot {
     }
 }
 
-/// The status of a wasm plugin's slot: loaded once compiled, failed if it could not
-/// be, pending until then.
-pub(crate) fn plugin_status(wasm: Option<&Arc<WasmSlot>>) -> crate::views::PluginStatus {
-    use crate::views::PluginStatus;
-    let Some(wasm) = wasm else {
-        return PluginStatus::Pending;
-    };
-    if let Some(reason) = wasm.quarantined() {
-        return PluginStatus::Failed(reason);
-    }
-    match wasm.state() {
-        Some(Ok(())) => PluginStatus::Loaded,
-        Some(Err(reason)) => PluginStatus::Failed(reason),
-        None => PluginStatus::Pending,
-    }
-}
-
-/// Compiles, on the blocking pool and in the background, the wasm plugins of
-/// `plugins` not loaded yet: start-up does not wait for compilers, and a first call
-/// that comes before its plugin is ready waits for that one compile.
-pub(crate) fn prepare(plugins: &std::collections::BTreeMap<String, Arc<crate::slot::Slot>>) {
-    for slot in plugins.values() {
-        let Some(wasm) = slot.wasm.get() else {
-            continue;
-        };
-        if wasm.state().is_some() || !slot.enabled() {
-            continue;
-        }
-        let slot = Arc::clone(slot);
-        tokio::task::spawn_blocking(move || {
-            if let Some(wasm) = slot.wasm.get() {
-                if let Err(e) = wasm.plugin(&slot.library) {
-                    tracing::warn!(plugin = slot.name(), error = %e, "wasm plugin unusable");
-                }
-            }
-        });
-    }
-}
-
 /// What `--inspect` shows of a component beside its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Inspected {

@@ -72,7 +72,7 @@ impl Manager {
         self.stop_gone(&mut plan).await;
         self.commit(&config, &plan.plugins, &plan.failures, &mut plan.report);
         self.bring_in_line(&mut plan).await;
-        crate::wasm_tier::prepare(&plan.plugins);
+        super::wasm::prepare(&plan.plugins);
         tracing::info!(summary = %plan.report, "configuration applied");
         Ok(plan.report)
     }

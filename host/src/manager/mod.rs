@@ -197,7 +197,7 @@ impl Manager {
         let workers = slot.pool.as_ref().map(|p| p.status());
         let wasm = slot.wasm.get();
         let status = match (slot.loaded(), slot.failure(), &workers) {
-            (_, None, _) if wasm.is_some() => crate::wasm_tier::plugin_status(wasm),
+            (_, None, _) if wasm.is_some() => wasm::plugin_status(wasm),
             (_, Some(reason), _) => PluginStatus::Failed(reason),
             (_, None, Some(w)) => match &w.quarantined {
                 Some(reason) => PluginStatus::Failed(reason.clone()),
