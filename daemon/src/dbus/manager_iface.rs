@@ -31,6 +31,13 @@ pub struct ManagerIface {
 }
 
 impl ManagerIface {
+    /// Serves job `id`'s object and returns its path: served before the reply, so the
+    /// caller can read it at once.
+    async fn published(&self, conn: &Connection, id: u64) -> Result<OwnedObjectPath, DynplugError> {
+        super::job_iface::publish_job(conn, &self.shared.manager, &self.authority, id).await?;
+        OwnedObjectPath::try_from(job_path(id)).map_err(|e| DynplugError::Failed(e.to_string()))
+    }
+
     /// Refuses the call unless the caller may do `verb` (of `action`) on `plugin`.
     async fn authorize(
         &self,
@@ -220,11 +227,7 @@ impl ManagerIface {
             .manager
             .start_job(name, input, JobOwner::Uid(uid))
             .or_dbus()?;
-        // Served before the reply, so the caller can read it at once.
-        super::job_iface::publish_job(conn, &self.shared.manager, &self.authority, job.id())
-            .await?;
-        OwnedObjectPath::try_from(job_path(job.id()))
-            .map_err(|e| DynplugError::Failed(e.to_string()))
+        self.published(conn, job.id()).await
     }
 
     /// Installs a plugin from an OCI registry (or an image-layout archive) as a job
@@ -243,10 +246,7 @@ impl ManagerIface {
             .installer
             .start(&self.shared, reference, JobOwner::Uid(uid))
             .or_dbus()?;
-        super::job_iface::publish_job(conn, &self.shared.manager, &self.authority, job.id())
-            .await?;
-        OwnedObjectPath::try_from(job_path(job.id()))
-            .map_err(|e| DynplugError::Failed(e.to_string()))
+        self.published(conn, job.id()).await
     }
 
     /// Swaps plugin `name` (installed from a registry) with the version kept before it,
