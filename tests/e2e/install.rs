@@ -56,6 +56,18 @@ fn http(reference: String) -> String {
     format!("http://{reference}")
 }
 
+/// Publishes version 1.0.0 and 1.2.0 of the demo plugin, both signed.
+fn publish_both(p: &Plugins, reg: &Registry) {
+    for (file, tag) in [(&p.v1, "1.0.0"), (&p.v2, "1.2.0")] {
+        push(
+            file,
+            Some(&p.key),
+            &reg.reference(&format!("dynplug/ocidemo:{tag}")),
+            &[],
+        );
+    }
+}
+
 #[test]
 fn install_by_tag_and_by_digest_through_dynplugctl_then_the_plugin_answers() {
     let Some(reg) = Registry::start(false) else {
@@ -233,18 +245,7 @@ fn two_installs_of_one_plugin_at_once_both_end_and_one_wins_whole() {
         return;
     };
     let p = Plugins::build();
-    push(
-        &p.v1,
-        Some(&p.key),
-        &reg.reference("dynplug/ocidemo:1.0.0"),
-        &[],
-    );
-    push(
-        &p.v2,
-        Some(&p.key),
-        &reg.reference("dynplug/ocidemo:1.2.0"),
-        &[],
-    );
+    publish_both(&p, &reg);
     let plugins = PluginDir::new();
     let bus = PrivateBus::start();
     let daemon = enforcing_daemon(&bus, plugins.path(), &p);
@@ -287,18 +288,7 @@ fn rollback_swaps_back_the_kept_version_and_remove_takes_the_plugin_away() {
         return;
     };
     let p = Plugins::build();
-    push(
-        &p.v1,
-        Some(&p.key),
-        &reg.reference("dynplug/ocidemo:1.0.0"),
-        &[],
-    );
-    push(
-        &p.v2,
-        Some(&p.key),
-        &reg.reference("dynplug/ocidemo:1.2.0"),
-        &[],
-    );
+    publish_both(&p, &reg);
     let plugins = PluginDir::new();
     let bus = PrivateBus::start();
     let daemon = enforcing_daemon(&bus, plugins.path(), &p);
